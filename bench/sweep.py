@@ -1,0 +1,149 @@
+"""Full finite-difference sweeps of tanh MLPs, three ways, in one process.
+
+    python bench/sweep.py [--quick] [--chunk N ...]
+
+1. jgradcheck: ``check_grad`` (per-leaf compiled vmap sweeps, plus its verdict).
+   Its sweep time (J evaluations only) is reported apart from compile time.
+2. loop: a Python loop over coordinates calling one jitted function of ``i`` that
+   builds θ±εeᵢ inside jit and returns the central difference (the seeds'
+   algorithm, written the fast way). Dispatch is asynchronous; results are
+   gathered at the end.
+3. vmap-all: one jitted vmap over chunks of the whole raveled vector (every
+   coordinate perturbs the full parameter vector, so no work is shared).
+
+Everything is float64 on the default JAX device. Ratios are against the loop,
+measured in the same run. Peak memory is the process's max RSS (CPU) or the
+device's peak bytes in use (GPU) after each method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+import jgradcheck as jgc  # noqa: E402
+from jgradcheck import _sweep  # noqa: E402
+
+
+def make_mlp(widths, batch, seed=0):
+    key = jax.random.PRNGKey(seed)
+    params = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        key, k1, k2 = jax.random.split(key, 3)
+        params.append({"w": jax.random.normal(k1, (a, b)) / np.sqrt(a),
+                       "b": 0.1 * jax.random.normal(k2, (b,))})
+    key, kx, ky = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (batch, widths[0]))
+    y = jax.random.normal(ky, (batch, widths[-1]))
+    return params, x, y
+
+
+def mlp_loss(params, x, y):
+    h = x
+    for i, layer in enumerate(params):
+        h = h @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            h = jnp.tanh(h)
+    return jnp.mean((h - y) ** 2)
+
+
+def peak_memory_mib():
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def loop_sweep(loss, params, args, eps=6e-6):
+    theta, unravel = ravel_pytree(params)
+
+    @jax.jit
+    def fd_i(theta, i):
+        tp = theta.at[i].add(eps)
+        tm = theta.at[i].add(-eps)
+        return (loss(unravel(tp), *args) - loss(unravel(tm), *args)) / (2 * eps)
+
+    t0 = time.perf_counter()
+    fd_i(theta, 0).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outs = [fd_i(theta, i) for i in range(theta.size)]
+    res = np.asarray(jax.device_get(outs))
+    return res, compile_s, time.perf_counter() - t0
+
+
+def vmap_all_sweep(loss, params, args, chunk, eps=6e-6):
+    theta, unravel = ravel_pytree(params)
+    n = theta.size
+
+    def fd_i(i):
+        tp = theta.at[i].add(eps)
+        tm = theta.at[i].add(-eps)
+        return (loss(unravel(tp), *args) - loss(unravel(tm), *args)) / (2 * eps)
+
+    f = jax.jit(jax.vmap(fd_i))
+    t0 = time.perf_counter()
+    f(jnp.arange(chunk)).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outs = []
+    for s in range(0, n, chunk):
+        idx = np.arange(s, s + chunk) % n
+        outs.append(f(idx))
+    res = np.concatenate([np.asarray(o) for o in outs])[:n]
+    return res, compile_s, time.perf_counter() - t0
+
+
+def run_model(name, widths, batch, chunks):
+    params, x, y = make_mlp(widths, batch)
+    n = ravel_pytree(params)[0].size
+    print(f"\n== {name}: widths {widths}, batch {batch}, {n} parameters, float64, "
+          f"{jax.default_backend()} ==")
+    rows = []
+    _, c_loop, t_loop = loop_sweep(mlp_loss, params, (x, y))
+    rows.append(("loop over jitted J(θ±εeᵢ)", c_loop, t_loop, None))
+    _, c_all, t_all = vmap_all_sweep(mlp_loss, params, (x, y), chunk=64)
+    rows.append(("vmap over whole raveled vector (chunk 64)", c_all, t_all, None))
+    for chunk in chunks:
+        saved = _sweep._CPU_WORKING_SET, _sweep._MAX_BATCH.copy()
+        if chunk:
+            _sweep._CPU_WORKING_SET = 2**62
+            _sweep._MAX_BATCH.update(cpu=2 * chunk, default=2 * chunk)
+        t0 = time.perf_counter()
+        report = jgc.check_grad(mlp_loss, params, x, y)
+        total = time.perf_counter() - t0
+        _sweep._CPU_WORKING_SET, _sweep._MAX_BATCH = saved
+        assert report.ok, report
+        label = f"jgradcheck check_grad (chunk {chunk})" if chunk else "jgradcheck check_grad (auto chunk)"
+        rows.append((label, report.timing.compile_seconds, report.timing.sweep_seconds, total))
+    print(f"{'method':48s} {'compile s':>9s} {'sweep s':>8s} {'coords/s':>10s} {'vs loop':>8s} {'total s':>8s}")
+    for label, c, t, total in rows:
+        tot = f"{total:8.2f}" if total is not None else f"{'':8s}"
+        print(f"{label:48s} {c:9.2f} {t:8.2f} {n / t:10.0f} {t_loop / t:7.2f}x {tot}")
+    print(f"peak memory so far: {peak_memory_mib():.0f} MiB")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="only the 3-layer model")
+    ap.add_argument("--chunk", type=int, nargs="*", default=[0],
+                    help="coordinates per compiled call for jgradcheck (0 = auto)")
+    a = ap.parse_args()
+    print(f"jax {jax.__version__}, devices: {jax.devices()}")
+    run_model("3-layer tanh MLP", [64, 128, 128, 10], 32, a.chunk)
+    if not a.quick:
+        run_model("5-layer tanh MLP", [64, 128, 128, 128, 128, 10], 32, a.chunk)
+
+
+if __name__ == "__main__":
+    main()

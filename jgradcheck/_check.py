@@ -1,0 +1,256 @@
+"""check_grad, assert_grad and numerical_grad: the public entry points."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._coords import select
+from ._errors import GradCheckError, where_list
+from ._gradient import (
+    autodiff_gradient,
+    loss_output_check,
+    nonfinite_places,
+    reference_gradient,
+    user_gradient,
+)
+from ._reference import Reference, check_precision, reference_precision
+from ._report import LeafResult, Report, Settings, Timing
+from ._tree import Flat, flatten_params
+from ._verdict import PASS, judge, leaf_scale
+
+PyTree = Any
+
+
+def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
+    flat = flatten_params(params)
+    if not flat.infos:
+        raise ValueError("`params` is empty: there is nothing to check.")
+    if not flat.checked:
+        kinds = ", ".join(f"{i.path or '<root>'} ({i.dtype or i.kind})" for i in flat.infos)
+        raise ValueError(
+            f"`params` has no floating-point leaves to check; its leaves are: {kinds}."
+        )
+    # Bare Python floats become arrays so every checked leaf has a dtype.
+    leaves = tuple(
+        jnp.asarray(x) if i.kind == "float" and isinstance(x, float) else x
+        for i, x in zip(flat.infos, flat.leaves)
+    )
+    flat = Flat(flat.treedef, leaves, flat.infos)
+    loss_output_check(loss, flat.rebuild(flat.leaves), args)
+    return flat
+
+
+def check_grad(
+    loss: Callable[..., Any],
+    params: PyTree,
+    *args: Any,
+    grad: Callable[..., PyTree] | None = None,
+    coords: int | PyTree | None = None,
+    key: Any = 0,
+    precision: str = "float64",
+    rtol: float | None = None,
+    atol: float | None = None,
+    memory_budget: int | None = None,
+) -> Report:
+    """Compare a gradient with central finite differences, entry by entry.
+
+    The gradient under test is ``jax.grad(loss)`` (or ``grad(params, *args)``)
+    at the params' own dtype. The reference is the central difference
+    ``(J(θ+hᵢeᵢ) − J(θ−hᵢeᵢ)) / 2hᵢ`` with ``hᵢ = cbrt(eps)·max(1, |θᵢ|)``,
+    computed in float64 by default, swept one leaf at a time by a compiled
+    ``vmap`` over chunks of coordinates. Entries that do not agree within
+    roundoff are re-estimated with smaller steps and Richardson extrapolation,
+    with an error bar. An entry fails when the two differ by more than ten error
+    bars plus the rounding the gradient's own dtype allows; tolerances never
+    grow with the number of entries.
+
+    Args:
+      loss: ``loss(params, *args)`` returning a real scalar.
+      params: a pytree of arrays. Floating-point leaves are checked; integer,
+        boolean and key leaves and non-array leaves are held fixed and listed.
+      *args: extra arguments to ``loss``, held fixed (data, labels, config).
+      grad: optional ``grad(params, *args)`` returning a pytree shaped like
+        ``params`` (a hand-written backprop). Default: ``jax.grad(loss)``.
+      coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
+        coordinates drawn with ``key`` (every leaf gets at least one); a pytree
+        of boolean masks shaped like ``params`` checks exactly those entries.
+      key: int seed or ``jax.random`` key for ``coords=k``.
+      precision: ``"float64"`` (default) evaluates the finite differences in
+        float64 whatever the params' dtype, in a scoped ``jax.enable_x64``;
+        ``"native"`` uses the params' own dtype.
+      rtol, atol: explicit tolerances ``atol + rtol·max(|a|, |n|)`` replacing
+        the error-bar rule.
+      memory_budget: bytes one batch of evaluations may use (default 2 GiB;
+        on CPU batches are further kept cache-sized).
+
+    Returns:
+      A :class:`Report`: ``report.ok``, ``print(report)``, ``report.worst(k)``.
+
+    Raises:
+      TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the
+        loss or the gradient, a ``grad=`` output not shaped like ``params``,
+        empty params, ``coords`` out of range), naming the offending path.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jgradcheck as jgc
+      >>> loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["w"] + p["b"]) ** 2)
+      >>> params = {"w": jnp.ones((3, 2)) / 3, "b": jnp.zeros(2)}
+      >>> jgc.check_grad(loss, params, jnp.arange(6.0).reshape(2, 3)).ok
+      True
+      >>> def bad(p, x):  # wrong sign on the weights only
+      ...     g = jax.grad(loss)(p, x)
+      ...     return {"w": -g["w"], "b": g["b"]}
+      >>> report = jgc.check_grad(loss, params, jnp.arange(6.0).reshape(2, 3), grad=bad)
+      >>> report.ok, report.worst(1)[0].path
+      (False, "['w']")
+    """
+    check_precision(precision)
+    flat = _prepare(loss, params, args)
+    if grad is None:
+        under_test = autodiff_gradient(loss, flat, args)
+        source = "jax.grad(loss)"
+    else:
+        under_test = user_gradient(grad, params, flat, args)
+        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+    bad = nonfinite_places(flat, under_test)
+    if bad:
+        raise ValueError(
+            f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
+            "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
+        )
+    dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
+    source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
+    selection = select(flat, coords, key)
+
+    results = []
+    with reference_precision(precision):
+        ref = Reference(loss, flat, args, precision=precision, memory_budget=memory_budget)
+        measured = None
+        if precision == "float64" and any(d.itemsize < 8 for d in dtypes):
+            measured = reference_gradient(loss, grad, ref.params, ref.flat, ref.args_tuple)
+        for info in flat.checked:
+            idx = selection[info.position]
+            g_all = under_test[info.position]
+            eps_g = float(np.finfo(np.dtype(g_all.dtype)).eps)
+            g = np.asarray(g_all, np.float64).reshape(-1)[idx]
+            rounding = None if measured is None else np.abs(g - measured[info.position][idx])
+            sw = ref.sweep(info, 2 * idx.size)
+            first = ref.first_pass(sw, idx)
+            numeric, error = first.value.copy(), first.roundoff.copy()
+            step, refined = first.step.copy(), np.zeros(idx.shape, bool)
+            verdict = judge(g, numeric, error, first.roundoff, eps_grad=eps_g,
+                            scale=leaf_scale(numeric), rounding=rounding,
+                            rtol=rtol, atol=atol)
+            redo = np.flatnonzero(verdict.status != PASS)
+            if redo.size:
+                est = ref.refine(sw, idx[redo], first._replace(
+                    value=first.value[redo], roundoff=first.roundoff[redo],
+                    step=first.step[redo], j_plus=first.j_plus[redo],
+                    j_minus=first.j_minus[redo]))
+                numeric[redo], error[redo] = est.value, est.error
+                step[redo], refined[redo] = est.step, True
+                verdict = judge(g, numeric, error, first.roundoff, eps_grad=eps_g,
+                                scale=leaf_scale(numeric), rounding=rounding,
+                            rtol=rtol, atol=atol)
+            results.append(LeafResult(
+                info=info, idx=idx, grad=g, numeric=numeric, error_bar=error,
+                tolerance=verdict.tolerance, status=verdict.status, step=step,
+                refined=refined, grad_dtype=np.dtype(g_all.dtype)))
+        settings = Settings(
+            gradient=source,
+            reference_dtype=str(ref.j_dtype),
+            rel_step=ref.rel_step(flat.checked[0]),
+            rounding="measured against float64" if measured is not None else "fixed",
+            rtol=rtol,
+            atol=atol,
+        )
+        timing = Timing(ref.compile_seconds, ref.sweep_seconds, ref.evaluations)
+    return Report(
+        leaves=tuple(r for r in results if r.checked),
+        skipped=flat.skipped,
+        settings=settings,
+        timing=timing,
+    )
+
+
+def assert_grad(loss: Callable[..., Any], params: PyTree, *args: Any, **options: Any) -> Report:
+    """Like :func:`check_grad`, but raise :class:`GradCheckError` unless it passes.
+
+    Takes the same arguments and keyword options as :func:`check_grad`.
+
+    Returns:
+      The passing :class:`Report`.
+
+    Raises:
+      GradCheckError: an ``AssertionError`` carrying the report (``err.report``)
+        whose message is the report's table.
+
+    Example:
+      >>> import jax.numpy as jnp, jgradcheck as jgc
+      >>> loss = lambda p: jnp.sum(jnp.sin(p) ** 2)
+      >>> _ = jgc.assert_grad(loss, jnp.linspace(0.0, 1.0, 5))
+      >>> try:
+      ...     jgc.assert_grad(loss, jnp.linspace(0.0, 1.0, 5), grad=lambda p: jnp.sin(2 * p) / 2)
+      ... except jgc.GradCheckError as e:
+      ...     print(e.report.ok, e.report.n_fail)
+      False 4
+    """
+    report = check_grad(loss, params, *args, **options)
+    if not report.ok:
+        raise GradCheckError(report)
+    return report
+
+
+def numerical_grad(
+    loss: Callable[..., Any],
+    params: PyTree,
+    *args: Any,
+    precision: str = "float64",
+    with_error: bool = False,
+    memory_budget: int | None = None,
+) -> PyTree | tuple[PyTree, PyTree]:
+    """The finite-difference gradient of ``loss`` as a pytree shaped like ``params``.
+
+    Every coordinate is estimated from central differences at steps h, h/2,
+    h/4, h/8 with Richardson extrapolation, keeping the estimate with the
+    smallest error bar.
+
+    Args:
+      loss: ``loss(params, *args)`` returning a real scalar.
+      params: a pytree of arrays; non-floating-point leaves get ``None``.
+      *args: extra arguments held fixed.
+      precision: ``"float64"`` (default) or ``"native"``, as in :func:`check_grad`.
+      with_error: also return a pytree of error bars.
+      memory_budget: as in :func:`check_grad`.
+
+    Returns:
+      A pytree of NumPy arrays (float64 by default, so the precision survives
+      even when JAX's x64 mode is off), or ``(grad, error_bars)``.
+
+    Example:
+      >>> import jax.numpy as jnp, jgradcheck as jgc
+      >>> g = jgc.numerical_grad(lambda p: jnp.sum(p ** 3), jnp.array([1.0, 2.0]))
+      >>> [round(float(v), 6) for v in g]
+      [3.0, 12.0]
+    """
+    check_precision(precision)
+    flat = _prepare(loss, params, args)
+    values, errors = {}, {}
+    with reference_precision(precision):
+        ref = Reference(loss, flat, args, precision=precision, memory_budget=memory_budget)
+        for info in flat.checked:
+            idx = np.arange(info.size)
+            sw = ref.sweep(info, 8 * idx.size)
+            est = ref.refine(sw, idx, ref.first_pass(sw, idx))
+            values[info.position] = est.value.reshape(info.shape)
+            errors[info.position] = est.error.reshape(info.shape)
+
+    def tree(d: dict[int, np.ndarray]) -> PyTree:
+        return flat.rebuild([d.get(i.position) for i in flat.infos])
+
+    grad_tree = tree(values)
+    return (grad_tree, tree(errors)) if with_error else grad_tree
+

@@ -1,0 +1,25 @@
+"""Exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GradCheckError(AssertionError):
+    """A gradient did not match its finite-difference estimate.
+
+    An :class:`AssertionError`, so test runners report it as a failed check. The
+    full report is in ``error.report``; the message is its text table.
+    """
+
+    def __init__(self, report: Any):
+        self.report = report
+        super().__init__("\n" + str(report))
+
+
+def where_list(places: list[str], limit: int = 10) -> str:
+    """``a, b, c`` with at most ``limit`` items and a count of the rest."""
+    shown = ", ".join(places[:limit])
+    if len(places) > limit:
+        shown += f", ... ({len(places) - limit} more)"
+    return shown

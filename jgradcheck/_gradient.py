@@ -1,0 +1,136 @@
+"""The gradient under test: from ``jax.grad`` or a user's ``grad=``, validated."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from ._errors import where_list
+from ._tree import Flat, describe_paths
+
+
+def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any:
+    """Trace ``loss`` once (no FLOPs) and insist on a real scalar output."""
+    if not callable(loss):
+        raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
+    out = jax.eval_shape(lambda: loss(params, *args))
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(
+            "`loss` must return a scalar array; it returned a "
+            f"{type(out).__name__}. If it returns (loss, aux), wrap it: "
+            "`lambda p, *a: loss(p, *a)[0]`."
+        )
+    if out.shape != ():
+        raise ValueError(
+            f"`loss` must return a scalar; it returned shape {out.shape}. "
+            "Reduce it, e.g. with `.sum()` or `.mean()`."
+        )
+    if not np.issubdtype(out.dtype, np.floating):
+        raise TypeError(
+            f"`loss` must return a real floating-point scalar; it returned {out.dtype}."
+        )
+    return out
+
+
+def autodiff_gradient(loss: Callable[..., Any], flat: Flat, args: tuple) -> dict[int, Any]:
+    """``jax.grad(loss)`` with respect to the floating-point leaves only."""
+    positions = [i.position for i in flat.checked]
+
+    def of_floats(float_leaves):
+        return loss(flat.replace(dict(zip(positions, float_leaves))), *args)
+
+    grads = jax.grad(of_floats)([flat.leaves[p] for p in positions])
+    return dict(zip(positions, grads))
+
+
+def user_gradient(
+    grad: Callable[..., Any], params: Any, flat: Flat, args: tuple
+) -> dict[int, Any]:
+    """Call the user's ``grad(params, *args)`` and check it is shaped like ``params``."""
+    if not callable(grad):
+        raise TypeError(f"`grad` must be callable; got {type(grad).__name__}.")
+    out = grad(params, *args)
+    try:
+        leaves = flat.treedef.flatten_up_to(out)
+    except (ValueError, TypeError):
+        want, got = describe_paths(params), describe_paths(out)
+        missing = [p for p in want if p not in got]
+        extra = [p for p in got if p not in want]
+        lines = [
+            "`grad` returned a pytree whose structure differs from `params`.",
+            f"  params: {flat.treedef}",
+            f"  grad:   {jax.tree_util.tree_structure(out)}",
+        ]
+        if missing:
+            lines.append(f"  missing from grad: {where_list(missing)}")
+        if extra:
+            lines.append(f"  not in params:     {where_list(extra)}")
+        lines.append("Return a pytree with the same containers and keys as `params`.")
+        raise ValueError("\n".join(lines)) from None
+    problems = []
+    result = {}
+    for info, g in zip(flat.infos, leaves):
+        if info.kind != "float":
+            continue
+        name = info.path or "<root>"
+        if g is None:
+            problems.append(f"{name}: got None, expected an array of shape {info.shape}")
+            continue
+        shape = tuple(np.shape(g))
+        if shape == info.shape:
+            dtype = getattr(g, "dtype", np.asarray(g).dtype)
+            if not np.issubdtype(dtype, np.floating):
+                problems.append(f"{name}: dtype {dtype}, expected a floating-point array")
+                continue
+            result[info.position] = g
+        elif len(shape) == 2 and shape == info.shape[::-1]:
+            problems.append(
+                f"{name}: shape {shape} is the transpose of the parameter's shape "
+                f"{info.shape}; the gradient is probably computed as (δᵀ·a) instead of "
+                "(aᵀ·δ): return its transpose (`.T`)"
+            )
+        else:
+            problems.append(f"{name}: shape {shape}, expected {info.shape}")
+    if problems:
+        raise ValueError(
+            "`grad` returned leaves that do not match `params`:\n  " + "\n  ".join(problems)
+        )
+    return result
+
+
+def nonfinite_places(flat: Flat, grads: dict[int, Any]) -> list[str]:
+    """Paths and indices of NaN/inf entries of a gradient."""
+    places = []
+    for info in flat.checked:
+        arr = np.asarray(grads[info.position], np.float64).reshape(-1)
+        for k in np.flatnonzero(~np.isfinite(arr))[:20]:
+            places.append(f"{info.where(int(k))} = {arr[k]}")
+    return places
+
+
+def reference_gradient(
+    loss: Callable[..., Any],
+    grad: Callable[..., Any] | None,
+    params: Any,
+    flat: Flat,
+    args: tuple,
+) -> dict[int, np.ndarray] | None:
+    """The gradient under test recomputed from reference-precision inputs.
+
+    Its difference from the gradient under test is that gradient's own rounding
+    error, measured rather than guessed. Returns None when the gradient function
+    cannot run at the reference precision (then a fixed allowance is used).
+    """
+    try:
+        if grad is None:
+            g = autodiff_gradient(loss, flat, args)
+        else:
+            g = user_gradient(grad, params, flat, args)
+        out = {pos: np.asarray(v, np.float64).reshape(-1) for pos, v in g.items()}
+    except Exception:  # noqa: BLE001 - optional measurement; fall back quietly
+        return None
+    if not all(np.all(np.isfinite(v)) for v in out.values()):
+        return None
+    return out

@@ -1,0 +1,166 @@
+"""Pytree bookkeeping: which leaves are checked, their paths, and global offsets.
+
+Parameters are flattened once with :func:`jax.tree_util.tree_flatten_with_path`.
+Floating-point array leaves are *checked*; other array leaves (ints, bools, PRNG
+keys) are *fixed* (passed through unchanged); anything else (functions, strings,
+static config) is *static* (closed over). Offsets into the raveled vector of
+checked leaves follow :func:`jax.flatten_util.ravel_pytree`'s order, so a global
+index ``k`` means the same thing as ``ravel_pytree(float_params)[0][k]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import keystr
+
+PyTree = Any
+
+
+class LeafInfo(NamedTuple):
+    """What jgradcheck knows about one leaf of ``params``."""
+
+    path: str
+    """The leaf's path as :func:`jax.tree_util.keystr` prints it, e.g. ``['w'][0]``."""
+    position: int
+    """Position among all leaves of ``params`` (``tree_flatten`` order)."""
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    kind: str
+    """``"float"`` (checked), ``"fixed"`` (non-float array) or ``"static"``."""
+    offset: int
+    """Offset of the leaf in the raveled vector of checked leaves (-1 if unchecked)."""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def index(self, flat: int) -> tuple[int, ...]:
+        """The full index (one int per axis) of flat position ``flat``."""
+        if not self.shape:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))
+
+    def where(self, flat: int) -> str:
+        """``path`` followed by the index, e.g. ``['decoder'][3, 17]``."""
+        idx = self.index(flat)
+        if not idx:
+            return self.path or "<root>"
+        return f"{self.path}[{', '.join(str(i) for i in idx)}]"
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _kind(x: Any) -> str:
+    if _is_array(x):
+        dt = x.dtype
+        if jnp.issubdtype(dt, jax.dtypes.prng_key):
+            return "fixed"
+        if jnp.issubdtype(dt, jnp.floating):
+            return "float"
+        return "fixed"
+    if isinstance(x, float):
+        # A bare Python float is a parameter users expect to be checked.
+        return "float"
+    return "static"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flat:
+    """``params`` split into leaves, with the bookkeeping to put them back."""
+
+    treedef: Any
+    leaves: tuple[Any, ...]
+    infos: tuple[LeafInfo, ...]
+
+    @property
+    def checked(self) -> tuple[LeafInfo, ...]:
+        return tuple(i for i in self.infos if i.kind == "float")
+
+    @property
+    def skipped(self) -> tuple[LeafInfo, ...]:
+        return tuple(i for i in self.infos if i.kind != "float")
+
+    @property
+    def n_params(self) -> int:
+        return sum(i.size for i in self.checked)
+
+    def rebuild(self, leaves: list[Any] | tuple[Any, ...]) -> PyTree:
+        return jax.tree_util.tree_unflatten(self.treedef, list(leaves))
+
+    def replace(self, new: dict[int, Any]) -> PyTree:
+        """``params`` with the leaves at the given positions replaced."""
+        leaves = list(self.leaves)
+        for pos, val in new.items():
+            leaves[pos] = val
+        return self.rebuild(leaves)
+
+
+def flatten_params(params: PyTree) -> Flat:
+    """Flatten ``params`` and classify its leaves."""
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+    infos = []
+    leaves = []
+    offset = 0
+    for pos, (kp, leaf) in enumerate(with_path):
+        kind = _kind(leaf)
+        shape, dtype = (), None
+        if kind == "float" and isinstance(leaf, float):
+            dtype = np.dtype(jnp.asarray(leaf).dtype)
+        elif _is_array(leaf):
+            shape = tuple(leaf.shape)
+            if not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                dtype = np.dtype(leaf.dtype)
+        info = LeafInfo(
+            path=keystr(kp),
+            position=pos,
+            shape=shape,
+            dtype=dtype,
+            kind=kind,
+            offset=offset if kind == "float" else -1,
+        )
+        if kind == "float":
+            offset += info.size
+        infos.append(info)
+        leaves.append(leaf)
+    return Flat(treedef=treedef, leaves=tuple(leaves), infos=tuple(infos))
+
+
+class Split(NamedTuple):
+    """A pytree split into traced array leaves and closed-over static leaves.
+
+    Array leaves are traced by ``jit``; everything else (Python numbers,
+    strings, callables) is closed over, so that static configuration in
+    ``args`` keeps working as it does in the user's own code.
+    """
+
+    dynamic: tuple[Any, ...]
+    static: tuple[Any, ...]
+    is_dynamic: tuple[bool, ...]
+    treedef: Any
+
+    def merge(self, dynamic: tuple[Any, ...] | list[Any]) -> PyTree:
+        leaves = [d if m else s for d, s, m in zip(dynamic, self.static, self.is_dynamic)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def split_static(tree: PyTree) -> Split:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    mask = tuple(_is_array(x) for x in leaves)
+    return Split(
+        dynamic=tuple(x if m else None for x, m in zip(leaves, mask)),
+        static=tuple(None if m else x for x, m in zip(leaves, mask)),
+        is_dynamic=mask,
+        treedef=treedef,
+    )
+
+
+def describe_paths(tree: PyTree) -> list[str]:
+    """Every leaf path of ``tree``, as ``keystr`` prints it."""
+    return [keystr(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]

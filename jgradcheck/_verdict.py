@@ -1,0 +1,113 @@
+"""Verdicts: is each gradient entry consistent with its finite-difference estimate?
+
+No magic thresholds. For entry i with gradient under test ``a``, numeric estimate
+``n`` and the estimate's error bar ``e``::
+
+    tolerance = SAFETY · e  +  ρ
+    ρ = max(GRAD_ULPS · eps(a.dtype) · (max(|a|, |n|) + s),
+            min(2·|a − a₆₄|, ROUNDING_CAP · (max(|a|, |n|) + s)))
+
+where ``s`` is the largest ``|n|`` in the leaf. The first term is the
+finite-difference estimate's own error (truncation + roundoff); ``ρ`` is the
+rounding a correct gradient computed in its own dtype can carry. When the
+reference is float64 and the gradient under test is narrower, that rounding is
+*measured*: ``a₆₄`` is the same gradient function run on float64 inputs, and
+``|a − a₆₄|`` is exactly the rounding error of ``a`` (it is capped, so a rule
+that is broken only in float32 is still caught). Neither term grows with the
+number of entries, so one wrong entry among millions is judged exactly like one
+wrong entry among ten.
+
+An entry that passes only because its error bar is wide (``e`` above 0.1% of the
+entry's scale and far above the roundoff at the default step, as at a kink or for
+a noisy J) is ``unsure``, not ``pass``: jgradcheck never claims agreement it
+cannot resolve. With explicit ``rtol``/``atol`` the tolerance is
+``atol + rtol·max(|a|, |n|)``; an entry fails only when the difference exceeds
+it by more than the error bar, and is unsure when the error bar alone exceeds it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+SAFETY = 10.0
+"""How many error bars apart the two values must be to call an entry wrong."""
+
+GRAD_ULPS = 16.0
+"""Rounding allowance for the gradient under test, in units of its dtype's eps."""
+
+ROUNDING_CAP = 2.0**-10
+"""Measured rounding is allowed up to this fraction of the entry's scale."""
+
+UNSURE_REL = 1e-3
+"""An error bar wider than this fraction of an entry's scale cannot vouch for it."""
+
+PASS, FAIL, UNSURE = 0, 1, 2
+STATUS_NAMES = {PASS: "pass", FAIL: "FAIL", UNSURE: "unsure"}
+
+
+class Judgement(NamedTuple):
+    tolerance: np.ndarray
+    status: np.ndarray  # uint8 codes PASS/FAIL/UNSURE
+
+
+def leaf_scale(numeric: np.ndarray) -> float:
+    finite = np.abs(numeric[np.isfinite(numeric)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def judge(
+    grad: np.ndarray,
+    numeric: np.ndarray,
+    error: np.ndarray,
+    roundoff0: np.ndarray,
+    *,
+    eps_grad: float,
+    scale: float,
+    rounding: np.ndarray | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> Judgement:
+    """Per-entry tolerance and status.
+
+    Args:
+      grad: the gradient under test (float64 copy).
+      numeric: the finite-difference estimate.
+      error: the estimate's error bar.
+      roundoff0: the roundoff bound at the default step (what a smooth J allows).
+      eps_grad: machine epsilon of the gradient under test's dtype.
+      scale: the leaf's scale, the largest ``|numeric|`` in it.
+      rounding: measured rounding error of ``grad`` (``|a − a₆₄|``), if known.
+      rtol, atol: explicit tolerances overriding the error-bar rule.
+    """
+    diff = np.abs(grad - numeric)
+    mag = np.maximum(np.abs(grad), np.abs(numeric))
+    if rtol is None and atol is None:
+        rho = GRAD_ULPS * eps_grad * (mag + scale)
+        if rounding is not None:
+            rho = np.maximum(rho, np.minimum(2.0 * rounding, ROUNDING_CAP * (mag + scale)))
+        tol = SAFETY * error + rho
+        fail = ~(diff <= tol)  # NaN-safe: NaN differences fail
+        wide = error > np.maximum(UNSURE_REL * np.maximum(mag, scale), 100.0 * roundoff0)
+        unsure = ~fail & wide
+    else:
+        tol = (atol or 0.0) + (rtol or 0.0) * mag
+        fail = ~(diff <= tol + SAFETY * error)
+        unsure = ~fail & ((diff > tol) | (SAFETY * error > tol))
+    status = np.where(fail, FAIL, np.where(unsure, UNSURE, PASS)).astype(np.uint8)
+    return Judgement(tol, status)
+
+
+def rel_error(grad: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """Per element ``|a − n| / max(|a|, |n|)`` (0 where both are 0)."""
+    diff = np.abs(grad - numeric)
+    mag = np.maximum(np.abs(grad), np.abs(numeric))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mag > 0, diff / np.where(mag > 0, mag, 1.0), 0.0)
+
+
+def norm_ratio(grad: np.ndarray, numeric: np.ndarray) -> float:
+    """Per leaf ``‖a − n‖ / (‖a‖ + ‖n‖)`` (0 when both are 0)."""
+    den = float(np.linalg.norm(grad) + np.linalg.norm(numeric))
+    return float(np.linalg.norm(grad - numeric)) / den if den > 0 else 0.0

@@ -1,0 +1,36 @@
+"""Small models and utilities shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def mlp_params(widths, dtype=jnp.float32, seed=0):
+    key = jax.random.PRNGKey(seed)
+    params = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        key, k1, k2 = jax.random.split(key, 3)
+        w = jax.random.normal(k1, (a, b), dtype) / np.sqrt(a)
+        params.append({"w": w, "b": 0.1 * jax.random.normal(k2, (b,), dtype)})
+    return params
+
+
+def mlp_loss(params, x, y):
+    h = x
+    for i, layer in enumerate(params):
+        h = h @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            h = jnp.tanh(h)
+    return jnp.mean((h - y) ** 2)
+
+
+def data(shape_x, shape_y, dtype=jnp.float32, seed=1):
+    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+    return jax.random.normal(kx, shape_x, dtype), jax.random.normal(ky, shape_y, dtype)
+
+
+def failing_places(report):
+    """Set of (path, index) of failing entries."""
+    return {(e.path, e.index) for e in report.failures()}

@@ -1,0 +1,177 @@
+"""Broken gradients must be caught, and pinned to the right leaf and index."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from helpers import data, failing_places, mlp_loss, mlp_params
+
+import jgradcheck as jgc
+
+
+def linear_problem(dtype=jnp.float32, n_in=8, n_out=8, batch=16):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    params = {
+        "w": jax.random.normal(k1, (n_in, n_out), dtype) / np.sqrt(n_in),
+        "b": 0.1 * jax.random.normal(k2, (n_out,), dtype),
+    }
+    x, y = data((batch, n_in), (batch, n_out), dtype)
+    return params, x, y
+
+
+def linear_loss(p, x, y):
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+
+def linear_grad(p, x, y, *, transpose=False, scale=1.0, sign=1.0):
+    r = 2 * (x @ p["w"] + p["b"] - y) / y.size
+    gw = x.T @ r
+    return {"w": sign * scale * (gw.T if transpose else gw), "b": sign * r.sum(0)}
+
+
+def test_correct_hand_written_gradient_passes(dtype):
+    params, x, y = linear_problem(dtype)
+    assert jgc.check_grad(linear_loss, params, x, y, grad=linear_grad).ok
+
+
+def test_wrong_sign_is_caught(dtype):
+    params, x, y = linear_problem(dtype)
+    report = jgc.check_grad(
+        linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, sign=-1.0)
+    )
+    assert not report.ok
+    assert report.leaf("['w']").n_fail == 64 and report.leaf("['b']").n_fail == 8
+
+
+def test_transposed_square_gradient_is_caught(dtype):
+    params, x, y = linear_problem(dtype)
+    report = jgc.check_grad(
+        linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, transpose=True)
+    )
+    assert not report.ok
+    assert report.leaf("['b']").ok
+    bad = report.leaf("['w']")
+    assert bad.n_fail >= 50  # only the diagonal can agree
+    assert all(e.index[0] != e.index[1] for e in report.failures())
+
+
+def test_missing_factor_is_caught(dtype):
+    # A missing 1/N on the weight gradient.
+    params, x, y = linear_problem(dtype)
+    report = jgc.check_grad(
+        linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, scale=float(y.size))
+    )
+    assert {e.path for e in report.failures()} == {"['w']"}
+    assert report.leaf("['w']").n_fail == 64
+
+
+def test_missing_regularization_term_is_caught(dtype):
+    params, x, y = linear_problem(dtype)
+
+    def loss(p, x, y):
+        return linear_loss(p, x, y) + 1e-2 * jnp.sum(p["w"] ** 2)
+
+    report = jgc.check_grad(loss, params, x, y, grad=linear_grad)  # forgets 2λw
+    assert not report.ok
+    assert report.leaf("['b']").ok and report.leaf("['w']").n_fail > 50
+
+
+def test_one_wrong_coordinate_among_thousands(dtype):
+    params = mlp_params([48, 64, 4], dtype)  # 3,136 + 64 + 256 + 4 parameters
+    x, y = data((8, 48), (8, 4), dtype)
+    bad_index = (17, 42)
+
+    def grad(p, x, y):
+        g = jax.grad(mlp_loss)(p, x, y)
+        w = g[0]["w"]
+        g[0]["w"] = w.at[bad_index].multiply(1.01)  # 1% off, one entry of 3,460
+        return g
+
+    report = jgc.check_grad(mlp_loss, params, x, y, grad=grad)
+    assert failing_places(report) == {("[0]['w']", bad_index)}
+    worst = report.worst(1)[0]
+    assert worst.where == "[0]['w'][17, 42]"
+    # The global index is the position in ravel_pytree's vector ('b' sorts first).
+    flat_grad, _ = ravel_pytree(grad(params, x, y))
+    ref_grad, _ = ravel_pytree(jax.grad(mlp_loss)(params, x, y))
+    assert np.flatnonzero(flat_grad != ref_grad).tolist() == [worst.flat_index]
+    assert "[0]['w'][17, 42]" in str(report)
+
+
+def test_1e4_relative_error_in_float64_is_caught():
+    with jax.enable_x64(True):
+        params, x, y = linear_problem(jnp.float64)
+
+        def grad(p, x, y):
+            g = linear_grad(p, x, y)
+            return {"w": g["w"], "b": g["b"].at[3].multiply(1 + 1e-4)}
+
+        report = jgc.check_grad(linear_loss, params, x, y, grad=grad)
+    assert failing_places(report) == {("['b']", (3,))}
+
+
+def test_float32_sized_error_is_caught():
+    # 3e-3 relative on every entry of one leaf, float32 throughout.
+    params, x, y = linear_problem(jnp.float32)
+
+    def grad(p, x, y):
+        g = linear_grad(p, x, y)
+        return {"w": g["w"] * (1 + 3e-3), "b": g["b"]}
+
+    report = jgc.check_grad(linear_loss, params, x, y, grad=grad)
+    assert report.leaf("['b']").ok
+    assert report.leaf("['w']").n_fail >= 60
+
+
+def test_buggy_custom_vjp_is_caught_through_jax_grad():
+    @jax.custom_vjp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    def fwd(x):
+        return softplus(x), x
+
+    def bwd(x, g):
+        return (g * jax.nn.sigmoid(2 * x),)  # should be sigmoid(x)
+
+    softplus.defvjp(fwd, bwd)
+    params = jnp.linspace(-2.0, 2.0, 9)
+    report = jgc.check_grad(lambda p: jnp.sum(softplus(p) ** 2), params)
+    assert not report.ok
+    # sigmoid(2x) == sigmoid(x) only at x = 0 (index 4).
+    assert failing_places(report) == {("", (i,)) for i in range(9) if i != 4}
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_sampled_check_catches_a_leaf_wide_bug(k):
+    params, x, y = linear_problem()
+    report = jgc.check_grad(
+        linear_loss, params, x, y, coords=k, grad=lambda *a: linear_grad(*a, scale=2.0)
+    )
+    assert not report.ok
+    assert report.leaf("['w']").n_fail == report.leaf("['w']").checked
+
+
+def test_assert_grad_raises_with_report():
+    params, x, y = linear_problem()
+    with pytest.raises(jgc.GradCheckError) as info:
+        jgc.assert_grad(linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, sign=-1))
+    assert isinstance(info.value, AssertionError)
+    assert info.value.report.n_fail == 72
+    assert "FAILED" in str(info.value) and "['w']" in str(info.value)
+
+
+def test_explicit_tolerances_override():
+    params, x, y = linear_problem()
+
+    def grad(p, x, y):
+        g = linear_grad(p, x, y)
+        return {"w": g["w"] * (1 + 1e-3), "b": g["b"]}
+
+    assert not jgc.check_grad(linear_loss, params, x, y, grad=grad).ok
+    loose = jgc.check_grad(linear_loss, params, x, y, grad=grad, rtol=1e-2, atol=0.0)
+    assert loose.ok, loose
+    assert loose.settings.rtol == 1e-2
