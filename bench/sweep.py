@@ -39,8 +39,12 @@ def make_mlp(widths, batch, seed=0):
     params = []
     for a, b in zip(widths[:-1], widths[1:]):
         key, k1, k2 = jax.random.split(key, 3)
-        params.append({"w": jax.random.normal(k1, (a, b)) / np.sqrt(a),
-                       "b": 0.1 * jax.random.normal(k2, (b,))})
+        params.append(
+            {
+                "w": jax.random.normal(k1, (a, b)) / np.sqrt(a),
+                "b": 0.1 * jax.random.normal(k2, (b,)),
+            }
+        )
     key, kx, ky = jax.random.split(key, 3)
     x = jax.random.normal(kx, (batch, widths[0]))
     y = jax.random.normal(ky, (batch, widths[-1]))
@@ -107,8 +111,10 @@ def vmap_all_sweep(loss, params, args, chunk, eps=6e-6):
 def run_model(name, widths, batch, chunks):
     params, x, y = make_mlp(widths, batch)
     n = ravel_pytree(params)[0].size
-    print(f"\n== {name}: widths {widths}, batch {batch}, {n} parameters, float64, "
-          f"{jax.default_backend()} ==")
+    print(
+        f"\n== {name}: widths {widths}, batch {batch}, {n} parameters, float64, "
+        f"{jax.default_backend()} =="
+    )
     rows = []
     _, c_loop, t_loop = loop_sweep(mlp_loss, params, (x, y))
     rows.append(("loop over jitted J(θ±εeᵢ)", c_loop, t_loop, None))
@@ -124,9 +130,17 @@ def run_model(name, widths, batch, chunks):
         total = time.perf_counter() - t0
         _sweep._CPU_WORKING_SET, _sweep._MAX_BATCH = saved
         assert report.ok, report
-        label = f"jgradcheck check_grad (chunk {chunk})" if chunk else "jgradcheck check_grad (auto chunk)"
-        rows.append((label, report.timing.compile_seconds, report.timing.sweep_seconds, total))
-    print(f"{'method':48s} {'compile s':>9s} {'sweep s':>8s} {'coords/s':>10s} {'vs loop':>8s} {'total s':>8s}")
+        label = (
+            f"jgradcheck check_grad (chunk {chunk})"
+            if chunk
+            else "jgradcheck check_grad (auto chunk)"
+        )
+        rows.append(
+            (label, report.timing.compile_seconds, report.timing.sweep_seconds, total)
+        )
+    print(
+        f"{'method':48s} {'compile s':>9s} {'sweep s':>8s} {'coords/s':>10s} {'vs loop':>8s} {'total s':>8s}"
+    )
     for label, c, t, total in rows:
         tot = f"{total:8.2f}" if total is not None else f"{'':8s}"
         print(f"{label:48s} {c:9.2f} {t:8.2f} {n / t:10.0f} {t_loop / t:7.2f}x {tot}")
@@ -136,8 +150,13 @@ def run_model(name, widths, batch, chunks):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the 3-layer model")
-    ap.add_argument("--chunk", type=int, nargs="*", default=[0],
-                    help="coordinates per compiled call for jgradcheck (0 = auto)")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="coordinates per compiled call for jgradcheck (0 = auto)",
+    )
     a = ap.parse_args()
     print(f"jax {jax.__version__}, devices: {jax.devices()}")
     run_model("3-layer tanh MLP", [64, 128, 128, 10], 32, a.chunk)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,9 @@ def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
     if not flat.infos:
         raise ValueError("`params` is empty: there is nothing to check.")
     if not flat.checked:
-        kinds = ", ".join(f"{i.path or '<root>'} ({i.dtype or i.kind})" for i in flat.infos)
+        kinds = ", ".join(
+            f"{i.path or '<root>'} ({i.dtype or i.kind})" for i in flat.infos
+        )
         raise ValueError(
             f"`params` has no floating-point leaves to check; its leaves are: {kinds}."
         )
@@ -127,38 +130,77 @@ def check_grad(
 
     results = []
     with reference_precision(precision):
-        ref = Reference(loss, flat, args, precision=precision, memory_budget=memory_budget)
+        ref = Reference(
+            loss, flat, args, precision=precision, memory_budget=memory_budget
+        )
         measured = None
         if precision == "float64" and any(d.itemsize < 8 for d in dtypes):
-            measured = reference_gradient(loss, grad, ref.params, ref.flat, ref.args_tuple)
+            measured = reference_gradient(
+                loss, grad, ref.params, ref.flat, ref.args_tuple
+            )
         for info in flat.checked:
             idx = selection[info.position]
             g_all = under_test[info.position]
             eps_g = float(np.finfo(np.dtype(g_all.dtype)).eps)
             g = np.asarray(g_all, np.float64).reshape(-1)[idx]
-            rounding = None if measured is None else np.abs(g - measured[info.position][idx])
+            rounding = (
+                None if measured is None else np.abs(g - measured[info.position][idx])
+            )
             sw = ref.sweep(info, 2 * idx.size)
             first = ref.first_pass(sw, idx)
             numeric, error = first.value.copy(), first.roundoff.copy()
             step, refined = first.step.copy(), np.zeros(idx.shape, bool)
-            verdict = judge(g, numeric, error, first.roundoff, eps_grad=eps_g,
-                            scale=leaf_scale(numeric), rounding=rounding,
-                            rtol=rtol, atol=atol)
+            verdict = judge(
+                g,
+                numeric,
+                error,
+                first.roundoff,
+                eps_grad=eps_g,
+                scale=leaf_scale(numeric),
+                rounding=rounding,
+                rtol=rtol,
+                atol=atol,
+            )
             redo = np.flatnonzero(verdict.status != PASS)
             if redo.size:
-                est = ref.refine(sw, idx[redo], first._replace(
-                    value=first.value[redo], roundoff=first.roundoff[redo],
-                    step=first.step[redo], j_plus=first.j_plus[redo],
-                    j_minus=first.j_minus[redo]))
+                est = ref.refine(
+                    sw,
+                    idx[redo],
+                    first._replace(
+                        value=first.value[redo],
+                        roundoff=first.roundoff[redo],
+                        step=first.step[redo],
+                        j_plus=first.j_plus[redo],
+                        j_minus=first.j_minus[redo],
+                    ),
+                )
                 numeric[redo], error[redo] = est.value, est.error
                 step[redo], refined[redo] = est.step, True
-                verdict = judge(g, numeric, error, first.roundoff, eps_grad=eps_g,
-                                scale=leaf_scale(numeric), rounding=rounding,
-                            rtol=rtol, atol=atol)
-            results.append(LeafResult(
-                info=info, idx=idx, grad=g, numeric=numeric, error_bar=error,
-                tolerance=verdict.tolerance, status=verdict.status, step=step,
-                refined=refined, grad_dtype=np.dtype(g_all.dtype)))
+                verdict = judge(
+                    g,
+                    numeric,
+                    error,
+                    first.roundoff,
+                    eps_grad=eps_g,
+                    scale=leaf_scale(numeric),
+                    rounding=rounding,
+                    rtol=rtol,
+                    atol=atol,
+                )
+            results.append(
+                LeafResult(
+                    info=info,
+                    idx=idx,
+                    grad=g,
+                    numeric=numeric,
+                    error_bar=error,
+                    tolerance=verdict.tolerance,
+                    status=verdict.status,
+                    step=step,
+                    refined=refined,
+                    grad_dtype=np.dtype(g_all.dtype),
+                )
+            )
         settings = Settings(
             gradient=source,
             reference_dtype=str(ref.j_dtype),
@@ -176,7 +218,9 @@ def check_grad(
     )
 
 
-def assert_grad(loss: Callable[..., Any], params: PyTree, *args: Any, **options: Any) -> Report:
+def assert_grad(
+    loss: Callable[..., Any], params: PyTree, *args: Any, **options: Any
+) -> Report:
     """Like :func:`check_grad`, but raise :class:`GradCheckError` unless it passes.
 
     Takes the same arguments and keyword options as :func:`check_grad`.
@@ -240,7 +284,9 @@ def numerical_grad(
     flat = _prepare(loss, params, args)
     values, errors = {}, {}
     with reference_precision(precision):
-        ref = Reference(loss, flat, args, precision=precision, memory_budget=memory_budget)
+        ref = Reference(
+            loss, flat, args, precision=precision, memory_budget=memory_budget
+        )
         for info in flat.checked:
             idx = np.arange(info.size)
             sw = ref.sweep(info, 8 * idx.size)
@@ -253,4 +299,3 @@ def numerical_grad(
 
     grad_tree = tree(values)
     return (grad_tree, tree(errors)) if with_error else grad_tree
-

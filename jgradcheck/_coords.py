@@ -111,7 +111,9 @@ def _from_mask(flat: Flat, mask: Any) -> Selection:
         else:
             out[info.position] = np.flatnonzero(arr.reshape(-1))
     if problems:
-        raise ValueError("`coords` mask does not fit `params`:\n  " + "\n  ".join(problems))
+        raise ValueError(
+            "`coords` mask does not fit `params`:\n  " + "\n  ".join(problems)
+        )
     if sum(v.size for v in out.values()) == 0:
         raise ValueError("`coords` mask selects no entries; nothing would be checked.")
     return out

@@ -80,7 +80,9 @@ def run(print_fn=print) -> bool:
     except ValueError as e:
         print_fn("   ValueError: " + str(e).replace("\n", "\n   "))
 
-    print_fn("\n2. Transposed back, but the decoder gradient uses x·E, not a = σ(x·E):\n")
+    print_fn(
+        "\n2. Transposed back, but the decoder gradient uses x·E, not a = σ(x·E):\n"
+    )
     bad = check_grad(autoencoder_loss, params, x, grad=backprop_preactivation_bug)
     print_fn(str(bad))
     found = not bad.ok and not bad.leaf("['decoder']").ok and bad.leaf("['encoder']").ok

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -34,7 +35,9 @@ def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any
     return out
 
 
-def autodiff_gradient(loss: Callable[..., Any], flat: Flat, args: tuple) -> dict[int, Any]:
+def autodiff_gradient(
+    loss: Callable[..., Any], flat: Flat, args: tuple
+) -> dict[int, Any]:
     """``jax.grad(loss)`` with respect to the floating-point leaves only."""
     positions = [i.position for i in flat.checked]
 
@@ -76,13 +79,17 @@ def user_gradient(
             continue
         name = info.path or "<root>"
         if g is None:
-            problems.append(f"{name}: got None, expected an array of shape {info.shape}")
+            problems.append(
+                f"{name}: got None, expected an array of shape {info.shape}"
+            )
             continue
         shape = tuple(np.shape(g))
         if shape == info.shape:
             dtype = getattr(g, "dtype", np.asarray(g).dtype)
             if not np.issubdtype(dtype, np.floating):
-                problems.append(f"{name}: dtype {dtype}, expected a floating-point array")
+                problems.append(
+                    f"{name}: dtype {dtype}, expected a floating-point array"
+                )
                 continue
             result[info.position] = g
         elif len(shape) == 2 and shape == info.shape[::-1]:
@@ -95,7 +102,8 @@ def user_gradient(
             problems.append(f"{name}: shape {shape}, expected {info.shape}")
     if problems:
         raise ValueError(
-            "`grad` returned leaves that do not match `params`:\n  " + "\n  ".join(problems)
+            "`grad` returned leaves that do not match `params`:\n  "
+            + "\n  ".join(problems)
         )
     return result
 

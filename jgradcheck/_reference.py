@@ -9,7 +9,8 @@ own dtypes.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +67,9 @@ class Reference:
         cast = {}
         for info in flat.checked:
             leaf = jnp.asarray(flat.leaves[info.position])
-            cast[info.position] = leaf.astype(jnp.float64) if precision == "float64" else leaf
+            cast[info.position] = (
+                leaf.astype(jnp.float64) if precision == "float64" else leaf
+            )
         leaves = list(flat.leaves)
         for pos, v in cast.items():
             leaves[pos] = v
@@ -106,11 +109,8 @@ class Reference:
         return self._per_eval
 
     def sweep(self, info: LeafInfo, n_evals: int) -> LeafSweep:
-        leaf = self.flat.leaves[info.position]
-        leaf_bytes = info.size * np.dtype(leaf.dtype).itemsize
         batch = choose_batch(
             self._bytes_per_eval(),
-            leaf_bytes,
             n_evals,
             memory_budget=self.memory_budget,
             backend=self.backend,

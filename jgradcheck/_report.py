@@ -191,7 +191,11 @@ class Report:
     def _entries(self, status: int | None) -> list[Entry]:
         out = []
         for leaf in self.leaves:
-            ks = range(leaf.checked) if status is None else np.flatnonzero(leaf.status == status)
+            ks = (
+                range(leaf.checked)
+                if status is None
+                else np.flatnonzero(leaf.status == status)
+            )
             out.extend(leaf.entry(int(k)) for k in ks)
         return out
 
@@ -200,11 +204,15 @@ class Report:
         scored = []
         for leaf in self.leaves:
             with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = leaf.abs_err / np.where(leaf.tolerance > 0, leaf.tolerance, np.inf)
+                ratio = leaf.abs_err / np.where(
+                    leaf.tolerance > 0, leaf.tolerance, np.inf
+                )
             ratio = np.where(np.isnan(ratio), np.inf, ratio)
             failing = leaf.status == FAIL
             top = np.lexsort((-ratio, ~failing))[:k]
-            scored.extend((bool(failing[t]), float(ratio[t]), leaf, int(t)) for t in top)
+            scored.extend(
+                (bool(failing[t]), float(ratio[t]), leaf, int(t)) for t in top
+            )
         scored.sort(key=lambda s: (not s[0], -s[1]))
         return tuple(leaf.entry(t) for _, _, leaf, t in scored[:k])
 
@@ -285,7 +293,18 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def _leaf_rows(report: Report) -> list[list[str]]:
-    rows = [["leaf", "shape", "dtype", "checked", "max|a-n|", "max rel", "norm ratio", "verdict"]]
+    rows = [
+        [
+            "leaf",
+            "shape",
+            "dtype",
+            "checked",
+            "max|a-n|",
+            "max rel",
+            "norm ratio",
+            "verdict",
+        ]
+    ]
     for leaf in report.leaves:
         rows.append(
             [
@@ -303,7 +322,18 @@ def _leaf_rows(report: Report) -> list[list[str]]:
 
 
 def _entry_rows(entries: tuple[Entry, ...]) -> list[list[str]]:
-    rows = [["where", "a (under test)", "n (finite diff)", "±err", "|a-n|", "rel err", "tolerance", "status"]]
+    rows = [
+        [
+            "where",
+            "a (under test)",
+            "n (finite diff)",
+            "±err",
+            "|a-n|",
+            "rel err",
+            "tolerance",
+            "status",
+        ]
+    ]
     for e in entries:
         rows.append(
             [
@@ -338,7 +368,11 @@ def format_text(report: Report, k: int = 8) -> str:
     lines += _table(_leaf_rows(report), right={3, 4, 5, 6})
     worst = report.worst(k)
     if worst:
-        title = "worst entries" if not report.ok else "closest calls (largest |a-n| / tolerance)"
+        title = (
+            "worst entries"
+            if not report.ok
+            else "closest calls (largest |a-n| / tolerance)"
+        )
         lines += ["", f"{title}:"]
         lines += _table(_entry_rows(worst), right={1, 2, 3, 4, 5, 6})
     skipped = _skipped(report)
@@ -350,7 +384,8 @@ def format_text(report: Report, k: int = 8) -> str:
 def _html_table(rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:]
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+        for r in rows[1:]
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -15,7 +15,8 @@ Everything here works on NumPy arrays of J values returned by the sweep engine.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -140,7 +141,9 @@ def refine(
     # three successive steps are all in the smooth regime).
     for k in range(1, levels):
         cand_val.append(rich[k])
-        cand_err.append(np.abs(rich[k] - rich[k - 1]) + rich_round[k] + rich_round[k - 1])
+        cand_err.append(
+            np.abs(rich[k] - rich[k - 1]) + rich_round[k] + rich_round[k - 1]
+        )
         cand_step.append(steps[k + 1])
     vals = np.stack(cand_val)
     errs = np.stack(cand_err)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._sparse import sparse_loss
 from ._tree import Flat, LeafInfo, Split, split_static
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
@@ -27,8 +29,8 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
 _CPU_WORKING_SET = 16 * 2**20
 # On a CPU, batches whose working set exceeds the caches run slower per
-# coordinate; measured in bench/sweep.py (chunks of 64 beat chunks of 256 on a
-# 26k-parameter MLP whose single evaluation touches ~0.25 MiB).
+# coordinate: on the 26k-parameter MLP of bench/sweep.py (0.2 MiB of
+# intermediates per evaluation) batches of 64 evaluations beat 16 and 256.
 _MAX_BATCH = {"cpu": 512, "default": 8192}
 
 
@@ -68,15 +70,16 @@ def bytes_per_eval(fn: Callable[..., Any], *example: Any) -> int:
 
 
 def choose_batch(
-    per_eval: int, leaf_bytes: int, n_evals: int, *, memory_budget: int, backend: str
+    per_eval: int, n_evals: int, *, memory_budget: int, backend: str
 ) -> int:
     """Evaluations per compiled call, from a memory budget and the backend.
 
-    Each evaluation in a batch holds its own copy of the perturbed leaf and its
-    own intermediates. On CPU the batch is also kept within a cache-sized working
-    set; on accelerators only the budget applies. Never more than needed.
+    Each evaluation in a batch holds its own intermediates (``per_eval`` bytes,
+    an upper bound that includes a copy of the leaf). On CPU the batch is also
+    kept within a cache-sized working set; on accelerators only the budget
+    applies. Never more than needed.
     """
-    per = per_eval + leaf_bytes
+    per = per_eval
     budget = memory_budget
     if backend == "cpu":
         budget = min(budget, _CPU_WORKING_SET)
@@ -97,6 +100,8 @@ class LeafSweep:
       args: the fixed extra arguments.
       info: the leaf to perturb.
       batch: evaluations per compiled call (fixed, so one compile).
+      sparse: evaluate through :mod:`jgradcheck._sparse`, sharing the leaf's
+        matrix products across the batch (False: perturb a dense copy).
     """
 
     def __init__(
@@ -106,6 +111,8 @@ class LeafSweep:
         args: Split,
         info: LeafInfo,
         batch: int,
+        *,
+        sparse: bool = True,
     ):
         self.info = info
         self.batch = int(batch)
@@ -118,10 +125,35 @@ class LeafSweep:
         pos = info.position
         shape = info.shape
 
-        def one(i, v, pdyn, adyn):
+        size = info.size
+
+        def dense(i, v, pdyn, adyn):
             leaves = list(pdyn)
-            leaves[pos] = leaves[pos].reshape(-1).at[i].set(v).reshape(shape)
+            # A select, not a scatter: under vmap this is one fused pass that
+            # writes each perturbed copy of the leaf once.
+            flat = leaves[pos].reshape(-1)
+            hit = jax.lax.iota(jnp.int32, size) == i
+            leaves[pos] = jnp.where(hit, v.astype(flat.dtype), flat).reshape(shape)
             return loss(params.merge(leaves), *args.merge(adyn))
+
+        one = dense
+        if sparse:
+
+            def of_leaf(leaf, rest):
+                pdyn, adyn = rest
+                leaves = list(pdyn)
+                leaves[pos] = leaf
+                return loss(params.merge(leaves), *args.merge(adyn))
+
+            def split(pdyn):
+                return tuple(None if k == pos else x for k, x in enumerate(pdyn))
+
+            f = sparse_loss(
+                of_leaf, params.dynamic[pos], (split(params.dynamic), args.dynamic)
+            )
+
+            def one(i, v, pdyn, adyn):
+                return f(i, v, pdyn[pos], (split(pdyn), adyn))
 
         def batched(idx, vals, pdyn, adyn):
             return jax.vmap(one, in_axes=(0, 0, None, None))(idx, vals, pdyn, adyn)

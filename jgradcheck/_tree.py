@@ -146,7 +146,9 @@ class Split(NamedTuple):
     treedef: Any
 
     def merge(self, dynamic: tuple[Any, ...] | list[Any]) -> PyTree:
-        leaves = [d if m else s for d, s, m in zip(dynamic, self.static, self.is_dynamic)]
+        leaves = [
+            d if m else s for d, s, m in zip(dynamic, self.static, self.is_dynamic)
+        ]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 

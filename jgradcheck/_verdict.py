@@ -86,10 +86,14 @@ def judge(
     if rtol is None and atol is None:
         rho = GRAD_ULPS * eps_grad * (mag + scale)
         if rounding is not None:
-            rho = np.maximum(rho, np.minimum(2.0 * rounding, ROUNDING_CAP * (mag + scale)))
+            rho = np.maximum(
+                rho, np.minimum(2.0 * rounding, ROUNDING_CAP * (mag + scale))
+            )
         tol = SAFETY * error + rho
         fail = ~(diff <= tol)  # NaN-safe: NaN differences fail
-        wide = error > np.maximum(UNSURE_REL * np.maximum(mag, scale), 100.0 * roundoff0)
+        wide = error > np.maximum(
+            UNSURE_REL * np.maximum(mag, scale), 100.0 * roundoff0
+        )
         unsure = ~fail & wide
     else:
         tol = (atol or 0.0) + (rtol or 0.0) * mag

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
-from helpers import data, failing_places, mlp_loss, mlp_params
 
 import jgradcheck as jgc
+from helpers import data, failing_places, mlp_loss, mlp_params
 
 
 def linear_problem(dtype=jnp.float32, n_in=8, n_out=8, batch=16):
@@ -158,7 +158,9 @@ def test_sampled_check_catches_a_leaf_wide_bug(k):
 def test_assert_grad_raises_with_report():
     params, x, y = linear_problem()
     with pytest.raises(jgc.GradCheckError) as info:
-        jgc.assert_grad(linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, sign=-1))
+        jgc.assert_grad(
+            linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, sign=-1)
+        )
     assert isinstance(info.value, AssertionError)
     assert info.value.report.n_fail == 72
     assert "FAILED" in str(info.value) and "['w']" in str(info.value)

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import data, mlp_loss, mlp_params
 
 import jgradcheck as jgc
+from helpers import data, mlp_loss, mlp_params
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -61,7 +61,10 @@ class Layer(NamedTuple):
 
 def test_nested_containers_and_paths():
     params = {
-        "layers": [Layer(jnp.ones((2, 3)) * 0.1, jnp.zeros(3)), Layer(jnp.ones((3, 1)), jnp.ones(1))],
+        "layers": [
+            Layer(jnp.ones((2, 3)) * 0.1, jnp.zeros(3)),
+            Layer(jnp.ones((3, 1)), jnp.ones(1)),
+        ],
         "scale": (jnp.array(0.5), {"inner": jnp.arange(3.0)}),
         "step": jnp.array(3, jnp.int32),
         "name": "ignored",
@@ -72,7 +75,11 @@ def test_nested_containers_and_paths():
         h = x
         for layer in p["layers"]:
             h = jnp.tanh(h @ layer.w + layer.b)
-        return p["scale"][0] * jnp.sum(h**2) + jnp.sum(p["scale"][1]["inner"] ** 3) + p["step"]
+        return (
+            p["scale"][0] * jnp.sum(h**2)
+            + jnp.sum(p["scale"][1]["inner"] ** 3)
+            + p["step"]
+        )
 
     report = jgc.check_grad(loss, params, x)
     assert report.ok, report
@@ -151,7 +158,9 @@ def test_numerical_grad_matches_analytic():
     x = jnp.linspace(-1.0, 2.0, 7)
     tree = {"x": x, "n": jnp.array(1, jnp.int32)}
     g, err = jgc.numerical_grad(
-        lambda p: jnp.sum(jnp.exp(jnp.sin(p["x"])) * jnp.tanh(p["x"])), tree, with_error=True
+        lambda p: jnp.sum(jnp.exp(jnp.sin(p["x"])) * jnp.tanh(p["x"])),
+        tree,
+        with_error=True,
     )
     xs = np.asarray(x, np.float64)
     exact = np.exp(np.sin(xs)) * (np.cos(xs) * np.tanh(xs) + 1 - np.tanh(xs) ** 2)

@@ -29,7 +29,9 @@ def test_tuple_loss_says_how_to_fix():
 
 def test_integer_loss():
     with pytest.raises(TypeError, match="floating-point"):
-        jgc.check_grad(lambda p: jnp.sum(p["n"]), {"n": jnp.arange(3), "w": jnp.ones(1)})
+        jgc.check_grad(
+            lambda p: jnp.sum(p["n"]), {"n": jnp.arange(3), "w": jnp.ones(1)}
+        )
 
 
 def test_loss_not_callable():
@@ -61,13 +63,19 @@ def test_loss_not_finite_at_the_finite_difference_points():
 
 
 def test_grad_structure_mismatch_names_paths():
-    with pytest.raises(ValueError, match=r"structure differs(.|\n)*missing from grad: \['b'\]"):
+    with pytest.raises(
+        ValueError, match=r"structure differs(.|\n)*missing from grad: \['b'\]"
+    ):
         jgc.check_grad(quad, PARAMS, grad=lambda p: {"w": 2 * p["w"]})
 
 
 def test_grad_transposed_shape_says_transpose():
-    with pytest.raises(ValueError, match=r"\['w'\]: shape \(3, 2\) is the transpose.*`\.T`"):
-        jgc.check_grad(quad, PARAMS, grad=lambda p: {"w": 2 * p["w"].T, "b": jnp.ones(3)})
+    with pytest.raises(
+        ValueError, match=r"\['w'\]: shape \(3, 2\) is the transpose.*`\.T`"
+    ):
+        jgc.check_grad(
+            quad, PARAMS, grad=lambda p: {"w": 2 * p["w"].T, "b": jnp.ones(3)}
+        )
 
 
 def test_grad_wrong_shape_and_none_collected_together():
@@ -89,12 +97,16 @@ def test_empty_params():
 
 
 def test_no_float_leaves():
-    with pytest.raises(ValueError, match=r"no floating-point leaves.*\['n'\] \(int32\)"):
+    with pytest.raises(
+        ValueError, match=r"no floating-point leaves.*\['n'\] \(int32\)"
+    ):
         jgc.check_grad(lambda p: jnp.sum(p["n"]) * 1.0, {"n": jnp.arange(3)})
 
 
 def test_coords_larger_than_parameter_count():
-    with pytest.raises(ValueError, match=r"`coords`=10 is larger than the number of parameters \(9\)"):
+    with pytest.raises(
+        ValueError, match=r"`coords`=10 is larger than the number of parameters \(9\)"
+    ):
         jgc.check_grad(quad, PARAMS, coords=10)
 
 

@@ -1,0 +1,150 @@
+"""The sweep engine: sparse evaluation, chunking and coordinate selection."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jgradcheck as jgc
+from helpers import data, mlp_loss, mlp_params
+from jgradcheck._reference import Reference, reference_precision
+from jgradcheck._sweep import LeafSweep
+from jgradcheck._tree import flatten_params
+
+
+@jax.custom_vjp
+def _scaled_tanh(x):
+    return 2 * jnp.tanh(x)
+
+
+_scaled_tanh.defvjp(
+    lambda x: (_scaled_tanh(x), x), lambda x, g: (2 * g / jnp.cosh(x) ** 2,)
+)
+
+
+@jax.custom_jvp
+def _square(x):
+    return x * x
+
+
+_square.defjvp(lambda p, t: (_square(p[0]), 2 * p[0] * t[0]))
+
+
+def _losses():
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = jax.random.normal(k[0], (5, 4))
+    w = jax.random.normal(k[1], (4, 4)) * 0.5
+    cases = {
+        "x@W": (lambda p, x: jnp.sum(jnp.tanh(x @ p["w"]) ** 2), {"w": w}),
+        "W@x.T (sparse lhs)": (lambda p, x: jnp.sum(jnp.sin(p["w"] @ x.T)), {"w": w}),
+        "x@W.T": (lambda p, x: jnp.sum(jnp.tanh(x @ p["w"].T) ** 3), {"w": w}),
+        "W used twice": (lambda p, x: jnp.sum(jnp.tanh(x @ p["w"] @ p["w"])), {"w": w}),
+        "reshape then dot": (
+            lambda p, x: jnp.sum(jnp.cos(x @ p["w"].reshape(4, 4))),
+            {"w": w.reshape(16)},
+        ),
+        "batched einsum": (
+            lambda p, x: jnp.sum(jnp.tanh(jnp.einsum("bi,bij->bj", x[:2], p["w"]))),
+            {"w": jax.random.normal(k[2], (2, 4, 3))},
+        ),
+        "custom_vjp and custom_jvp": (
+            lambda p, x: jnp.sum(_square(_scaled_tanh(x @ p["w"]))),
+            {"w": w},
+        ),
+        "jitted loss": (
+            jax.jit(lambda p, x: jnp.sum(jnp.exp(-((x @ p["w"]) ** 2)))),
+            {"w": w},
+        ),
+        "convolution": (
+            lambda p, x: jnp.sum(
+                jax.lax.conv_general_dilated(
+                    x[None, None], p["w"][None, None], (1, 1), "VALID"
+                )
+                ** 2
+            ),
+            {"w": w[:2, :2]},
+        ),
+    }
+    return cases, x
+
+
+CASES, X = _losses()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sparse_evaluation_matches_dense(name):
+    loss, params = CASES[name]
+    with reference_precision("float64"):
+        flat = flatten_params(params)
+        ref = Reference(loss, flat, (X,), precision="float64", memory_budget=None)
+        info = flat.checked[0]
+        idx = np.arange(info.size)
+        out = {}
+        for sparse in (False, True):
+            sw = LeafSweep(loss, ref.flat, ref.args, info, batch=8, sparse=sparse)
+            vals = sw.base[idx] + 1e-3 * (1 + idx)
+            out[sparse] = sw(idx, vals)
+        # and against plain evaluation, one coordinate at a time
+        direct = []
+        for i in idx[:5]:
+            leaf = np.array(ref.flat.leaves[info.position]).reshape(-1)
+            leaf[i] += 1e-3 * (1 + i)
+            p = {"w": jnp.asarray(leaf.reshape(info.shape))}
+            direct.append(float(loss(p, ref.args_tuple[0])))
+    np.testing.assert_allclose(out[True], out[False], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(out[True][:5], direct, rtol=1e-13, atol=1e-13)
+
+
+def test_chunk_boundaries_give_the_same_answer():
+    # Leaf sizes 7*13 and 13: not divisible by any power-of-two batch.
+    params = mlp_params([7, 13, 1])
+    x, y = data((3, 7), (3, 1))
+    big = jgc.check_grad(mlp_loss, params, x, y)
+    tiny = jgc.check_grad(mlp_loss, params, x, y, memory_budget=1)  # batches of 2
+    assert big.ok and tiny.ok
+    for a, b in zip(big.leaves, tiny.leaves):
+        assert a.checked == b.checked == a.total
+        np.testing.assert_allclose(a.numeric, b.numeric, rtol=1e-12, atol=1e-15)
+
+
+def test_sampling_covers_every_leaf_and_is_reproducible():
+    params = mlp_params([6, 5, 4, 3])  # leaf sizes 30, 5, 20, 4, 12, 3
+    x, y = data((2, 6), (2, 3))
+    r1 = jgc.check_grad(mlp_loss, params, x, y, coords=10, key=3)
+    r2 = jgc.check_grad(mlp_loss, params, x, y, coords=10, key=jax.random.PRNGKey(3))
+    r3 = jgc.check_grad(mlp_loss, params, x, y, coords=10, key=3)
+    r4 = jgc.check_grad(mlp_loss, params, x, y, coords=10, key=4)
+    assert len(r1.leaves) == 6 and all(leaf.checked >= 1 for leaf in r1.leaves)
+    assert r1.n_checked == 10
+    assert [leaf.idx.tolist() for leaf in r1.leaves] == [
+        leaf.idx.tolist() for leaf in r3.leaves
+    ]
+    assert [leaf.idx.tolist() for leaf in r1.leaves] != [
+        leaf.idx.tolist() for leaf in r4.leaves
+    ]
+    assert r2.n_checked == 10
+    for leaf in r1.leaves:  # distinct entries within range
+        assert (
+            len(set(leaf.idx.tolist())) == leaf.checked and leaf.idx.max() < leaf.total
+        )
+
+
+def test_mask_selects_exact_entries():
+    params = {"w": jnp.ones((3, 4)) * 0.3, "b": jnp.zeros(4)}
+    mask = {"w": np.zeros((3, 4), bool).copy(), "b": None}
+    mask["w"][1, 2] = mask["w"][2, 0] = True
+    report = jgc.check_grad(
+        lambda p: jnp.sum(jnp.tanh(p["w"] + p["b"])), params, coords=mask
+    )
+    assert [leaf.path for leaf in report.leaves] == ["['w']"]
+    assert {e.index for e in report.worst(5)} == {(1, 2), (2, 0)}
+
+
+def test_timing_is_reported():
+    params = mlp_params([4, 3])
+    x, y = data((2, 4), (2, 3))
+    r = jgc.check_grad(mlp_loss, params, x, y)
+    assert r.timing.evaluations >= 2 * r.n_checked
+    assert r.timing.compile_seconds > 0 and r.timing.sweep_seconds > 0
