@@ -19,7 +19,7 @@ from ._gradient import (
 )
 from ._reference import Reference, check_precision, reference_precision
 from ._report import LeafResult, Report, Settings, Timing
-from ._tree import Flat, flatten_params
+from ._tree import Flat, LeafInfo, flatten_params
 from ._verdict import PASS, judge, leaf_scale
 
 PyTree = Any
@@ -44,6 +44,59 @@ def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
     flat = Flat(flat.treedef, leaves, flat.infos)
     loss_output_check(loss, flat.rebuild(flat.leaves), args)
     return flat
+
+
+def _check_leaf(
+    ref: Reference,
+    info: LeafInfo,
+    idx: np.ndarray,
+    grad: Any,
+    grad64: np.ndarray | None,
+    *,
+    rtol: float | None,
+    atol: float | None,
+) -> LeafResult:
+    """Sweep one leaf, judge it, refine the entries that do not agree, judge again."""
+    eps_g = float(np.finfo(np.dtype(grad.dtype)).eps)
+    g = np.asarray(grad, np.float64).reshape(-1)[idx]
+    rounding = None if grad64 is None else np.abs(g - grad64[idx])
+    sw = ref.sweep(info, 2 * idx.size)
+    first = ref.first_pass(sw, idx)
+    numeric, error = first.value.copy(), first.roundoff.copy()
+    step, refined = first.step.copy(), np.zeros(idx.shape, bool)
+
+    def verdict():
+        return judge(
+            g,
+            numeric,
+            error,
+            first.roundoff,
+            eps_grad=eps_g,
+            scale=leaf_scale(numeric),
+            rounding=rounding,
+            rtol=rtol,
+            atol=atol,
+        )
+
+    v = verdict()
+    redo = np.flatnonzero(v.status != PASS)
+    if redo.size:
+        est = ref.refine(sw, idx[redo], first.take(redo))
+        numeric[redo], error[redo] = est.value, est.error
+        step[redo], refined[redo] = est.step, True
+        v = verdict()
+    return LeafResult(
+        info=info,
+        idx=idx,
+        grad=g,
+        numeric=numeric,
+        error_bar=error,
+        tolerance=v.tolerance,
+        status=v.status,
+        step=step,
+        refined=refined,
+        grad_dtype=np.dtype(grad.dtype),
+    )
 
 
 def check_grad(
@@ -140,67 +193,12 @@ def check_grad(
             )
         for info in flat.checked:
             idx = selection[info.position]
-            g_all = under_test[info.position]
-            eps_g = float(np.finfo(np.dtype(g_all.dtype)).eps)
-            g = np.asarray(g_all, np.float64).reshape(-1)[idx]
-            rounding = (
-                None if measured is None else np.abs(g - measured[info.position][idx])
-            )
-            sw = ref.sweep(info, 2 * idx.size)
-            first = ref.first_pass(sw, idx)
-            numeric, error = first.value.copy(), first.roundoff.copy()
-            step, refined = first.step.copy(), np.zeros(idx.shape, bool)
-            verdict = judge(
-                g,
-                numeric,
-                error,
-                first.roundoff,
-                eps_grad=eps_g,
-                scale=leaf_scale(numeric),
-                rounding=rounding,
-                rtol=rtol,
-                atol=atol,
-            )
-            redo = np.flatnonzero(verdict.status != PASS)
-            if redo.size:
-                est = ref.refine(
-                    sw,
-                    idx[redo],
-                    first._replace(
-                        value=first.value[redo],
-                        roundoff=first.roundoff[redo],
-                        step=first.step[redo],
-                        j_plus=first.j_plus[redo],
-                        j_minus=first.j_minus[redo],
-                    ),
+            if idx.size:
+                g = under_test[info.position]
+                g64 = None if measured is None else measured[info.position]
+                results.append(
+                    _check_leaf(ref, info, idx, g, g64, rtol=rtol, atol=atol)
                 )
-                numeric[redo], error[redo] = est.value, est.error
-                step[redo], refined[redo] = est.step, True
-                verdict = judge(
-                    g,
-                    numeric,
-                    error,
-                    first.roundoff,
-                    eps_grad=eps_g,
-                    scale=leaf_scale(numeric),
-                    rounding=rounding,
-                    rtol=rtol,
-                    atol=atol,
-                )
-            results.append(
-                LeafResult(
-                    info=info,
-                    idx=idx,
-                    grad=g,
-                    numeric=numeric,
-                    error_bar=error,
-                    tolerance=verdict.tolerance,
-                    status=verdict.status,
-                    step=step,
-                    refined=refined,
-                    grad_dtype=np.dtype(g_all.dtype),
-                )
-            )
         settings = Settings(
             gradient=source,
             reference_dtype=str(ref.j_dtype),
@@ -211,7 +209,7 @@ def check_grad(
         )
         timing = Timing(ref.compile_seconds, ref.sweep_seconds, ref.evaluations)
     return Report(
-        leaves=tuple(r for r in results if r.checked),
+        leaves=tuple(results),
         skipped=flat.skipped,
         settings=settings,
         timing=timing,

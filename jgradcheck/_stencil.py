@@ -52,6 +52,10 @@ class Central(NamedTuple):
     j_plus: np.ndarray
     j_minus: np.ndarray
 
+    def take(self, k: np.ndarray) -> Central:
+        """The same differences for the coordinates at positions ``k`` only."""
+        return Central(*(field[k] for field in self))
+
 
 class Estimate(NamedTuple):
     """A numeric derivative per coordinate, with its error bar."""

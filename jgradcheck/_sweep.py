@@ -25,6 +25,9 @@ from ._sparse import sparse_loss
 from ._tree import Flat, LeafInfo, Split, split_static
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
+
+SPARSE = True
+"""Default for :class:`LeafSweep`'s ``sparse`` (bench/sweep.py compares both)."""
 """Default bound on the memory one batch of evaluations may take (bytes)."""
 
 _CPU_WORKING_SET = 16 * 2**20
@@ -101,7 +104,8 @@ class LeafSweep:
       info: the leaf to perturb.
       batch: evaluations per compiled call (fixed, so one compile).
       sparse: evaluate through :mod:`jgradcheck._sparse`, sharing the leaf's
-        matrix products across the batch (False: perturb a dense copy).
+        matrix products across the batch (False: perturb a dense copy;
+        None: the module default ``SPARSE``).
     """
 
     def __init__(
@@ -112,7 +116,7 @@ class LeafSweep:
         info: LeafInfo,
         batch: int,
         *,
-        sparse: bool = True,
+        sparse: bool | None = None,
     ):
         self.info = info
         self.batch = int(batch)
@@ -137,7 +141,7 @@ class LeafSweep:
             return loss(params.merge(leaves), *args.merge(adyn))
 
         one = dense
-        if sparse:
+        if SPARSE if sparse is None else sparse:
 
             def of_leaf(leaf, rest):
                 pdyn, adyn = rest

@@ -57,6 +57,27 @@ def _losses():
             jax.jit(lambda p, x: jnp.sum(jnp.exp(-((x @ p["w"]) ** 2)))),
             {"w": w},
         ),
+        "scan (RNN)": (
+            lambda p, x: jnp.sum(
+                jax.lax.scan(lambda h, xt: (jnp.tanh(h @ p["w"] + xt), None), x[0], x)[0]
+            ),
+            {"w": w},
+        ),
+        "cond and while_loop": (
+            lambda p, x: jax.lax.cond(
+                x[0, 0] > 0,
+                lambda w: jnp.sum(jnp.sin(w)),
+                lambda w: jax.lax.while_loop(
+                    lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] @ w), (0, w)
+                )[1].sum(),
+                p["w"],
+            ),
+            {"w": w},
+        ),
+        "embedding gather": (
+            lambda p, x: jnp.sum(jnp.tanh(p["w"][jnp.array([0, 2, 2])] @ x.T)),
+            {"w": w},
+        ),
         "convolution": (
             lambda p, x: jnp.sum(
                 jax.lax.conv_general_dilated(
