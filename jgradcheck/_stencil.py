@@ -66,6 +66,34 @@ class Estimate(NamedTuple):
     refined: np.ndarray  # bool: extrapolated from several steps
 
 
+def _differences(
+    evaluate: Evaluate,
+    idx: np.ndarray,
+    base: np.ndarray,
+    steps: list[np.ndarray],
+    eps_j: float,
+) -> list[Central]:
+    """Central differences at each of ``steps``, from one call of ``evaluate``.
+
+    One call for all steps keeps the compiled batches full.
+    """
+    dtype = base.dtype
+    theta = base[idx]
+    tps = [(theta + h.astype(dtype)).astype(dtype) for h in steps]
+    tms = [(theta - h.astype(dtype)).astype(dtype) for h in steps]
+    j = evaluate(np.tile(idx, 2 * len(steps)), np.concatenate(tps + tms))
+    n, out = idx.shape[0], []
+    for k, (tp, tm) in enumerate(zip(tps, tms)):
+        jp = j[k * n : (k + 1) * n]
+        jm = j[(len(steps) + k) * n : (len(steps) + k + 1) * n]
+        width = tp.astype(np.float64) - tm.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = (jp - jm) / width
+            roundoff = 2.0 * eps_j * np.maximum(np.abs(jp), np.abs(jm)) / width
+        out.append(Central(value, roundoff, width / 2.0, jp, jm))
+    return out
+
+
 def central(
     evaluate: Evaluate,
     idx: np.ndarray,
@@ -82,18 +110,7 @@ def central(
       h: the intended step per coordinate.
       eps_j: machine epsilon of J's output, for the roundoff bound.
     """
-    dtype = base.dtype
-    theta = base[idx]
-    tp = (theta + h.astype(dtype)).astype(dtype)
-    tm = (theta - h.astype(dtype)).astype(dtype)
-    width = tp.astype(np.float64) - tm.astype(np.float64)
-    j = evaluate(np.concatenate([idx, idx]), np.concatenate([tp, tm]))
-    n = idx.shape[0]
-    jp, jm = j[:n], j[n:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = (jp - jm) / width
-        roundoff = 2.0 * eps_j * np.maximum(np.abs(jp), np.abs(jm)) / width
-    return Central(value, roundoff, width / 2.0, jp, jm)
+    return _differences(evaluate, idx, base, [h], eps_j)[0]
 
 
 def refine(
@@ -108,26 +125,9 @@ def refine(
 
     ``first`` holds the central differences at step h for the same ``idx``.
     """
-    ds = [first]
-    h = first.step
-    # One call for all extra steps, so the batches stay full.
     n = idx.shape[0]
-    dtype = base.dtype
-    theta = base[idx]
-    tps, tms = [], []
-    for k in range(1, levels + 1):
-        hk = (h / 2.0**k).astype(dtype)
-        tps.append((theta + hk).astype(dtype))
-        tms.append((theta - hk).astype(dtype))
-    j = evaluate(np.tile(idx, 2 * levels), np.concatenate(tps + tms))
-    for k in range(levels):
-        jp = j[k * n : (k + 1) * n]
-        jm = j[(levels + k) * n : (levels + k + 1) * n]
-        width = tps[k].astype(np.float64) - tms[k].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = (jp - jm) / width
-            roundoff = 2.0 * eps_j * np.maximum(np.abs(jp), np.abs(jm)) / width
-        ds.append(Central(value, roundoff, width / 2.0, jp, jm))
+    halved = [first.step / 2.0**k for k in range(1, levels + 1)]
+    ds = [first] + _differences(evaluate, idx, base, halved, eps_j)
 
     d = np.stack([c.value for c in ds])  # [levels+1, n]
     r = np.stack([c.roundoff for c in ds])
