@@ -266,7 +266,7 @@ def _about(report: Report) -> list[str]:
     tol = (
         f"rtol={s.rtol}, atol={s.atol}"
         if s.rtol is not None or s.atol is not None
-        else "error-bar rule (see jgradcheck docs: 'How close is close enough?')"
+        else "error-bar rule (README: 'How close is close enough?')"
     )
     t = report.timing
     return [
