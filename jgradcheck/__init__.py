@@ -4,18 +4,32 @@ from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numerical_grad as numerical_grad
 from ._errors import GradCheckError as GradCheckError
+from ._jvp import assert_jvp as assert_jvp
+from ._jvp import check_jvp as check_jvp
 from ._report import Entry as Entry
 from ._report import LeafResult as LeafResult
 from ._report import Report as Report
+from ._rules_report import Check as Check
+from ._rules_report import DotTest as DotTest
+from ._rules_report import RuleReport as RuleReport
+from ._vjp import assert_vjp as assert_vjp
+from ._vjp import check_vjp as check_vjp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Check",
+    "DotTest",
     "Entry",
     "GradCheckError",
     "LeafResult",
     "Report",
+    "RuleReport",
     "assert_grad",
+    "assert_jvp",
+    "assert_vjp",
     "check_grad",
+    "check_jvp",
+    "check_vjp",
     "numerical_grad",
 ]

@@ -87,10 +87,7 @@ def _differences(
         jp = j[k * n : (k + 1) * n]
         jm = j[(len(steps) + k) * n : (len(steps) + k + 1) * n]
         width = tp.astype(np.float64) - tm.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = (jp - jm) / width
-            roundoff = 2.0 * eps_j * np.maximum(np.abs(jp), np.abs(jm)) / width
-        out.append(Central(value, roundoff, width / 2.0, jp, jm))
+        out.append(from_values(jp, jm, width, eps_j))
     return out
 
 
@@ -125,10 +122,29 @@ def refine(
 
     ``first`` holds the central differences at step h for the same ``idx``.
     """
-    n = idx.shape[0]
     halved = [first.step / 2.0**k for k in range(1, levels + 1)]
-    ds = [first] + _differences(evaluate, idx, base, halved, eps_j)
+    return richardson([first] + _differences(evaluate, idx, base, halved, eps_j))
 
+
+def from_values(
+    j_plus: np.ndarray, j_minus: np.ndarray, width: np.ndarray, eps_j: float
+) -> Central:
+    """Central differences from J(θ+h), J(θ−h) and the width θ₊ − θ₋ (any shape)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (j_plus - j_minus) / width
+        roundoff = 2.0 * eps_j * np.maximum(np.abs(j_plus), np.abs(j_minus)) / width
+    return Central(
+        value, roundoff, np.broadcast_to(width / 2.0, value.shape), j_plus, j_minus
+    )
+
+
+def richardson(ds: list[Central]) -> Estimate:
+    """The best Richardson extrapolant of central differences at halving steps.
+
+    ``ds[k]`` holds the differences at step h/2^k (any array shape, the same for
+    every k). Returns the candidate with the smallest error estimate, per entry.
+    """
+    levels = len(ds) - 1
     d = np.stack([c.value for c in ds])  # [levels+1, n]
     r = np.stack([c.roundoff for c in ds])
     steps = np.stack([c.step for c in ds])
@@ -152,11 +168,10 @@ def refine(
     vals = np.stack(cand_val)
     errs = np.stack(cand_err)
     errs = np.where(np.isfinite(errs), errs, np.inf)
-    best = np.argmin(errs, axis=0)
-    cols = np.arange(n)
+    best = np.argmin(errs, axis=0)[None]
     return Estimate(
-        value=vals[best, cols],
-        error=errs[best, cols],
-        step=np.stack(cand_step)[best, cols],
-        refined=np.ones((n,), bool),
+        value=np.take_along_axis(vals, best, 0)[0],
+        error=np.take_along_axis(errs, best, 0)[0],
+        step=np.take_along_axis(np.stack(cand_step), best, 0)[0],
+        refined=np.ones(vals.shape[1:], bool),
     )

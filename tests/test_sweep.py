@@ -59,7 +59,9 @@ def _losses():
         ),
         "scan (RNN)": (
             lambda p, x: jnp.sum(
-                jax.lax.scan(lambda h, xt: (jnp.tanh(h @ p["w"] + xt), None), x[0], x)[0]
+                jax.lax.scan(lambda h, xt: (jnp.tanh(h @ p["w"] + xt), None), x[0], x)[
+                    0
+                ]
             ),
             {"w": w},
         ),

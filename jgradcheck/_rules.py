@@ -1,0 +1,242 @@
+"""What check_vjp and check_jvp share: primals, draws, directional FD, structure.
+
+Both treat the positional arguments of ``f`` as a pytree of primals (floating
+point leaves are differentiated; integer, boolean, key and non-array leaves are
+held fixed) and compare the rule with finite differences computed in float64:
+
+* the primal output of the rule against ``f`` itself;
+* random, readable cotangents/tangents (``±0.01 … ±9.00``, one seeded stream per
+  leaf, never all ones);
+* a dot-product test per output leaf: ⟨ȳ, FD(J·u)⟩ against ⟨Jᵀȳ, u⟩ (VJP), or
+  FD(J·u) against the rule's J·u entry by entry (JVP), each finite difference
+  Richardson-refined with an error bar and judged by :mod:`jgradcheck._verdict`;
+* localisation: for a VJP, the numeric Jᵀȳ for every input coordinate through
+  the sweep engine (:func:`jgradcheck.check_grad` on ⟨ȳ, f⟩), one output leaf at
+  a time so a bug in one output's cotangent is attributed to that output; for a
+  JVP, the failing output entries, and the input leaf whose tangent breaks them;
+* structure: zero in gives zero out, the rule is deterministic, ``jit`` and
+  eager agree, ``vmap`` over two cotangents/tangents equals a loop, and integer
+  inputs receive no cotangent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._rules_report import Check
+from ._stencil import Estimate, default_step, from_values, richardson
+from ._tree import Flat, LeafInfo, flatten_params
+
+PyTree = Any
+
+
+# --------------------------------------------------------------- primals
+
+
+def inputs(
+    f: Callable[..., Any], args: tuple, nondiff_argnums: tuple[int, ...]
+) -> Flat:
+    if not callable(f):
+        raise TypeError(f"`f` must be callable; got {type(f).__name__}.")
+    if not args:
+        raise ValueError("no primal arguments were given: call check_vjp(f, *primals).")
+    for n in nondiff_argnums:
+        if not 0 <= n < len(args):
+            raise ValueError(
+                f"`nondiff_argnums` names argument {n}, but f gets {len(args)} argument(s)."
+            )
+    flat = flatten_params(tuple(args))
+    infos = []
+    offset = 0
+    for info in flat.infos:
+        held = (
+            info.kind == "float" and int(info.path[1:].split("]")[0]) in nondiff_argnums
+        )
+        kind = "held" if held else info.kind
+        infos.append(info._replace(kind=kind, offset=offset if kind == "float" else -1))
+        if kind == "float":
+            offset += info.size
+    leaves = tuple(
+        jnp.asarray(x) if i.kind == "float" and isinstance(x, float) else x
+        for i, x in zip(infos, flat.leaves)
+    )
+    flat = Flat(flat.treedef, leaves, tuple(infos))
+    if not flat.checked:
+        raise ValueError(
+            "`f` has no floating-point primal inputs to differentiate; got "
+            + ", ".join(f"{i.path} ({i.dtype or i.kind})" for i in flat.infos)
+        )
+    return flat
+
+
+def of_floats(f: Callable[..., Any], flat: Flat) -> Callable[[list[Any]], Any]:
+    positions = [i.position for i in flat.checked]
+
+    def g(floats: list[Any]) -> Any:
+        return f(*flat.replace(dict(zip(positions, floats))))
+
+    return g
+
+
+def floats(flat: Flat) -> list[Any]:
+    return [flat.leaves[i.position] for i in flat.checked]
+
+
+def readable(shape: tuple[int, ...], dtype: Any, stream: list[int]) -> np.ndarray:
+    """Values ±0.01 … ±9.00 with two decimals: easy to read, never all ones."""
+    rng = np.random.default_rng(stream)
+    mag = rng.integers(1, 901, size=shape) / 100.0
+    sign = rng.choice(np.array([-1.0, 1.0]), size=shape)
+    return (mag * sign).astype(dtype)
+
+
+def outputs(out: Any) -> tuple[list[LeafInfo], Any]:
+    flat_out = flatten_params(out)
+    return list(flat_out.infos), flat_out.treedef
+
+
+def check_primal(name: str, got: Any, want: Any) -> Check:
+    g_leaves, w_leaves = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
+    if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(want):
+        return Check(name, False, "the rule's primal output has a different structure")
+    worst = 0.0
+    for a, b in zip(g_leaves, w_leaves):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return Check(name, False, f"shape {a.shape} differs from f's {b.shape}")
+        if not np.issubdtype(a.dtype, np.inexact):
+            if not np.array_equal(a, b):
+                return Check(name, False, "integer outputs differ")
+            continue
+        eps = float(np.finfo(a.dtype).eps)
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        worst = max(worst, diff / (eps * max(scale, 1e-30)))
+        if not diff <= 64 * eps * scale:
+            return Check(
+                name, False, f"max |rule − f| = {diff:.3e} (f's scale {scale:.3e})"
+            )
+    return Check(name, True, f"agrees with f to {worst:.1f} ulp of its scale")
+
+
+# ------------------------------------------------------- finite differences
+
+
+def _widest(x: list[Any]) -> np.dtype:
+    """The least precise dtype among ``x`` (it bounds the step)."""
+    return max((np.dtype(v.dtype) for v in x), key=lambda d: np.finfo(d).eps)
+
+
+def fd_directional(
+    g: Callable[[list[Any]], Any],
+    x: list[Any],
+    directions: list[list[np.ndarray]],
+) -> list[tuple[Estimate, np.ndarray]]:
+    """Richardson-refined d/dt g(x + t·u) at t = 0 for each direction u, in float64.
+
+    One jitted, doubly vmapped call evaluates every direction at steps ±h/2^k.
+    Returns, per output leaf, the estimate (arrays shaped [P, *leaf shape]) and
+    the roundoff bound at the first step. Must run inside the reference precision.
+    """
+    x64 = x
+    eps = max(float(np.finfo(v.dtype).eps) for v in x)
+    xmax = max(float(jnp.max(jnp.abs(v))) if v.size else 0.0 for v in x64)
+    umax = [max(float(np.max(np.abs(c))) for c in u) for u in directions]
+    h0 = default_step(_widest(x)) * max(1.0, xmax)
+    P, levels = len(directions), 4
+    steps = np.array([[h0 / m / 2.0**k for k in range(levels)] for m in umax])  # [P, L]
+    us = [
+        jnp.asarray(np.stack([u[i] for u in directions]), x[i].dtype)
+        for i in range(len(x))
+    ]
+
+    def at(t, u):
+        return g([xi + t * ui for xi, ui in zip(x64, u)])
+
+    ts = np.concatenate([steps, -steps], axis=1)  # [P, 2L]
+    f_all = jax.jit(jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)))(
+        jnp.asarray(ts), us
+    )
+    leaves = jax.tree_util.tree_leaves(f_all)
+    out = []
+    for leaf in leaves:
+        arr = np.asarray(leaf, np.float64)  # [P, 2L, *shape]
+        extra = (1,) * (arr.ndim - 2)
+        ds = []
+        for k in range(levels):
+            width = (2.0 * steps[:, k]).reshape((P,) + extra)
+            ds.append(from_values(arr[:, k], arr[:, levels + k], width, eps))
+        out.append((richardson(ds), ds[0].roundoff))
+    return out
+
+
+# ------------------------------------------------------------- structure
+
+
+def _close(a: Any, b: Any, ulps: float = 64.0) -> tuple[bool, float]:
+    worst = 0.0
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype == jax.dtypes.float0 or not np.issubdtype(x.dtype, np.inexact):
+            continue
+        eps = float(np.finfo(x.dtype).eps)
+        scale = max(float(np.max(np.abs(y))) if y.size else 0.0, 1e-30)
+        diff = float(np.max(np.abs(x - y))) if x.size else 0.0
+        worst = max(worst, diff / (eps * scale))
+    return worst <= ulps, worst
+
+
+def _all_zero(tree: Any) -> bool:
+    for x in jax.tree_util.tree_leaves(tree):
+        x = np.asarray(x)
+        if x.dtype != jax.dtypes.float0 and np.any(x != 0):
+            return False
+    return True
+
+
+def structure(
+    kind: str,
+    apply: Callable[[Any], Any],
+    jitted: Callable[[Any], Any],
+    probe: Any,
+    zero: Any,
+) -> list[Check]:
+    """Structural checks shared by VJP (probe = ȳ) and JVP (probe = u)."""
+    first, second = apply(probe), apply(probe)
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second)
+        )
+    )
+    checks = [
+        Check(
+            f"zero {kind} gives zero",
+            _all_zero(apply(zero)),
+            "a rule that adds a constant or ignores its input fails this",
+        ),
+        Check("deterministic", same, "two runs with the same inputs agree bit for bit"),
+    ]
+    ok, worst = _close(jitted(probe), first)
+    checks.append(Check("jit agrees with eager", ok, f"within {worst:.1f} ulp"))
+    pair = jax.tree_util.tree_map(lambda a: jnp.stack([a, -0.5 * a]), probe)
+    try:
+        batched = jax.vmap(apply)(pair)
+        loop = [
+            apply(jax.tree_util.tree_map(lambda a, k=k: a[k], pair)) for k in range(2)
+        ]
+        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *loop)
+        ok, worst = _close(batched, stacked)
+        checks.append(
+            Check(f"vmap over 2 {kind}s equals a loop", ok, f"within {worst:.1f} ulp")
+        )
+    except Exception as e:  # noqa: BLE001 - a rule that cannot be vmapped is a finding
+        checks.append(
+            Check(f"vmap over 2 {kind}s equals a loop", False, f"vmap failed: {e}")
+        )
+    return checks

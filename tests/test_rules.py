@@ -1,0 +1,317 @@
+"""check_vjp / check_jvp: correct rules pass, broken rules are caught and localised."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jgradcheck as jgc
+
+
+def vjp_rule(fun, fwd_res, bwd):
+    """A custom_vjp of ``fun`` with residuals ``fwd_res(*args)`` and ``bwd``."""
+    f = jax.custom_vjp(fun)
+    f.defvjp(lambda *a: (fun(*a), fwd_res(*a)), bwd)
+    return f
+
+
+def _failing(report, label_part=""):
+    return {
+        (e.path, e.index)
+        for label, r in report.localized
+        if label_part in label
+        for e in r.failures()
+    }
+
+
+# ------------------------------------------------------------------ rules
+
+softplus_ok = vjp_rule(
+    lambda x: jnp.logaddexp(x, 0.0), lambda x: x, lambda x, g: (g * jax.nn.sigmoid(x),)
+)
+softplus_bad = vjp_rule(
+    lambda x: jnp.logaddexp(x, 0.0),
+    lambda x: x,
+    lambda x, g: (g * jax.nn.sigmoid(2 * x),),
+)
+
+
+def _lse(x):
+    return jax.nn.logsumexp(x)
+
+
+lse_ok = vjp_rule(_lse, lambda x: x, lambda x, g: (g * jax.nn.softmax(x),))
+lse_ignores_cotangent = vjp_rule(_lse, lambda x: x, lambda x, g: (jax.nn.softmax(x),))
+
+
+def _layernorm(x):
+    mu = x.mean(-1, keepdims=True)
+    sd = jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+    return (x - mu) / sd
+
+
+def _ln_bwd(projection):
+    def bwd(x, g):
+        mu = x.mean(-1, keepdims=True)
+        sd = jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+        y = (x - mu) / sd
+        gx = g - g.mean(-1, keepdims=True)
+        if projection:
+            gx = gx - y * (g * y).mean(-1, keepdims=True)
+        return (gx / sd,)
+
+    return bwd
+
+
+layernorm_ok = vjp_rule(_layernorm, lambda x: x, _ln_bwd(True))
+layernorm_no_projection = vjp_rule(_layernorm, lambda x: x, _ln_bwd(False))
+
+
+def _softmax_bwd(x, g):
+    s = jax.nn.softmax(x)
+    return (s * (g - jnp.sum(g * s, -1, keepdims=True)),)
+
+
+softmax_ok = vjp_rule(lambda x: jax.nn.softmax(x), lambda x: x, _softmax_bwd)
+
+
+def _dense_rule(transpose_dw=False, dx_scale=1.0):
+    def fun(x, w):
+        return jnp.tanh(x @ w)
+
+    def bwd(res, g):
+        x, w = res
+        d = g * (1 - jnp.tanh(x @ w) ** 2)
+        dw = x.T @ d
+        return (dx_scale * (d @ w.T), dw.T if transpose_dw else dw)
+
+    return vjp_rule(fun, lambda x, w: (x, w), bwd)
+
+
+def _dense_inputs(dtype=jnp.float32, n=4):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    return (
+        jax.random.normal(k1, (3, n), dtype),
+        jax.random.normal(k2, (n, n), dtype) / 2,
+    )
+
+
+X7 = jnp.linspace(-2.0, 2.0, 7)
+
+
+# ------------------------------------------------------------ correct rules
+
+
+@pytest.mark.parametrize(
+    "rule,x",
+    [
+        (softplus_ok, X7),
+        (lse_ok, X7),
+        (layernorm_ok, jnp.arange(12.0).reshape(2, 6) ** 1.5 / 10),
+        (softmax_ok, X7.reshape(1, 7)),
+        (_dense_rule(), None),
+    ],
+    ids=["softplus", "logsumexp", "layernorm", "softmax", "dense"],
+)
+def test_correct_vjp_rules_pass(rule, x):
+    args = _dense_inputs() if x is None else (x,)
+    report = jgc.check_vjp(rule, *args)
+    assert report.ok, report
+    assert report.primal.ok and all(c.ok for c in report.structure)
+    assert len(report.dot_tests) == 1 and report.dot_tests[0].rule.shape == (4,)
+
+
+def test_correct_rule_in_float64():
+    with jax.enable_x64(True):
+        report = jgc.check_vjp(_dense_rule(), *_dense_inputs(jnp.float64))
+    assert report.ok, report
+
+
+# ------------------------------------------------------------- broken rules
+
+
+def test_wrong_softplus_is_localised():
+    report = jgc.check_vjp(softplus_bad, X7)
+    assert not report.ok
+    assert not report.dot_tests[0].ok
+    # sigmoid(2x) = sigmoid(x) only at x = 0 (index 3).
+    assert _failing(report) == {("[0]", (i,)) for i in range(7) if i != 3}
+
+
+def test_rule_ignoring_its_cotangent_is_caught():
+    report = jgc.check_vjp(lse_ignores_cotangent, X7)
+    assert not report.ok
+    assert len(_failing(report)) == 7
+    # With a zero cotangent it still returns softmax: the structure check says so.
+    zero = {c.name: c.ok for c in report.structure}["zero cotangent gives zero"]
+    assert zero is False
+
+
+def test_layernorm_missing_projection_is_caught():
+    report = jgc.check_vjp(
+        layernorm_no_projection, jnp.arange(12.0).reshape(2, 6) ** 1.5 / 10
+    )
+    assert not report.ok and len(_failing(report)) >= 10
+
+
+def test_transposed_dw_is_attributed_to_w():
+    report = jgc.check_vjp(_dense_rule(transpose_dw=True), *_dense_inputs())
+    paths = {p for p, _ in _failing(report)}
+    assert paths == {"[1]"}
+
+
+def test_dx_off_by_1e4_relative_in_float64():
+    with jax.enable_x64(True):
+        report = jgc.check_vjp(
+            _dense_rule(dx_scale=1 + 1e-4), *_dense_inputs(jnp.float64)
+        )
+    assert not report.ok
+    assert {p for p, _ in _failing(report)} == {"[0]"}
+
+
+def test_float32_rule_off_by_3e3_relative():
+    report = jgc.check_vjp(_dense_rule(dx_scale=1 + 3e-3), *_dense_inputs())
+    assert not report.ok
+    assert {p for p, _ in _failing(report)} == {"[0]"}
+
+
+def test_one_wrong_coordinate_of_1000():
+    def bwd(x, g):
+        return ((g * jnp.cos(x)).at[613].multiply(1.01),)
+
+    rule = vjp_rule(jnp.sin, lambda x: x, bwd)
+    report = jgc.check_vjp(rule, jnp.linspace(0.0, 3.0, 1000))
+    assert _failing(report) == {("[0]", (613,))}
+
+
+def test_two_outputs_bug_in_one_cotangent_only():
+    def fun(x):
+        return jnp.sin(x), jnp.sum(x**2)
+
+    def bwd(x, g):
+        ga, gb = g
+        return (ga * jnp.cos(x) + gb * 2 * x * 1.01,)  # bug in the 2nd output's path
+
+    report = jgc.check_vjp(vjp_rule(fun, lambda x: x, bwd), X7)
+    dots = {d.output: d.ok for d in report.dot_tests}
+    assert dots == {"[0]": True, "[1]": False}
+    assert _failing(report, "output [0]") == set()
+    assert len(_failing(report, "output [1]")) == 6  # x = 0 agrees
+
+
+def test_pytree_inputs_one_leaf_wrong():
+    def fun(p, x):
+        return jnp.tanh(x @ p["w"] + p["b"])
+
+    def bwd(res, g):
+        p, x = res
+        d = g * (1 - fun(p, x) ** 2)
+        return {"w": x.T @ d, "b": 2 * d.sum(0)}, d @ p["w"].T  # b doubled
+
+    rule = vjp_rule(fun, lambda p, x: (p, x), bwd)
+    p = {"w": jnp.eye(3) * 0.3, "b": jnp.array([0.1, -0.2, 0.3])}
+    report = jgc.check_vjp(rule, p, jnp.ones((2, 3)) * 0.5)
+    assert {path for path, _ in _failing(report)} == {"[0]['b']"}
+
+
+def test_integer_argument_is_held_and_gets_no_cotangent():
+    def fun(x, n):
+        return x * n
+
+    def bwd(n, g):
+        return g * n, None
+
+    rule = jax.custom_vjp(fun)
+    rule.defvjp(lambda x, n: (fun(x, n), n), bwd)
+    report = jgc.check_vjp(rule, X7, jnp.array(3, jnp.int32))
+    assert report.ok, report
+    assert report.held == ("[1]",)
+    assert {c.name for c in report.structure} >= {"integer inputs get no cotangent"}
+
+
+def test_nondiff_argnums_holds_a_float_argument():
+    report = jgc.check_vjp(lambda x, s: jnp.sin(x) * s, X7, 2.5, nondiff_argnums=(1,))
+    assert report.ok and report.held == ("[1]",)
+    assert all(leaf.path == "[0]" for _, r in report.localized for leaf in r.leaves)
+
+
+def test_assert_vjp_raises_with_report():
+    with pytest.raises(jgc.GradCheckError) as info:
+        jgc.assert_vjp(softplus_bad, X7)
+    assert isinstance(info.value.report, jgc.RuleReport)
+    assert "check_vjp: FAILED" in str(info.value)
+
+
+def test_vjp_bad_input():
+    with pytest.raises(TypeError, match="`f` must be callable"):
+        jgc.check_vjp(3, X7)
+    with pytest.raises(ValueError, match="no primal arguments"):
+        jgc.check_vjp(jnp.sin)
+    with pytest.raises(ValueError, match="`pairs`"):
+        jgc.check_vjp(jnp.sin, X7, pairs=0)
+    with pytest.raises(ValueError, match="nondiff_argnums"):
+        jgc.check_vjp(jnp.sin, X7, nondiff_argnums=(3,))
+
+
+def test_draws_are_readable_and_per_leaf():
+    from jgradcheck._rules import readable
+
+    a = readable((5,), np.float32, [0, 1, 2, 0])
+    assert np.all(np.abs(a) >= 0.01) and np.all(np.abs(a) <= 9.0)
+    assert np.allclose(a * 100, np.round(a * 100), atol=1e-3)
+    assert not np.allclose(np.abs(a), 1.0)
+    # Another leaf's stream does not disturb this one.
+    assert np.array_equal(a, readable((5,), np.float32, [0, 1, 2, 0]))
+    assert not np.array_equal(a, readable((5,), np.float32, [0, 1, 3, 0]))
+
+
+# ------------------------------------------------------------------- JVP
+
+
+def jvp_rule(fun, jvp):
+    f = jax.custom_jvp(fun)
+    f.defjvp(jvp)
+    return f
+
+
+def test_correct_jvp_rule_passes():
+    rule = jvp_rule(jnp.sin, lambda p, t: (jnp.sin(p[0]), jnp.cos(p[0]) * t[0]))
+    report = jgc.check_jvp(rule, jnp.linspace(0.0, 3.0, 50))
+    assert report.ok, report
+
+
+def test_jvp_error_in_one_output_coordinate_of_1000():
+    def jvp(p, t):
+        return jnp.sin(p[0]), (jnp.cos(p[0]) * t[0]).at[417].multiply(1.5)
+
+    report = jgc.check_jvp(jvp_rule(jnp.sin, jvp), jnp.linspace(0.0, 1.0, 1000))
+    assert _failing(report, "every input") == {("", (417,))}
+
+
+def test_jvp_attributes_the_wrong_input():
+    def fun(x, w):
+        return jnp.tanh(x @ w)
+
+    def jvp(p, t):
+        x, w = p
+        tx, tw = t
+        y = fun(x, w)
+        return y, (1 - y**2) * (tx @ w + x @ tw.T)  # tw transposed
+
+    report = jgc.check_jvp(
+        jvp_rule(fun, jvp), jnp.ones((2, 3)) * 0.2, jnp.eye(3) * 0.5 + 0.1
+    )
+    labels = {label: r.ok for label, r in report.localized}
+    assert labels == {
+        "random tangent on every input": False,
+        "tangent on input [0] only": True,
+        "tangent on input [1] only": False,
+    }
+
+
+def test_assert_jvp_raises():
+    rule = jvp_rule(jnp.exp, lambda p, t: (jnp.exp(p[0]), t[0]))
+    with pytest.raises(jgc.GradCheckError):
+        jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
