@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/rules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -25,7 +25,7 @@ from ._rules import (
 )
 from ._rules_report import RuleReport
 from ._stencil import default_step
-from ._tree import LeafInfo
+from ._tree import Flat, LeafInfo
 from ._verdict import judge, leaf_scale
 
 
@@ -85,6 +85,7 @@ def check_jvp(
     nondiff_argnums: tuple[int, ...] = (),
     key: Any = 0,
     precision: str = "float64",
+    order: int = 1,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -104,6 +105,8 @@ def check_jvp(
       nondiff_argnums: positions of further arguments to hold fixed.
       key: int seed or jax.random key; each input leaf has its own stream.
       precision: ``"float64"`` (default) or ``"native"`` for the differences.
+      order: 2 also tests the derivative of the rule itself: ``x ↦ J(x)·u`` is
+        checked with check_jvp (result in ``report.second_order``).
 
     Returns:
       A :class:`RuleReport` whose ``localized`` reports are per output leaf.
@@ -119,6 +122,8 @@ def check_jvp(
       True
     """
     check_precision(precision)
+    if order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
     flat = inputs(f, primals, tuple(nondiff_argnums))
     g, x = of_floats(f, flat), floats(flat)
     want = f(*flat.rebuild(flat.leaves))
@@ -182,6 +187,24 @@ def check_jvp(
         probe,
         zero,
     )
+    second = None
+    if order == 2:
+
+        def pushed(*args: Any) -> list[Any]:
+            fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+            xs = floats(fl)
+            tangent = [jnp.asarray(v, xi.dtype) for v, xi in zip(u, xs)]
+            return jax.tree_util.tree_leaves(
+                jax.jvp(of_floats(f, fl), (xs,), (tangent,))[1]
+            )
+
+        second = check_jvp(
+            pushed,
+            *primals,
+            nondiff_argnums=nondiff_argnums,
+            key=key,
+            precision=precision,
+        )
     return RuleReport(
         kind="jvp",
         primal=primal,
@@ -189,6 +212,7 @@ def check_jvp(
         localized=tuple(localized),
         structure=tuple(checks),
         held=tuple(i.path for i in flat.infos if i.kind != "float"),
+        second_order=second,
     )
 
 

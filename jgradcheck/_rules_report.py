@@ -58,6 +58,8 @@ class RuleReport:
     structure: tuple[Check, ...]
     held: tuple[str, ...]
     """Inputs held fixed (not differentiated), by path."""
+    second_order: RuleReport | None = None
+    """With ``order=2``: the same checks on the rule's own output as a function."""
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,7 @@ class RuleReport:
             and all(d.ok for d in self.dot_tests)
             and all(r.ok for _, r in self.localized)
             and all(c.ok for c in self.structure)
+            and (self.second_order is None or self.second_order.ok)
         )
 
     def failures(self) -> list[str]:
@@ -139,4 +142,13 @@ def format_text(r: RuleReport) -> str:
             continue
         lines += ["", f"localisation, {label}:"]
         lines += ["  " + line if line else "" for line in str(rep).splitlines()]
+    if r.second_order is not None:
+        what = "x ↦ Jᵀ(x)·ȳ" if r.kind == "vjp" else "x ↦ J(x)·u"
+        lines += [
+            "",
+            f"second order: the rule's own output {what}, checked the same way:",
+        ]
+        lines += [
+            "  " + line if line else "" for line in str(r.second_order).splitlines()
+        ]
     return "\n".join(lines)

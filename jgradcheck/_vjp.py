@@ -117,6 +117,22 @@ def _dot_tests(
     return tests
 
 
+def _pulled_back(
+    f: Callable[..., Any], flat: Flat, ct: Any
+) -> Callable[..., list[Any]]:
+    """``args ↦ Jᵀ(args)·ct`` through the rule: cotangents of the float leaves."""
+
+    def pull(*args: Any) -> list[Any]:
+        fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+        y, vjp_fn = jax.vjp(of_floats(f, fl), floats(fl))
+        cast = jax.tree_util.tree_map(
+            lambda c, a: c if c.dtype == jax.dtypes.float0 else c.astype(a.dtype), ct, y
+        )
+        return vjp_fn(cast)[0]
+
+    return pull
+
+
 def _localize(
     f, primals, flat: Flat, out_infos, out_def, seed, only: int, precision
 ) -> Report:
@@ -129,14 +145,11 @@ def _localize(
         out = jax.tree_util.tree_leaves(f(*args))[only]
         return jnp.sum(ct_leaf * out)
 
+    pull = _pulled_back(f, flat, ct)
+
     def rule(args):
         fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
-        y, vjp_fn = jax.vjp(of_floats(f, fl), floats(fl))
-        cast = jax.tree_util.tree_map(
-            lambda c, a: c if c.dtype == jax.dtypes.float0 else c.astype(a.dtype), ct, y
-        )
-        (cts,) = vjp_fn(cast)
-        new = dict(zip([i.position for i in fl.checked], cts))
+        new = dict(zip([i.position for i in fl.checked], pull(*args)))
         for pos in held:
             new[pos] = jnp.zeros_like(fl.leaves[pos])
         return fl.replace(new)
@@ -182,6 +195,7 @@ def check_vjp(
     key: Any = 0,
     localize: int | None = 100_000,
     precision: str = "float64",
+    order: int = 1,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -204,7 +218,11 @@ def check_vjp(
       localize: localise every output whose inputs have at most this many
         coordinates in all (None: always); outputs whose dot-product test
         fails are always localised.
-      precision: ``"float64"`` or ``"native"`` for the localisation sweep.
+      precision: ``"float64"`` or ``"native"`` for the finite differences.
+      order: 2 also tests the derivative of the rule itself (for rules that
+        will be differentiated again): ``x ↦ Jᵀ(x)·ȳ`` is checked with
+        check_vjp against finite differences of the rule's own output; the
+        result is in ``report.second_order``.
 
     Returns:
       A :class:`RuleReport`.
@@ -222,6 +240,8 @@ def check_vjp(
     check_precision(precision)
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
+    if order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
     flat = inputs(f, primals, tuple(nondiff_argnums))
     g, x = of_floats(f, flat), floats(flat)
     want = f(*flat.rebuild(flat.leaves))
@@ -253,6 +273,17 @@ def check_vjp(
     ints = _no_cotangent_for_integers(f, flat, probe)
     if ints is not None:
         checks.append(ints)
+    second = None
+    if order == 2:
+        second = check_vjp(
+            _pulled_back(f, flat, probe),
+            *primals,
+            nondiff_argnums=nondiff_argnums,
+            pairs=pairs,
+            key=key,
+            localize=localize,
+            precision=precision,
+        )
     return RuleReport(
         kind="vjp",
         primal=primal,
@@ -260,6 +291,7 @@ def check_vjp(
         localized=tuple(localized),
         structure=tuple(checks),
         held=tuple(i.path for i in flat.infos if i.kind != "float"),
+        second_order=second,
     )
 
 

@@ -315,3 +315,40 @@ def test_assert_jvp_raises():
     rule = jvp_rule(jnp.exp, lambda p, t: (jnp.exp(p[0]), t[0]))
     with pytest.raises(jgc.GradCheckError):
         jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
+
+
+# --------------------------------------------------------------- order 2
+
+
+def test_order_2_checks_the_derivative_of_the_rule():
+    def fun(x):
+        return jnp.sin(x) * x
+
+    def bwd_ok(x, g):
+        return (g * (jnp.cos(x) * x + jnp.sin(x)),)
+
+    def bwd_bad_second(x, g):
+        # Right values at x, but written with stop_gradient so its own
+        # derivative (needed for Hessians) is wrong.
+        return (g * jax.lax.stop_gradient(jnp.cos(x) * x + jnp.sin(x)),)
+
+    x = jnp.linspace(0.2, 2.0, 6)
+    good = jgc.check_vjp(vjp_rule(fun, lambda x: x, bwd_ok), x, order=2)
+    assert good.ok and good.second_order is not None and good.second_order.ok, good
+    bad = jgc.check_vjp(vjp_rule(fun, lambda x: x, bwd_bad_second), x, order=2)
+    assert not bad.ok
+    assert bad.second_order is not None and not bad.second_order.ok
+    # First order alone is fine: only the derivative of the rule is wrong.
+    assert all(d.ok for d in bad.dot_tests) and all(r.ok for _, r in bad.localized)
+    assert "second order" in str(bad)
+
+
+def test_jvp_order_2():
+    def jvp_stopped(p, t):
+        return jnp.exp(p[0]), jax.lax.stop_gradient(jnp.exp(p[0])) * t[0]
+
+    rule = jvp_rule(jnp.exp, jvp_stopped)
+    report = jgc.check_jvp(rule, jnp.array([0.1, 0.5]), order=2)
+    assert report.localized[0][1].ok and not report.second_order.ok
+    with pytest.raises(ValueError, match="`order`"):
+        jgc.check_jvp(rule, jnp.array([0.1]), order=3)
