@@ -95,7 +95,7 @@ def _from_mask(flat: Flat, mask: Any) -> Selection:
     out = {}
     problems = []
     for info, m in zip(flat.infos, leaves):
-        if info.kind != "float":
+        if not info.is_checked:
             continue
         if m is None or m is False:
             out[info.position] = np.arange(0)

@@ -75,7 +75,7 @@ def user_gradient(
     problems = []
     result = {}
     for info, g in zip(flat.infos, leaves):
-        if info.kind != "float":
+        if not info.is_checked:
             continue
         name = info.path or "<root>"
         if g is None:
@@ -86,7 +86,7 @@ def user_gradient(
         shape = tuple(np.shape(g))
         if shape == info.shape:
             dtype = getattr(g, "dtype", np.asarray(g).dtype)
-            if not np.issubdtype(dtype, np.floating):
+            if not np.issubdtype(dtype, np.inexact):
                 problems.append(
                     f"{name}: dtype {dtype}, expected a floating-point array"
                 )
@@ -112,7 +112,7 @@ def nonfinite_places(flat: Flat, grads: dict[int, Any]) -> list[str]:
     """Paths and indices of NaN/inf entries of a gradient."""
     places = []
     for info in flat.checked:
-        arr = np.asarray(grads[info.position], np.float64).reshape(-1)
+        arr = np.asarray(grads[info.position]).reshape(-1)
         for k in np.flatnonzero(~np.isfinite(arr))[:20]:
             places.append(f"{info.where(int(k))} = {arr[k]}")
     return places

@@ -22,11 +22,21 @@ from ._rules import (
     outputs,
     readable,
     structure,
+    wide_np,
 )
+from ._rules import wide as widen
 from ._rules_report import RuleReport
 from ._stencil import default_step
 from ._tree import Flat, LeafInfo
 from ._verdict import judge, leaf_scale
+
+
+def _real(x: Any) -> np.ndarray:
+    """Flattened float64 values; complex ones as (real, imaginary) pairs."""
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        return np.stack([x.real, x.imag], -1).reshape(-1).astype(np.float64)
+    return x.reshape(-1).astype(np.float64)
 
 
 def _compare(
@@ -41,22 +51,27 @@ def _compare(
     """Rule's J·u against FD(J·u) for direction ``p``, entry by entry, per output leaf."""
     results = []
     for o in out_infos:
-        if o.kind != "float":
+        if not o.is_checked:
             continue
         est, r0 = fd[o.position]
-        a = np.asarray(rule[o.position], np.float64).reshape(-1)
-        n = est.value[p].reshape(-1)
-        err = est.error[p].reshape(-1)
+        # Complex outputs are compared as (real, imaginary) pairs.
+        a = _real(rule[o.position])
+        n = _real(est.value[p])
+        parts = 2 if np.iscomplexobj(rule[o.position]) else 1
+        err = np.repeat(_real(est.error[p]), parts)
+        r0p = np.repeat(_real(r0[p]), parts)
+        if parts == 2:
+            o = o._replace(
+                shape=o.shape + (2,), dtype=np.dtype(np.finfo(o.dtype).dtype)
+            )
         rounding = None
         if rule_ref is not None:
-            rounding = np.abs(
-                a - np.asarray(rule_ref[o.position], np.float64).reshape(-1)
-            )
+            rounding = np.abs(a - _real(rule_ref[o.position]))
         v = judge(
             a,
             n,
             err,
-            r0[p].reshape(-1),
+            r0p,
             eps_grad=float(np.finfo(o.dtype).eps),
             scale=leaf_scale(n),
             rounding=rounding,
@@ -75,7 +90,7 @@ def _compare(
                 grad_dtype=np.dtype(o.dtype),
             )
         )
-    skipped = tuple(o for o in out_infos if o.kind != "float")
+    skipped = tuple(o for o in out_infos if not o.is_checked)
     return Report(tuple(results), skipped, settings, Timing(0.0, 0.0, evaluations))
 
 
@@ -144,15 +159,15 @@ def check_jvp(
     y, _ = rule(x, u)
     primal = check_primal("primal", y, want)
     out_infos, _ = outputs(y)
-    if not any(o.kind == "float" for o in out_infos):
+    if not any(o.is_checked for o in out_infos):
         raise ValueError("`f` has no floating-point outputs: there is no JVP to test.")
     wide = precision == "float64"
     with reference_precision(precision):
-        x_ref = [jnp.asarray(v, jnp.float64) if wide else v for v in x]
+        x_ref = [widen(v) if wide else v for v in x]
         fd = fd_directional(g, x_ref, directions)
         refs = []
         for d in directions:
-            tan = [np.asarray(v, np.float64) if wide else v for v in d]
+            tan = [wide_np(v) if wide else v for v in d]
             refs.append([np.asarray(t) for t in rule(x_ref, tan)[1]] if wide else None)
         ref_dtype = str(np.dtype(jax.tree_util.tree_leaves(fd[0][0].value)[0].dtype))
     settings = Settings(
@@ -211,7 +226,7 @@ def check_jvp(
         dot_tests=(),
         localized=tuple(localized),
         structure=tuple(checks),
-        held=tuple(i.path for i in flat.infos if i.kind != "float"),
+        held=tuple(i.path for i in flat.infos if not i.is_checked),
         second_order=second,
     )
 

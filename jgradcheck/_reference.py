@@ -43,8 +43,11 @@ def _to_float64(x: Any) -> Any:
     """Floating-point array args go to float64 too, so dtype-strict primitives
     (``lax.conv_general_dilated``, ``lax.dot_general`` with
     ``preferred_element_type``) see matching dtypes."""
-    if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating):
-        return jnp.asarray(x, jnp.float64)
+    if isinstance(x, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.asarray(x, jnp.float64)
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            return jnp.asarray(x, jnp.complex128)
     return x
 
 

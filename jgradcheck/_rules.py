@@ -30,7 +30,7 @@ import numpy as np
 
 from ._rules_report import Check
 from ._stencil import Estimate, default_step, from_values, richardson
-from ._tree import Flat, LeafInfo, flatten_params
+from ._tree import Flat, LeafInfo, flatten_params, info_checked
 
 PyTree = Any
 
@@ -54,12 +54,12 @@ def inputs(
     infos = []
     offset = 0
     for info in flat.infos:
-        held = (
-            info.kind == "float" and int(info.path[1:].split("]")[0]) in nondiff_argnums
-        )
+        held = info.is_checked and int(info.path[1:].split("]")[0]) in nondiff_argnums
         kind = "held" if held else info.kind
-        infos.append(info._replace(kind=kind, offset=offset if kind == "float" else -1))
-        if kind == "float":
+        infos.append(
+            info._replace(kind=kind, offset=offset if info_checked(kind) else -1)
+        )
+        if info_checked(kind):
             offset += info.size
     leaves = tuple(
         jnp.asarray(x) if i.kind == "float" and isinstance(x, float) else x
@@ -88,11 +88,30 @@ def floats(flat: Flat) -> list[Any]:
 
 
 def readable(shape: tuple[int, ...], dtype: Any, stream: list[int]) -> np.ndarray:
-    """Values ±0.01 … ±9.00 with two decimals: easy to read, never all ones."""
+    """Values ±0.01 … ±9.00 with two decimals: easy to read, never all ones.
+
+    Complex dtypes get such values in both the real and imaginary parts.
+    """
     rng = np.random.default_rng(stream)
-    mag = rng.integers(1, 901, size=shape) / 100.0
-    sign = rng.choice(np.array([-1.0, 1.0]), size=shape)
-    return (mag * sign).astype(dtype)
+
+    def part() -> np.ndarray:
+        mag = rng.integers(1, 901, size=shape) / 100.0
+        return mag * rng.choice(np.array([-1.0, 1.0]), size=shape)
+
+    if np.issubdtype(dtype, np.complexfloating):
+        return (part() + 1j * part()).astype(dtype)
+    return part().astype(dtype)
+
+
+def wide(x: Any) -> Any:
+    """``x`` as float64 (complex128 if complex): the reference precision."""
+    dtype = jnp.complex128 if jnp.iscomplexobj(x) else jnp.float64
+    return jnp.asarray(x, dtype)
+
+
+def wide_np(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
 def outputs(out: Any) -> tuple[list[LeafInfo], Any]:
@@ -165,7 +184,7 @@ def fd_directional(
     leaves = jax.tree_util.tree_leaves(f_all)
     out = []
     for leaf in leaves:
-        arr = np.asarray(leaf, np.float64)  # [P, 2L, *shape]
+        arr = wide_np(leaf)  # [P, 2L, *shape]
         extra = (1,) * (arr.ndim - 2)
         ds = []
         for k in range(levels):

@@ -11,6 +11,7 @@ index ``k`` means the same thing as ``ravel_pytree(float_params)[0][k]``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -31,9 +32,14 @@ class LeafInfo(NamedTuple):
     shape: tuple[int, ...]
     dtype: np.dtype | None
     kind: str
-    """``"float"`` (checked), ``"fixed"`` (non-float array) or ``"static"``."""
+    """``"float"`` or ``"complex"`` (checked), ``"fixed"`` (other arrays), ``"static"``."""
     offset: int
     """Offset of the leaf in the raveled vector of checked leaves (-1 if unchecked)."""
+
+    @property
+    def is_checked(self) -> bool:
+        """A floating-point or complex leaf, whose derivative is checked."""
+        return self.kind in ("float", "complex")
 
     @property
     def size(self) -> int:
@@ -64,6 +70,8 @@ def _kind(x: Any) -> str:
             return "fixed"
         if jnp.issubdtype(dt, jnp.floating):
             return "float"
+        if jnp.issubdtype(dt, jnp.complexfloating):
+            return "complex"
         return "fixed"
     if isinstance(x, float):
         # A bare Python float is a parameter users expect to be checked.
@@ -81,11 +89,11 @@ class Flat:
 
     @property
     def checked(self) -> tuple[LeafInfo, ...]:
-        return tuple(i for i in self.infos if i.kind == "float")
+        return tuple(i for i in self.infos if i.is_checked)
 
     @property
     def skipped(self) -> tuple[LeafInfo, ...]:
-        return tuple(i for i in self.infos if i.kind != "float")
+        return tuple(i for i in self.infos if not i.is_checked)
 
     @property
     def n_params(self) -> int:
@@ -100,6 +108,10 @@ class Flat:
         for pos, val in new.items():
             leaves[pos] = val
         return self.rebuild(leaves)
+
+
+def info_checked(kind: str) -> bool:
+    return kind in ("float", "complex")
 
 
 def flatten_params(params: PyTree) -> Flat:
@@ -123,9 +135,9 @@ def flatten_params(params: PyTree) -> Flat:
             shape=shape,
             dtype=dtype,
             kind=kind,
-            offset=offset if kind == "float" else -1,
+            offset=offset if info_checked(kind) else -1,
         )
-        if kind == "float":
+        if info_checked(kind):
             offset += info.size
         infos.append(info)
         leaves.append(leaf)
@@ -166,3 +178,43 @@ def split_static(tree: PyTree) -> Split:
 def describe_paths(tree: PyTree) -> list[str]:
     """Every leaf path of ``tree``, as ``keystr`` prints it."""
     return [keystr(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def real_view(x: Any) -> Any:
+    """A complex array as a real one with a trailing (real, imaginary) axis."""
+    return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def as_real(flat: Flat) -> tuple[Flat, Callable[[PyTree], PyTree]]:
+    """Complex leaves as real (..., 2) views, and the map back to ``params``.
+
+    Finite differences then perturb real and imaginary parts separately, as
+    two real coordinates; entry ``[..., 0]`` is the real part, ``[..., 1]`` the
+    imaginary part. Returns ``flat`` itself when no leaf is complex.
+    """
+    if not any(i.kind == "complex" for i in flat.infos):
+        return flat, lambda p: p
+    infos, leaves, offset = [], [], 0
+    complex_at = []
+    for info, leaf in zip(flat.infos, flat.leaves):
+        if info.kind == "complex":
+            complex_at.append(info.position)
+            leaf = real_view(leaf)
+            info = info._replace(
+                shape=info.shape + (2,), dtype=np.dtype(leaf.dtype), kind="float"
+            )
+        if info.is_checked:
+            info = info._replace(offset=offset)
+            offset += info.size
+        infos.append(info)
+        leaves.append(leaf)
+    view = Flat(flat.treedef, tuple(leaves), tuple(infos))
+
+    def unview(params: PyTree) -> PyTree:
+        ls = jax.tree_util.tree_leaves(params)
+        for pos in complex_at:
+            v = ls[pos]
+            ls[pos] = jax.lax.complex(v[..., 0], v[..., 1])
+        return jax.tree_util.tree_unflatten(flat.treedef, ls)
+
+    return view, unview

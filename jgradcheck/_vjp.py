@@ -23,7 +23,9 @@ from ._rules import (
     outputs,
     readable,
     structure,
+    wide_np,
 )
+from ._rules import wide as widen
 from ._rules_report import Check, DotTest, RuleReport
 from ._tree import Flat, LeafInfo
 from ._verdict import judge
@@ -34,7 +36,7 @@ def _cotangent(
 ):
     leaves = []
     for o in out_infos:
-        if o.kind != "float":
+        if not o.is_checked:
             leaves.append(np.zeros(o.shape, jax.dtypes.float0))
         elif only is None or o.position == only:
             leaves.append(
@@ -46,14 +48,13 @@ def _cotangent(
 
 
 def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
-    """Σ over input leaves of ⟨a_i[p], b_i[p]⟩ for each pair p, in float64."""
+    """Σ over input leaves of Re⟨a_i[p], b_i[p]⟩ for each pair p, in float64.
+
+    Re(Σ a·b), without conjugation, is the pairing under which JAX's VJP is
+    the transpose of its JVP, for real and complex values alike.
+    """
     return sum(
-        np.sum(
-            (np.asarray(x, np.float64) * np.asarray(y, np.float64)).reshape(
-                x.shape[0], -1
-            ),
-            axis=1,
-        )
+        np.real(np.sum((wide_np(x) * wide_np(y)).reshape(x.shape[0], -1), axis=1))
         for x, y in zip(a, b)
     )
 
@@ -69,13 +70,13 @@ def _dot_tests(
     u_stack = [np.stack([u[k] for u in us]) for k in range(len(flat.checked))]
     wide = precision == "float64"
     with reference_precision(precision):
-        x_ref = [jnp.asarray(v, jnp.float64) if wide else v for v in x]
+        x_ref = [widen(v) if wide else v for v in x]
         fd = fd_directional(g, x_ref, us)
         _, vjp_ref = jax.vjp(g, x_ref)
     tests = []
     eps_in = max(float(np.finfo(i.dtype).eps) for i in flat.checked)
     for o in out_infos:
-        if o.kind != "float":
+        if not o.is_checked:
             continue
         cts = [
             _cotangent(out_infos, out_def, seed, p, o.position) for p in range(pairs)
@@ -84,23 +85,16 @@ def _dot_tests(
         rule = _dot(jax.vmap(vjp_fn)(stacked)[0], u_stack)
         with reference_precision(precision):
             st_ref = jax.tree_util.tree_map(
-                lambda c: (
-                    c
-                    if c.dtype == jax.dtypes.float0 or not wide
-                    else jnp.asarray(c, jnp.float64)
-                ),
+                lambda c: c if c.dtype == jax.dtypes.float0 or not wide else widen(c),
                 stacked,
             )
             rule_ref = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
         est, r0 = fd[o.position]
         ybar = np.stack(
-            [
-                np.asarray(jax.tree_util.tree_leaves(c)[o.position], np.float64)
-                for c in cts
-            ]
+            [wide_np(jax.tree_util.tree_leaves(c)[o.position]) for c in cts]
         )
         flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
-        numeric = np.sum(flatten(ybar) * flatten(est.value), axis=1)
+        numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
         error = np.sum(np.abs(flatten(ybar)) * flatten(est.error), axis=1)
         round0 = np.sum(np.abs(flatten(ybar)) * flatten(r0), axis=1)
         terms = np.sum(np.abs(flatten(ybar) * flatten(est.value)), axis=1)
@@ -143,7 +137,7 @@ def _localize(
 
     def loss(args):
         out = jax.tree_util.tree_leaves(f(*args))[only]
-        return jnp.sum(ct_leaf * out)
+        return jnp.real(jnp.sum(ct_leaf * out))
 
     pull = _pulled_back(f, flat, ct)
 
@@ -155,10 +149,7 @@ def _localize(
         return fl.replace(new)
 
     mask = flat.rebuild(
-        [
-            (i.kind == "float") if i.kind in ("float", "held") else None
-            for i in flat.infos
-        ]
+        [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
     return check_grad(loss, tuple(primals), grad=rule, coords=mask, precision=precision)
 
@@ -248,14 +239,14 @@ def check_vjp(
     y, vjp_fn = jax.vjp(g, x)
     primal = check_primal("primal", y, want)
     out_infos, out_def = outputs(y)
-    if not any(o.kind == "float" for o in out_infos):
+    if not any(o.is_checked for o in out_infos):
         raise ValueError("`f` has no floating-point outputs: there is no VJP to test.")
     seed = _seed(key)
     dots = _dot_tests(g, x, vjp_fn, out_infos, out_def, flat, seed, pairs, precision)
 
     n_in = flat.n_params
     localized = []
-    for o, d in zip([o for o in out_infos if o.kind == "float"], dots):
+    for o, d in zip([o for o in out_infos if o.is_checked], dots):
         if localize is None or n_in <= localize or not d.ok:
             rep = _localize(
                 f, primals, flat, out_infos, out_def, seed, o.position, precision
@@ -290,7 +281,7 @@ def check_vjp(
         dot_tests=tuple(dots),
         localized=tuple(localized),
         structure=tuple(checks),
-        held=tuple(i.path for i in flat.infos if i.kind != "float"),
+        held=tuple(i.path for i in flat.infos if not i.is_checked),
         second_order=second,
     )
 

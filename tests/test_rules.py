@@ -352,3 +352,52 @@ def test_jvp_order_2():
     assert report.localized[0][1].ok and not report.second_order.ok
     with pytest.raises(ValueError, match="`order`"):
         jgc.check_jvp(rule, jnp.array([0.1]), order=3)
+
+
+# ----------------------------------------------------------------- complex
+
+Z = jnp.array([1 + 2j, -0.5 + 0.3j, 0.2 - 1j], jnp.complex64)
+
+
+@pytest.mark.parametrize(
+    "fun",
+    [
+        lambda z: jnp.sin(z) * z,
+        lambda z: jnp.abs(z) ** 2 * z,
+        lambda z: jnp.conj(z) * jnp.exp(z),
+    ],
+    ids=["holomorphic", "non-holomorphic |z|²z", "non-holomorphic conj(z)exp(z)"],
+)
+def test_complex_functions_pass(fun):
+    assert jgc.check_vjp(fun, Z).ok
+    assert jgc.check_jvp(fun, Z).ok
+
+
+def test_complex_rule_with_the_wrong_conjugation_is_caught():
+    ok = vjp_rule(jnp.sin, lambda z: z, lambda z, g: (g * jnp.cos(z),))
+    bad = vjp_rule(jnp.sin, lambda z: z, lambda z, g: (g * jnp.conj(jnp.cos(z)),))
+    assert jgc.check_vjp(ok, Z).ok
+    report = jgc.check_vjp(bad, Z)
+    assert not report.ok and _failing(report)
+    jvp_bad = jvp_rule(
+        jnp.sin, lambda p, t: (jnp.sin(p[0]), jnp.conj(jnp.cos(p[0])) * t[0])
+    )
+    assert not jgc.check_jvp(jvp_bad, Z).ok
+
+
+def test_check_grad_on_complex_leaves():
+    def loss(p):
+        return jnp.sum(jnp.abs(p["z"]) ** 2 * jnp.real(p["z"])) + jnp.sum(
+            jnp.sin(p["w"])
+        )
+
+    params = {"z": Z, "w": jnp.ones(2)}
+    assert jgc.check_grad(loss, params).ok
+
+    def conjugated(p):  # the other convention: caught in the imaginary parts
+        g = jax.grad(loss)(p)
+        return {"z": jnp.conj(g["z"]), "w": g["w"]}
+
+    report = jgc.check_grad(loss, params, grad=conjugated)
+    assert {e.path for e in report.failures()} == {"['z']"}
+    assert all(e.index[-1] == 1 for e in report.failures())  # [..., 1] = imaginary part
