@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._check import check_grad
 from ._coords import _seed
 from ._errors import GradCheckError
 from ._reference import check_precision, reference_precision
@@ -37,6 +38,30 @@ def _real(x: Any) -> np.ndarray:
     if np.iscomplexobj(x):
         return np.stack([x.real, x.imag], -1).reshape(-1).astype(np.float64)
     return x.reshape(-1).astype(np.float64)
+
+
+def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, precision: str) -> Report:
+    """Output entry ``k`` of output leaf ``pos``: the rule's ∂y_k/∂x (jacfwd) vs FD."""
+
+    def loss(args):
+        return jax.tree_util.tree_leaves(f(*args))[pos].reshape(-1)[k]
+
+    def row(args):
+        fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+        g = of_floats(f, fl)
+        grads = jax.jacfwd(
+            lambda xs: jax.tree_util.tree_leaves(g(xs))[pos].reshape(-1)[k]
+        )(floats(fl))
+        new = dict(zip([i.position for i in fl.checked], grads))
+        for i in fl.infos:
+            if i.kind == "held":
+                new[i.position] = jnp.zeros_like(fl.leaves[i.position])
+        return fl.replace(new)
+
+    mask = flat.rebuild(
+        [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
+    )
+    return check_grad(loss, tuple(primals), grad=row, coords=mask, precision=precision)
 
 
 def _compare(
@@ -101,6 +126,8 @@ def check_jvp(
     key: Any = 0,
     precision: str = "float64",
     order: int = 1,
+    localize: int | None = 100_000,
+    rows: int = 3,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -109,7 +136,10 @@ def check_jvp(
     ``u`` against Richardson-refined central differences of ``f`` along ``u``,
     entry by entry for every output leaf (so one wrong output coordinate among
     thousands is named); when that fails, the same with the tangent on one input
-    leaf at a time, to say which input's tangent is mishandled; and structure
+    leaf at a time, to say which input's tangent is mishandled, and for up to
+    ``rows`` failing output entries their row of the Jacobian (``jax.jacfwd``,
+    i.e. the rule applied to every basis tangent) against finite differences
+    per input coordinate, to name the input index; and structure
     (zero tangent → zero, deterministic, jit = eager, vmap = loop). Tolerances
     come from the finite differences' error bars, never from array sizes.
 
@@ -122,6 +152,9 @@ def check_jvp(
       precision: ``"float64"`` (default) or ``"native"`` for the differences.
       order: 2 also tests the derivative of the rule itself: ``x ↦ J(x)·u`` is
         checked with check_jvp (result in ``report.second_order``).
+      localize: Jacobian rows are checked only when the inputs have at most
+        this many coordinates in all (None: always).
+      rows: how many failing output entries get their Jacobian row checked.
 
     Returns:
       A :class:`RuleReport` whose ``localized`` reports are per output leaf.
@@ -191,6 +224,15 @@ def check_jvp(
             else f"tangent on input {flat.checked[p - 1].path} only"
         )
         localized.append((label, rep))
+    first = localized[0][1]
+    if not first.ok and (localize is None or flat.n_params <= localize):
+        by_path = {o.path: o for o in out_infos if o.kind == "float"}
+        for e in first.failures()[:rows]:
+            if e.path in by_path:
+                o = by_path[e.path]
+                k = int(np.ravel_multi_index(e.index, o.shape)) if o.shape else 0
+                rep = _jacobian_row(f, primals, flat, o.position, k, precision)
+                localized.append((f"row {e.where} of the Jacobian (jacfwd)", rep))
 
     probe = [jnp.asarray(v) for v in u]
     zero = [jnp.zeros_like(v) for v in probe]

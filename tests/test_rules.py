@@ -303,7 +303,7 @@ def test_jvp_attributes_the_wrong_input():
     report = jgc.check_jvp(
         jvp_rule(fun, jvp), jnp.ones((2, 3)) * 0.2, jnp.eye(3) * 0.5 + 0.1
     )
-    labels = {label: r.ok for label, r in report.localized}
+    labels = {label: r.ok for label, r in report.localized if "tangent" in label}
     assert labels == {
         "random tangent on every input": False,
         "tangent on input [0] only": True,
@@ -401,3 +401,25 @@ def test_check_grad_on_complex_leaves():
     report = jgc.check_grad(loss, params, grad=conjugated)
     assert {e.path for e in report.failures()} == {"['z']"}
     assert all(e.index[-1] == 1 for e in report.failures())  # [..., 1] = imaginary part
+
+
+def test_jvp_jacobian_rows_name_the_input_index():
+    def fun(x):
+        return jnp.tanh(x @ jnp.arange(12.0).reshape(4, 3) / 10)
+
+    def jvp(p, t):
+        (x,), (tx,) = p, t
+        y = fun(x)
+        w = (
+            (jnp.arange(12.0).reshape(4, 3) / 10).at[2, 1].multiply(1.5)
+        )  # one bad weight
+        return y, (1 - y**2) * (tx @ w)
+
+    report = jgc.check_jvp(jvp_rule(fun, jvp), jnp.ones((2, 4)) * 0.3)
+    rows = [(label, r) for label, r in report.localized if "Jacobian" in label]
+    assert rows, report
+    # Column 1 of the output depends on x[:, 2] through the bad weight.
+    for label, r in rows:
+        assert label.startswith("row [") and ", 1]" in label
+        assert {e.index for e in r.failures()} <= {(0, 2), (1, 2)}
+        assert r.failures()
