@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._check import check_grad
 from ._coords import _seed
 from ._errors import GradCheckError
 from ._reference import check_precision, reference_precision
 from ._report import LeafResult, Report, Settings, Timing
 from ._rules import (
+    check_per_coordinate,
     check_primal,
     fd_directional,
     floats,
@@ -46,22 +46,13 @@ def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, precision: str) -> R
     def loss(args):
         return jax.tree_util.tree_leaves(f(*args))[pos].reshape(-1)[k]
 
-    def row(args):
-        fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+    def row(fl: Flat) -> list[Any]:
         g = of_floats(f, fl)
-        grads = jax.jacfwd(
+        return jax.jacfwd(
             lambda xs: jax.tree_util.tree_leaves(g(xs))[pos].reshape(-1)[k]
         )(floats(fl))
-        new = dict(zip([i.position for i in fl.checked], grads))
-        for i in fl.infos:
-            if i.kind == "held":
-                new[i.position] = jnp.zeros_like(fl.leaves[i.position])
-        return fl.replace(new)
 
-    mask = flat.rebuild(
-        [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
-    )
-    return check_grad(loss, tuple(primals), grad=row, coords=mask, precision=precision)
+    return check_per_coordinate(loss, primals, flat, row, precision)
 
 
 def _compare(

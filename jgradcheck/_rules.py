@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._check import check_grad
+from ._report import Report
 from ._rules_report import Check
 from ._stencil import Estimate, default_step, from_values, richardson
 from ._tree import Flat, LeafInfo, flatten_params, info_checked
@@ -259,3 +261,33 @@ def structure(
             Check(f"vmap over 2 {kind}s equals a loop", False, f"vmap failed: {e}")
         )
     return checks
+
+
+def check_per_coordinate(
+    f_scalar: Callable[..., Any],
+    primals: tuple,
+    flat: Flat,
+    derivative: Callable[[Flat], list[Any]],
+    precision: str,
+) -> Report:
+    """:func:`check_grad` of ``f_scalar(args)`` over the differentiated leaves.
+
+    ``derivative(fl)`` gives the rule's derivative of ``f_scalar`` for each
+    differentiated leaf of ``fl`` (the primals, possibly cast); held leaves get
+    zeros and are not swept, fixed and static leaves are left alone.
+    """
+
+    def grad(args: tuple) -> Any:
+        fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+        new = dict(zip([i.position for i in fl.checked], derivative(fl)))
+        for i in fl.infos:
+            if i.kind == "held":
+                new[i.position] = jnp.zeros_like(fl.leaves[i.position])
+        return fl.replace(new)
+
+    mask = flat.rebuild(
+        [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
+    )
+    return check_grad(
+        f_scalar, tuple(primals), grad=grad, coords=mask, precision=precision
+    )

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._check import check_grad
 from ._coords import _seed
 from ._errors import GradCheckError
 from ._reference import check_precision, reference_precision
 from ._report import Report
 from ._rules import (
+    check_per_coordinate,
     check_primal,
     fd_directional,
     floats,
@@ -133,25 +133,15 @@ def _localize(
     """check_grad of L(x) = ⟨ȳ, f(x)⟩ against the rule's Jᵀȳ, every input coordinate."""
     ct = _cotangent(out_infos, out_def, seed, 0, only)
     ct_leaf = jax.tree_util.tree_leaves(ct)[only]
-    held = {i.position for i in flat.infos if i.kind == "held"}
+    pull = _pulled_back(f, flat, ct)
 
     def loss(args):
         out = jax.tree_util.tree_leaves(f(*args))[only]
         return jnp.real(jnp.sum(ct_leaf * out))
 
-    pull = _pulled_back(f, flat, ct)
-
-    def rule(args):
-        fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
-        new = dict(zip([i.position for i in fl.checked], pull(*args)))
-        for pos in held:
-            new[pos] = jnp.zeros_like(fl.leaves[pos])
-        return fl.replace(new)
-
-    mask = flat.rebuild(
-        [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
+    return check_per_coordinate(
+        loss, primals, flat, lambda fl: pull(*fl.rebuild(fl.leaves)), precision
     )
-    return check_grad(loss, tuple(primals), grad=rule, coords=mask, precision=precision)
 
 
 def _no_cotangent_for_integers(f, flat: Flat, y_ct: Any) -> Check | None:
