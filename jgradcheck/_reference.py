@@ -24,6 +24,10 @@ from ._tree import Flat, LeafInfo, split_static
 PRECISIONS = ("float64", "native")
 
 
+class NondeterministicLossError(ValueError):
+    """The loss gave different values at the same parameters."""
+
+
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}; got {precision!r}.")
@@ -96,7 +100,49 @@ class Reference:
                 f"`loss` is {self.value} at the given `params` (evaluated in "
                 f"{self.j_dtype}); gradients cannot be checked at a non-finite loss."
             )
+        self._same_value(float(loss(params, *args)), "two eager evaluations")
         self.sweeps: list[LeafSweep] = []
+
+    def _same_value(self, other: float, how: str) -> None:
+        """Raise when J(θ) evaluated again differs by more than rounding."""
+        # Compiled and eager evaluations may round differently (fusion); a
+        # random loss differs by far more than this.
+        tol = 2**10 * self.eps_j * max(abs(self.value), abs(other))
+        if abs(other - self.value) <= tol:
+            return
+        rel = abs(other - self.value) / max(abs(self.value), abs(other))
+        raise NondeterministicLossError(
+            f"`loss` is not deterministic: {how} at the same params gave "
+            f"{self.value!r} and {other!r} (relative difference {rel:.2g}). "
+            "Finite differences of a random function measure noise, not a "
+            "gradient. The usual cause is dropout or other randomness whose key "
+            "changes between calls (a global counter, NumPy or Python random "
+            "numbers inside the loss or a callback); the fix is to pass a fixed "
+            "`jax.random` key as an argument, or turn dropout off, while checking."
+        )
+
+    def same_function_as(self, native: float, native_dtype: np.dtype) -> None:
+        """Raise when J at the params' own precision is not J at the reference's.
+
+        A float32 loss differs from its float64 evaluation by rounding; a loss
+        whose random draws depend on the default dtype (``jax.random`` under
+        x64) is a different function, and finite differences of it say nothing
+        about the gradient under test.
+        """
+        eps = float(np.finfo(native_dtype).eps)
+        scale = max(abs(native), abs(self.value))
+        if abs(native - self.value) <= max(1e-3, 64 * eps) * scale:
+            return
+        raise ValueError(
+            f"`loss` is {native!r} at the params' own precision ({native_dtype}) but "
+            f"{self.value!r} when evaluated in {self.j_dtype}: more than rounding "
+            "apart, so the float64 reference would check a different function. "
+            "The usual cause is randomness drawn in the default dtype (under x64, "
+            "`jax.random.bernoulli(key, 0.5, ...)` or `uniform` draw float64 numbers "
+            "and a different dropout mask); the fix is to give the draw an explicit "
+            "dtype (e.g. `p=jnp.float32(0.5)`, `dtype=jnp.float32`) or to pass "
+            "precision='native'."
+        )
 
     def rel_step(self, info: LeafInfo) -> float:
         leaf_dtype = np.dtype(self.flat.leaves[info.position].dtype)
@@ -124,6 +170,11 @@ class Reference:
 
     def first_pass(self, sw: LeafSweep, idx: np.ndarray) -> Central:
         """Central differences at the default step for ``idx``; errors on NaN/inf."""
+        twice = sw(np.zeros(2, np.int32), np.repeat(sw.base[:1], 2))
+        for v in twice:
+            self._same_value(
+                float(v), f"the compiled sweep of {sw.info.path or 'params'}"
+            )
         h = steps_for(sw.base[idx], self.rel_step(sw.info))
         c = central(sw, idx, sw.base, h, self.eps_j)
         bad = ~(np.isfinite(c.j_plus) & np.isfinite(c.j_minus))

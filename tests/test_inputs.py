@@ -145,3 +145,44 @@ def test_bad_precision_and_key():
 def test_bad_memory_budget():
     with pytest.raises(ValueError, match="`memory_budget`"):
         jgc.check_grad(quad, PARAMS, memory_budget=-1)
+
+
+def test_numpy_randomness_in_the_loss_is_reported_not_checked():
+    def loss(p):  # dropout with a fresh NumPy mask at every trace/call
+        mask = np.random.rand(*p.shape) > 0.5
+        return jnp.sum((p * mask) ** 2)
+
+    with pytest.raises(ValueError, match="not deterministic.*fixed `jax.random` key"):
+        jgc.check_grad(loss, jnp.linspace(0.1, 1.0, 16))
+
+
+def test_a_changing_key_is_reported():
+    state = {"n": 0}
+
+    def loss(p):
+        state["n"] += 1
+        keep = jax.random.bernoulli(jax.random.PRNGKey(state["n"]), 0.5, p.shape)
+        return jnp.sum(jnp.where(keep, p, 0.0) ** 2)
+
+    with pytest.raises(ValueError, match="not deterministic"):
+        jgc.check_grad(loss, jnp.linspace(0.1, 1.0, 16))
+
+
+def test_dropout_with_a_fixed_key_is_fine():
+    def loss(p, key):
+        keep = jax.random.bernoulli(key, jnp.float32(0.5), p.shape)
+        return jnp.sum(jnp.where(keep, p / 0.5, 0.0) ** 2)
+
+    assert jgc.check_grad(loss, jnp.linspace(0.1, 1.0, 16), jax.random.PRNGKey(3)).ok
+
+
+def test_randomness_that_depends_on_x64_is_reported():
+    # bernoulli(key, 0.5) draws float64 uniforms under x64: another mask.
+    def loss(p, key):
+        keep = jax.random.bernoulli(key, 0.5, p.shape)
+        return jnp.sum(jnp.where(keep, p / 0.5, 0.0) ** 2)
+
+    params, key = jnp.linspace(0.1, 1.0, 16), jax.random.PRNGKey(3)
+    with pytest.raises(ValueError, match="different function.*explicit"):
+        jgc.check_grad(loss, params, key)
+    assert jgc.check_grad(loss, params, key, precision="native").ok
