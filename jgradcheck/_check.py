@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._coords import select
+from ._diagnose import diagnose
 from ._errors import GradCheckError, where_list
 from ._gradient import (
     autodiff_gradient,
@@ -97,6 +98,15 @@ def _check_leaf(
         step=step,
         refined=refined,
         grad_dtype=np.dtype(grad.dtype),
+        diagnosis=diagnose(
+            info,
+            idx,
+            g,
+            numeric,
+            sw.base[idx].astype(np.float64),
+            v.tolerance,
+            v.status,
+        ),
     )
 
 

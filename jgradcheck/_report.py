@@ -54,6 +54,8 @@ class LeafResult(NamedTuple):
     step: np.ndarray
     refined: np.ndarray
     grad_dtype: np.dtype
+    diagnosis: str | None = None
+    """How the mismatch looks when the evidence is clear (sign, scale, ...)."""
 
     @property
     def path(self) -> str:
@@ -366,6 +368,10 @@ def format_text(report: Report, k: int = 8) -> str:
     lines += _about(report)
     lines += ["", "per leaf (norm ratio = ‖a−n‖/(‖a‖+‖n‖), rel = |a−n|/max(|a|,|n|)):"]
     lines += _table(_leaf_rows(report), right={3, 4, 5, 6})
+    diagnoses = [leaf for leaf in report.leaves if leaf.diagnosis]
+    if diagnoses:
+        lines += ["", "diagnosis:"]
+        lines += [f"  {leaf.path or '<root>'}: {leaf.diagnosis}" for leaf in diagnoses]
     worst = report.worst(k)
     if worst:
         title = (

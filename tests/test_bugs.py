@@ -177,3 +177,60 @@ def test_explicit_tolerances_override():
     loose = jgc.check_grad(linear_loss, params, x, y, grad=grad, rtol=1e-2, atol=0.0)
     assert loose.ok, loose
     assert loose.settings.rtol == 1e-2
+
+
+def _diagnosis(grad, loss=linear_loss):
+    params, x, y = linear_problem()
+    report = jgc.check_grad(loss, params, x, y, grad=grad)
+    return report.leaf("['w']").diagnosis, report
+
+
+@pytest.mark.parametrize(
+    "grad,expected",
+    [
+        (lambda *a: linear_grad(*a, sign=-1.0), "sign flipped"),
+        (lambda *a: linear_grad(*a, transpose=True), "transposed"),
+        (
+            lambda *a: linear_grad(*a, scale=128.0),
+            "scaled: a ≈ 128·n (a missing or extra factor 128?)",
+        ),
+        (lambda *a: linear_grad(*a, scale=0.5), "factor 1/2"),
+        (
+            lambda p, x, y: {
+                "w": jnp.zeros_like(p["w"]),
+                "b": linear_grad(p, x, y)["b"],
+            },
+            "zero",
+        ),
+        (
+            lambda p, x, y: {
+                "w": linear_grad(p, x, y)["w"].at[2, 3].multiply(1.1),
+                "b": linear_grad(p, x, y)["b"],
+            },
+            "isolated: 1 wrong entry: ['w'][2, 3]",
+        ),
+    ],
+    ids=["sign", "transposed", "scaled", "halved", "zero", "isolated"],
+)
+def test_diagnosis_names_the_pattern(grad, expected):
+    diagnosis, report = _diagnosis(grad)
+    assert diagnosis is not None and expected in diagnosis, diagnosis
+    assert "diagnosis:" in str(report)
+
+
+def test_diagnosis_of_a_missing_l2_term():
+    def loss(p, x, y):
+        return linear_loss(p, x, y) + 1e-2 * jnp.sum(p["w"] ** 2)
+
+    diagnosis, _ = _diagnosis(linear_grad, loss)
+    assert diagnosis.startswith("off by a term proportional to θ: a − n ≈ -0.02·θ")
+
+
+def test_no_diagnosis_for_unstructured_errors_or_passing_leaves():
+    def grad(p, x, y):
+        g = linear_grad(p, x, y)
+        noise = jax.random.normal(jax.random.PRNGKey(9), g["w"].shape)
+        return {"w": g["w"] + 0.1 * noise, "b": g["b"]}
+
+    diagnosis, report = _diagnosis(grad)
+    assert diagnosis is None and report.leaf("['b']").diagnosis is None
