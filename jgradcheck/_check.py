@@ -21,6 +21,7 @@ from ._gradient import (
 )
 from ._reference import Reference, check_precision, reference_precision
 from ._report import LeafResult, Report, Settings, Timing
+from ._terms import check_terms, returns_terms
 from ._tree import Flat, LeafInfo, as_real, flatten_params, real_view
 from ._verdict import PASS, judge, leaf_scale
 
@@ -170,12 +171,16 @@ def check_grad(
     grow with the number of entries.
 
     Args:
-      loss: ``loss(params, *args)`` returning a real scalar.
+      loss: ``loss(params, *args)`` returning a real scalar, or a dict of named
+        scalar terms: then the sum and every term are checked separately
+        (``report.terms``), so a large simple term (L2) cannot hide an error
+        in a small one (the data term).
       params: a pytree of arrays. Floating-point leaves are checked; integer,
         boolean and key leaves and non-array leaves are held fixed and listed.
       *args: extra arguments to ``loss``, held fixed (data, labels, config).
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
-        ``params`` (a hand-written backprop). Default: ``jax.grad(loss)``.
+        ``params`` (a hand-written backprop), or, for a loss of named terms, a
+        dict of such pytrees with the same keys. Default: ``jax.grad(loss)``.
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
@@ -210,6 +215,12 @@ def check_grad(
       (False, "['w']")
     """
     check_precision(precision)
+    if returns_terms(loss, params, args):
+        options = dict(
+            coords=coords, key=key, precision=precision, rtol=rtol, atol=atol
+        )
+        options["memory_budget"] = memory_budget
+        return check_terms(check_grad, loss, params, args, grad, options)
     flat = _prepare(loss, params, args)
     native = loss(flat.rebuild(flat.leaves), *args)
     native_value, native_dtype = float(native), np.dtype(native.dtype)

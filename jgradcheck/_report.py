@@ -164,11 +164,13 @@ class Report:
     skipped: tuple[LeafInfo, ...]
     settings: Settings
     timing: Timing
+    terms: tuple[tuple[str, Report], ...] = ()
+    """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
 
     @property
     def ok(self) -> bool:
-        """True when no checked entry failed and none was left unsure."""
-        return all(leaf.ok for leaf in self.leaves)
+        """True when no checked entry failed and none was left unsure (any term)."""
+        return all(leaf.ok for leaf in self.leaves) and all(r.ok for _, r in self.terms)
 
     @property
     def n_checked(self) -> int:
@@ -247,6 +249,13 @@ def _g(x: float) -> str:
 
 
 def _headline(report: Report) -> str:
+    bad_terms = [repr(name) for name, r in report.terms if not r.ok]
+    if bad_terms:
+        own = _headline(dataclasses.replace(report, terms=()))
+        return (
+            f"gradient check FAILED in term {', '.join(bad_terms)} "
+            f"(sum of the terms: {own.removeprefix('gradient check ')})"
+        )
     bad = [leaf for leaf in report.leaves if leaf.n_fail]
     if bad:
         paths = ", ".join(leaf.path or "<root>" for leaf in bad)
@@ -384,6 +393,20 @@ def format_text(report: Report, k: int = 8) -> str:
     skipped = _skipped(report)
     if skipped:
         lines += ["", skipped]
+    if report.terms:
+        lines += [
+            "",
+            "the loss has named terms; the report above is their sum. Each term:",
+        ]
+    for name, term in report.terms:
+        if term.ok:
+            lines += [f"  term {name!r}: ok, {term.n_checked} entries agree"]
+        else:
+            lines += ["", f"  term {name!r}:"]
+            lines += [
+                "    " + line if line else ""
+                for line in format_text(term, k).splitlines()
+            ]
     return "\n".join(lines)
 
 

@@ -234,3 +234,50 @@ def test_no_diagnosis_for_unstructured_errors_or_passing_leaves():
 
     diagnosis, report = _diagnosis(grad)
     assert diagnosis is None and report.leaf("['b']").diagnosis is None
+
+
+# ------------------------------------------------------------ named terms
+
+
+def _terms_problem():
+    params, x, y = linear_problem(jnp.float32)
+
+    def loss(p, x, y):
+        return {"data": linear_loss(p, x, y), "l2": 25.0 * jnp.sum(p["w"] ** 2)}
+
+    return loss, params, x, y
+
+
+def test_terms_pass_when_correct():
+    loss, params, x, y = _terms_problem()
+    report = jgc.check_grad(loss, params, x, y)
+    assert report.ok, report
+    assert [name for name, _ in report.terms] == ["data", "l2"]
+
+
+def test_data_error_under_a_50x_l2_term_is_attributed_to_the_data_term():
+    loss, params, x, y = _terms_problem()
+
+    def grad(p, x, y):
+        g = linear_grad(p, x, y)
+        return {
+            "data": {"w": g["w"] * (1 + 1e-3), "b": g["b"]},  # 1e-3 relative error
+            "l2": {"w": 50.0 * p["w"], "b": jnp.zeros_like(p["b"])},
+        }
+
+    g = grad(params, x, y)
+    ratio = float(jnp.linalg.norm(g["l2"]["w"]) / jnp.linalg.norm(g["data"]["w"]))
+    assert ratio > 50
+    report = jgc.check_grad(loss, params, x, y, grad=grad)
+    terms = dict(report.terms)
+    assert not report.ok
+    assert not terms["data"].ok and terms["l2"].ok
+    assert terms["data"].leaf("['w']").n_fail > 50
+    assert str(report).startswith("gradient check FAILED in term 'data'")
+    assert "scaled: a ≈ 1.001·n" in str(report)
+
+
+def test_terms_grad_must_return_the_same_keys():
+    loss, params, x, y = _terms_problem()
+    with pytest.raises(ValueError, match=r"dict with the same keys"):
+        jgc.check_grad(loss, params, x, y, grad=linear_grad)
