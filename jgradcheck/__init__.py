@@ -3,6 +3,8 @@
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numerical_grad as numerical_grad
+from ._eps import EpsSweep as EpsSweep
+from ._eps import eps_sweep as eps_sweep
 from ._errors import GradCheckError as GradCheckError
 from ._jvp import assert_jvp as assert_jvp
 from ._jvp import check_jvp as check_jvp
@@ -21,6 +23,7 @@ __all__ = [
     "Check",
     "DotTest",
     "Entry",
+    "EpsSweep",
     "GradCheckError",
     "LeafResult",
     "Report",
@@ -31,5 +34,6 @@ __all__ = [
     "check_grad",
     "check_jvp",
     "check_vjp",
+    "eps_sweep",
     "numerical_grad",
 ]

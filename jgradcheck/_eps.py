@@ -1,0 +1,214 @@
+"""eps_sweep: the error of finite differences against ε, for choosing and explaining ε.
+
+For a sample of coordinates, J is evaluated at θ ± h·eᵢ (and θ ± 2h·eᵢ for the
+4-point stencil) for every step h of a grid, in one compiled sweep per leaf,
+and each estimate is compared with the gradient under test. The curves are
+V-shaped: truncation error falls like h^p on the right, roundoff grows like
+eps·|J|/h on the left, and the best ε sits where they cross.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._check import _prepare
+from ._coords import select
+from ._gradient import autodiff_gradient, user_gradient
+from ._reference import Reference, check_precision, reference_precision
+
+PyTree = Any
+
+METHODS = {"central": 2, "central4": 4}
+"""Stencil name -> order p of its truncation error (∝ h^p)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsSweep:
+    """Errors of finite-difference estimates over a grid of steps.
+
+    Arrays are plain NumPy, for your own plots: ``errors[method]`` has shape
+    ``[coordinates, steps]`` and holds ``|n(h) − a| / max(|a|, tiny)``, the
+    relative error of the estimate at step ``h = eps[j]·max(1, |θᵢ|)`` against
+    the gradient under test ``a``.
+    """
+
+    eps: np.ndarray
+    """Relative steps (the grid)."""
+    where: tuple[str, ...]
+    """Path and index of each sampled coordinate."""
+    grad: np.ndarray
+    """The gradient under test at each coordinate."""
+    errors: dict[str, np.ndarray]
+    roundoff: np.ndarray
+    """Theory: roundoff relative error ``eps_J·|J| / (h·|a|)``, shape [coords, steps]."""
+    truncation: dict[str, np.ndarray]
+    """Theory: ``C·h^p`` fitted on each coordinate's largest steps, per method."""
+    best_eps: dict[str, np.ndarray]
+    """Per method, the step with the smallest error for each coordinate."""
+    dtype: str
+    """The dtype J was evaluated in."""
+
+    def plot(
+        self, ax: Any = None, *, coords: int | None = 4, methods: Any = None
+    ) -> Any:
+        """Draw the V-curves and theory lines with matplotlib; returns the Axes.
+
+        Args:
+          ax: an existing Axes (default: a new figure).
+          coords: how many coordinates to draw (None: all).
+          methods: which methods (default: all swept).
+        """
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4.5))
+        methods = list(methods or self.errors)
+        rows = range(
+            len(self.where) if coords is None else min(coords, len(self.where))
+        )
+        for k in rows:
+            for m in methods:
+                err = np.maximum(self.errors[m][k], 1e-18)
+                (line,) = ax.loglog(self.eps, err, label=f"{m} {self.where[k]}")
+                ax.loglog(self.eps, self.truncation[m][k], ":", color=line.get_color())
+            ax.loglog(self.eps, self.roundoff[k], "--", color="gray", lw=0.8)
+        seen = np.concatenate([self.errors[m][list(rows)].ravel() for m in methods])
+        seen = seen[np.isfinite(seen) & (seen > 0)]
+        if seen.size:
+            ax.set_ylim(
+                bottom=max(1e-18, 0.1 * float(seen.min())), top=10 * float(seen.max())
+            )
+        ax.set_xlabel("relative step ε (h = ε·max(1, |θ|))")
+        ax.set_ylabel("relative error vs gradient under test")
+        ax.set_title(
+            f"finite-difference error vs ε in {self.dtype} (dotted: h^p, dashed: eps/h)"
+        )
+        ax.legend(fontsize=7)
+        return ax
+
+
+def _stencil(
+    j: dict[float, np.ndarray], theta_h: dict[float, np.ndarray], m: str
+) -> np.ndarray:
+    """Estimates from J at offsets (in units of h) ±1 (and ±2)."""
+    width = theta_h[1.0] - theta_h[-1.0]  # actual 2h; 0 when θ ± h rounds to θ
+    width = np.where(width > 0, width, np.nan)
+    if m == "central":
+        return (j[1.0] - j[-1.0]) / width
+    return (8 * (j[1.0] - j[-1.0]) - (j[2.0] - j[-2.0])) / (6 * width)
+
+
+def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The step with the smallest error per row (NaN where no step worked)."""
+    ok = np.isfinite(err).any(axis=1)
+    safe = np.where(np.isfinite(err), err, np.inf)
+    return np.where(ok, grid[np.argmin(safe, axis=1)], np.nan)
+
+
+def eps_sweep(
+    loss: Callable[..., Any],
+    params: PyTree,
+    *args: Any,
+    grad: Callable[..., PyTree] | None = None,
+    coords: int | PyTree | None = 16,
+    key: Any = 0,
+    eps: Any = None,
+    methods: tuple[str, ...] = ("central", "central4"),
+    precision: str = "float64",
+) -> EpsSweep:
+    """The error of finite differences against the gradient under test, over ε.
+
+    Args:
+      loss, params, *args, grad, key: as in :func:`check_grad`.
+      coords: coordinates to sample (an int, at most the number of parameters;
+        a boolean mask pytree; or None for all); default 16.
+      eps: relative steps to try (default: 49 steps from 1e-13 to 1e-1).
+      methods: ``"central"`` (2-point, error ∝ h²) and/or ``"central4"``
+        (4-point, ∝ h⁴).
+      precision: ``"float64"`` (default) or ``"native"`` (see the V move).
+
+    Returns:
+      An :class:`EpsSweep`; ``.plot()`` draws it.
+
+    Example:
+      >>> import jax.numpy as jnp, jgradcheck as jgc
+      >>> s = jgc.eps_sweep(lambda p: jnp.sum(jnp.sin(p)), jnp.array([0.3, 1.2]),
+      ...                   precision="native")
+      >>> s.errors["central"].shape, bool(1e-4 < s.best_eps["central"][0] < 1e-1)
+      ((2, 49), True)
+    """
+    check_precision(precision)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"`methods` must be a non-empty subset of {tuple(METHODS)}; got {methods!r}."
+        )
+    grid = (
+        np.logspace(-13, -1, 49)
+        if eps is None
+        else np.asarray(eps, np.float64).reshape(-1)
+    )
+    if grid.size == 0 or np.any(~(grid > 0)):
+        raise ValueError("`eps` must be positive relative steps.")
+    flat = _prepare(loss, params, args)
+    g_all = (
+        autodiff_gradient(loss, flat, args)
+        if grad is None
+        else user_gradient(grad, params, flat, args)
+    )
+    if isinstance(coords, int) and not isinstance(coords, bool):
+        coords = min(coords, flat.n_params)  # a sample size: at most every coordinate
+    selection = select(flat, coords, key)
+    offsets = (1.0, -1.0, 2.0, -2.0) if "central4" in methods else (1.0, -1.0)
+    where, grads, errors, rround = [], [], {m: [] for m in methods}, []
+    with reference_precision(precision):
+        ref = Reference(loss, flat, args, precision=precision, memory_budget=None)
+        for info in flat.checked:
+            idx = selection[info.position]
+            if not idx.size:
+                continue
+            a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
+            sw = ref.sweep(info, idx.size * grid.size * len(offsets))
+            theta = sw.base[idx]
+            h = (
+                grid[None, :]
+                * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
+            )
+            ii = np.repeat(idx, grid.size)
+            vals, th = {}, {}
+            for o in offsets:
+                th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
+            flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
+            js = sw(np.tile(ii, len(offsets)), flat_vals)
+            n = ii.size
+            for k, o in enumerate(offsets):
+                vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
+                th[o] = th[o].astype(np.float64)
+            scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)[:, None]
+            for m in methods:
+                errors[m].append(np.abs(_stencil(vals, th, m) - a[:, None]) / scale)
+            jmag = np.maximum(np.abs(vals[1.0]), np.abs(vals[-1.0]))
+            rround.append(ref.eps_j * jmag / (h * scale))
+            where += [info.where(int(i)) for i in idx]
+            grads.append(a)
+    err = {m: np.concatenate(v) for m, v in errors.items()}
+    trunc = {}
+    for m, e in err.items():
+        p = METHODS[m]
+        top = slice(-4, None)  # the largest steps, where truncation dominates
+        c = np.nanmedian(e[:, top] / grid[top] ** p, axis=1)
+        trunc[m] = c[:, None] * grid[None, :] ** p
+    return EpsSweep(
+        eps=grid,
+        where=tuple(where),
+        grad=np.concatenate(grads),
+        errors=err,
+        roundoff=np.concatenate(rround),
+        truncation=trunc,
+        best_eps={m: _best(grid, e) for m, e in err.items()},
+        dtype=str(ref.j_dtype),
+    )

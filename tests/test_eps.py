@@ -1,0 +1,65 @@
+"""eps_sweep: V-shaped error curves with the best ε where theory puts it."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pytest
+
+import jgradcheck as jgc
+
+matplotlib.use("Agg")
+
+
+def f(p):
+    return jnp.sum(jnp.exp(jnp.sin(p)) * jnp.tanh(p))
+
+
+def test_float64_best_step_near_cbrt_eps():
+    with jax.enable_x64(True):
+        s = jgc.eps_sweep(f, jnp.linspace(-1.0, 2.0, 5))
+    assert s.dtype == "float64" and s.errors["central"].shape == (5, 49)
+    best = np.median(s.best_eps["central"])
+    assert 1e-6 <= best <= 5e-5  # theory: cbrt(2.2e-16) = 6e-6
+    # The 4-point stencil reaches a lower floor than the 2-point one.
+    floor2 = np.median(np.nanmin(s.errors["central"], 1))
+    floor4 = np.median(np.nanmin(s.errors["central4"], 1))
+    assert floor4 < floor2 < 1e-9
+    # V shape: both ends are worse than the bottom.
+    e = s.errors["central"]
+    assert np.all(e[:, 0] > 100 * np.nanmin(e, 1)) and np.all(
+        e[:, -1] > 100 * np.nanmin(e, 1)
+    )
+
+
+def test_float32_native_moves_the_best_step_up():
+    s = jgc.eps_sweep(f, jnp.linspace(-1.0, 2.0, 5), precision="native")
+    assert s.dtype == "float32"
+    assert 3e-4 <= np.median(s.best_eps["central"]) <= 3e-2  # cbrt(1.2e-7) = 4.9e-3
+    # Steps below float32 resolution give no estimate rather than a wrong one.
+    assert np.isnan(s.errors["central"][:, 0]).all()
+
+
+def test_theory_lines_and_plot():
+    with jax.enable_x64(True):
+        s = jgc.eps_sweep(f, jnp.linspace(-1.0, 2.0, 3), methods=("central",))
+    assert set(s.truncation) == {"central"} and s.roundoff.shape == (3, 49)
+    # Roundoff theory falls like 1/h; truncation rises like h².
+    assert np.allclose(
+        s.roundoff[:, 0] / s.roundoff[:, 1], s.eps[1] / s.eps[0], rtol=0.2
+    )
+    assert np.allclose(
+        s.truncation["central"][:, -1] / s.truncation["central"][:, -2],
+        (s.eps[-1] / s.eps[-2]) ** 2,
+    )
+    ax = s.plot()
+    assert len(ax.get_lines()) == 3 * 3 and ax.get_xscale() == "log"
+
+
+def test_eps_sweep_bad_input():
+    with pytest.raises(ValueError, match="`methods`"):
+        jgc.eps_sweep(f, jnp.ones(3), methods=("forward",))
+    with pytest.raises(ValueError, match="`eps`"):
+        jgc.eps_sweep(f, jnp.ones(3), eps=[1e-3, -1.0])
