@@ -23,7 +23,7 @@ from ._reference import Reference, check_precision, reference_precision
 from ._report import LeafResult, Report, Settings, Timing
 from ._terms import check_terms, returns_terms
 from ._tree import Flat, LeafInfo, as_real, flatten_params, real_view
-from ._verdict import PASS, judge, leaf_scale
+from ._verdict import GRAD_ULPS, PASS, judge, judge_kinks, leaf_scale
 
 PyTree = Any
 
@@ -82,12 +82,26 @@ def _check_leaf(
         )
 
     v = verdict()
+    status = v.status
     redo = np.flatnonzero(v.status != PASS)
     if redo.size:
-        est = ref.refine(sw, idx[redo], first.take(redo))
+        est, kink = ref.refine_with_kinks(sw, idx[redo], first.take(redo))
         numeric[redo], error[redo] = est.value, est.error
         step[redo], refined[redo] = est.step, True
         v = verdict()
+        status = v.status
+        k = kink.found & (v.status[redo] != PASS)
+        if k.any():
+            own = np.zeros(idx.shape) if rounding is None else rounding
+            status = judge_kinks(
+                v.status,
+                g,
+                redo[k],
+                kink.left[k],
+                kink.right[k],
+                kink.noise[k],
+                own[redo[k]] + GRAD_ULPS * eps_g * np.abs(g[redo[k]]),
+            )
     return LeafResult(
         info=info,
         idx=idx,
@@ -95,7 +109,7 @@ def _check_leaf(
         numeric=numeric,
         error_bar=error,
         tolerance=v.tolerance,
-        status=v.status,
+        status=status,
         step=step,
         refined=refined,
         grad_dtype=np.dtype(grad.dtype),
@@ -106,7 +120,7 @@ def _check_leaf(
             numeric,
             sw.base[idx].astype(np.float64),
             v.tolerance,
-            v.status,
+            status,
         ),
     )
 

@@ -17,7 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import where_list
-from ._stencil import Central, Estimate, central, default_step, refine, steps_for
+from ._stencil import (
+    Central,
+    Estimate,
+    Kink,
+    central,
+    default_step,
+    kinks,
+    ladder,
+    refine,
+    richardson,
+    steps_for,
+)
 from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, bytes_per_eval, choose_batch
 from ._tree import Flat, LeafInfo, split_static
 
@@ -171,6 +182,7 @@ class Reference:
     def first_pass(self, sw: LeafSweep, idx: np.ndarray) -> Central:
         """Central differences at the default step for ``idx``; errors on NaN/inf."""
         twice = sw(np.zeros(2, np.int32), np.repeat(sw.base[:1], 2))
+        sw.j0 = float(twice[0])
         for v in twice:
             self._same_value(
                 float(v), f"the compiled sweep of {sw.info.path or 'params'}"
@@ -190,6 +202,13 @@ class Reference:
 
     def refine(self, sw: LeafSweep, idx: np.ndarray, first: Central) -> Estimate:
         return refine(sw, idx, sw.base, first, self.eps_j)
+
+    def refine_with_kinks(
+        self, sw: LeafSweep, idx: np.ndarray, first: Central
+    ) -> tuple[Estimate, Kink]:
+        """Richardson-refined estimates, and where a kink sits within h/8 of θ."""
+        ds = ladder(sw, idx, sw.base, first, self.eps_j)
+        return richardson(ds), kinks(ds, sw.j0)
 
     @property
     def compile_seconds(self) -> float:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._tree import LeafInfo
-from ._verdict import FAIL, PASS, STATUS_NAMES, UNSURE, norm_ratio, rel_error
+from ._verdict import FAIL, KINK, PASS, STATUS_NAMES, UNSURE, norm_ratio, rel_error
 
 
 class Entry(NamedTuple):
@@ -99,8 +99,12 @@ class LeafResult(NamedTuple):
         return int(np.sum(self.status == UNSURE))
 
     @property
+    def n_kink(self) -> int:
+        return int(np.sum(self.status == KINK))
+
+    @property
     def ok(self) -> bool:
-        return bool(np.all(self.status == PASS))
+        return bool(np.all((self.status == PASS) | (self.status == KINK)))
 
     @property
     def verdict(self) -> str:
@@ -108,6 +112,8 @@ class LeafResult(NamedTuple):
             return f"FAIL ({self.n_fail} wrong)"
         if self.n_unsure:
             return f"unsure ({self.n_unsure})"
+        if self.n_kink:
+            return f"ok ({self.n_kink} at kinks)"
         return "ok"
 
     def entry(self, k: int) -> Entry:
@@ -183,6 +189,14 @@ class Report:
     @property
     def n_unsure(self) -> int:
         return sum(leaf.n_unsure for leaf in self.leaves)
+
+    @property
+    def n_kink(self) -> int:
+        return sum(leaf.n_kink for leaf in self.leaves)
+
+    def kinks(self) -> tuple[Entry, ...]:
+        """Entries at a kink of J: the gradient is between the one-sided slopes."""
+        return tuple(self._entries(KINK))
 
     def leaf(self, path: str) -> LeafResult:
         """The result for the leaf whose path (``keystr``) is ``path``."""
@@ -268,6 +282,12 @@ def _headline(report: Report) -> str:
             f"gradient check UNSURE: {report.n_unsure} of {report.n_checked} entries "
             "could not be judged (finite-difference error bar too wide: a kink, a "
             "discontinuity or a noisy loss near them)"
+        )
+    if report.n_kink:
+        return (
+            f"gradient check passed: {report.n_checked - report.n_kink} entries agree; "
+            f"{report.n_kink} sit at a kink of the loss (the gradient lies between the "
+            "one-sided slopes there: not judged)"
         )
     return f"gradient check passed: {report.n_checked} entries agree"
 

@@ -66,6 +66,50 @@ class Estimate(NamedTuple):
     refined: np.ndarray  # bool: extrapolated from several steps
 
 
+class Kink(NamedTuple):
+    """One-sided slopes at the smallest step, for coordinates at a kink."""
+
+    found: np.ndarray
+    """bool: left and right slopes differ by a gap that does not shrink with h."""
+    left: np.ndarray
+    right: np.ndarray
+    noise: np.ndarray
+    """Roundoff bound of the slopes at the smallest step."""
+
+
+def kinks(ds: list[Central], j0: float) -> Kink:
+    """Where J has a kink within the smallest step of θ.
+
+    With J(θ) and J(θ ± h) the one-sided slopes are ``(J(θ+h) − J(θ))/h`` and
+    ``(J(θ) − J(θ−h))/h``. For a smooth J their gap is ``≈ h·J''`` and halves
+    with h; across a jump in J it is ``jump/h`` and doubles; across a kink it is
+    the jump in slope and stays. A gap that stays (within a factor 0.75–1.5
+    from step h/4 to h/8), is above 0.1% of the slopes and well above roundoff
+    marks a kink.
+    """
+
+    def gap(c: Central) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            right = (c.j_plus - j0) / c.step
+            left = (j0 - c.j_minus) / c.step
+        return left, right, np.abs(right - left)
+
+    left, right, g_small = gap(ds[-1])
+    _, _, g_big = gap(ds[-2])
+    noise = 8.0 * ds[-1].roundoff
+    scale = np.maximum(np.abs(left), np.abs(right))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = g_small / g_big
+    found = (
+        (ratio > 0.75)
+        & (ratio < 1.5)
+        & (g_small > noise)
+        & (g_small > 1e-3 * scale)
+        & np.isfinite(g_small)
+    )
+    return Kink(found, left, right, noise)
+
+
 def _differences(
     evaluate: Evaluate,
     idx: np.ndarray,
@@ -122,8 +166,20 @@ def refine(
 
     ``first`` holds the central differences at step h for the same ``idx``.
     """
+    return richardson(ladder(evaluate, idx, base, first, eps_j, levels))
+
+
+def ladder(
+    evaluate: Evaluate,
+    idx: np.ndarray,
+    base: np.ndarray,
+    first: Central,
+    eps_j: float,
+    levels: int = REFINE_LEVELS,
+) -> list[Central]:
+    """Central differences at h (``first``) and h/2, ..., h/2^levels."""
     halved = [first.step / 2.0**k for k in range(1, levels + 1)]
-    return richardson([first] + _differences(evaluate, idx, base, halved, eps_j))
+    return [first] + _differences(evaluate, idx, base, halved, eps_j)
 
 
 def from_values(

@@ -43,8 +43,32 @@ ROUNDING_CAP = 2.0**-10
 UNSURE_REL = 1e-3
 """An error bar wider than this fraction of an entry's scale cannot vouch for it."""
 
-PASS, FAIL, UNSURE = 0, 1, 2
-STATUS_NAMES = {PASS: "pass", FAIL: "FAIL", UNSURE: "unsure"}
+PASS, FAIL, UNSURE, KINK = 0, 1, 2, 3
+STATUS_NAMES = {PASS: "pass", FAIL: "FAIL", UNSURE: "unsure", KINK: "kink"}
+
+
+def judge_kinks(
+    status: np.ndarray,
+    grad: np.ndarray,
+    at: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    noise: np.ndarray,
+    rounding: np.ndarray,
+) -> np.ndarray:
+    """Status at coordinates ``at`` where J has a kink within the smallest step.
+
+    There the derivative is one of the one-sided slopes (or, exactly at the
+    kink, any value between them): a gradient in that range is ``kink`` —
+    neither confirmed nor wrong — and one outside it fails.
+    """
+    lo, hi = np.minimum(left, right), np.maximum(left, right)
+    slack = UNSURE_REL * np.maximum(np.abs(lo), np.abs(hi)) + SAFETY * noise + rounding
+    g = grad[at]
+    inside = (g >= lo - slack) & (g <= hi + slack)
+    status = status.copy()
+    status[at] = np.where(inside, KINK, FAIL)
+    return status
 
 
 class Judgement(NamedTuple):

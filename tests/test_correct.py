@@ -168,3 +168,43 @@ def test_numerical_grad_matches_analytic():
     np.testing.assert_allclose(g["x"], exact, rtol=1e-9, atol=1e-9)
     # The error bar is honest: it covers the actual error.
     assert np.all(np.abs(g["x"] - exact) <= 10 * err["x"] + 1e-15)
+
+
+def test_relu_exactly_at_a_kink_is_marked_not_failed():
+    w = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+    x = jnp.array([[-0.5, 1.0]])  # first pre-activation is exactly 0
+    params = {"w": w, "b": jnp.array([0.0, 0.1])}
+
+    def loss(p, x):
+        return 3.0 * jnp.sum(jax.nn.relu(x @ p["w"] + p["b"]))
+
+    report = jgc.check_grad(loss, params, x)
+    assert report.ok, report
+    assert report.n_kink == 3 and report.n_fail == 0
+    assert {e.where for e in report.kinks()} == {
+        "['b'][0]",
+        "['w'][0, 0]",
+        "['w'][1, 0]",
+    }
+    assert "kink" in str(report).splitlines()[0]
+
+
+def test_a_gradient_outside_the_one_sided_slopes_fails_at_a_kink():
+    report = jgc.check_grad(
+        lambda t: jnp.sum(jnp.abs(t)),
+        jnp.array([0.0, 1.0]),
+        grad=lambda t: jnp.array([3.0, 1.0]),
+    )
+    assert report.leaves[0].entry(0).status == "FAIL"  # |x| at 0: slopes -1 and 1
+    assert report.leaves[0].entry(1).status == "pass"
+
+
+def test_smooth_functions_have_no_kinks():
+    params = mlp_params([5, 7, 3])
+    x, y = data((4, 5), (4, 3))
+
+    def grad(p, x, y):  # every entry off, so every entry is refined
+        return jax.tree_util.tree_map(lambda g: g * 1.5, jax.grad(mlp_loss)(p, x, y))
+
+    report = jgc.check_grad(mlp_loss, params, x, y, grad=grad)
+    assert report.n_kink == 0 and report.n_fail > 0
