@@ -18,6 +18,7 @@ import numpy as np
 
 from ._errors import where_list
 from ._stencil import (
+    STENCILS,
     Central,
     Estimate,
     Kink,
@@ -27,6 +28,8 @@ from ._stencil import (
     ladder,
     refine,
     richardson,
+    stencil,
+    stencil_step,
     steps_for,
 )
 from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, bytes_per_eval, choose_batch
@@ -179,26 +182,50 @@ class Reference:
         self.sweeps.append(sw)
         return sw
 
-    def first_pass(self, sw: LeafSweep, idx: np.ndarray) -> Central:
-        """Central differences at the default step for ``idx``; errors on NaN/inf."""
+    def _prime(self, sw: LeafSweep) -> None:
+        """J(θ) twice from the compiled sweep: it must match the eager value."""
         twice = sw(np.zeros(2, np.int32), np.repeat(sw.base[:1], 2))
         sw.j0 = float(twice[0])
         for v in twice:
             self._same_value(
                 float(v), f"the compiled sweep of {sw.info.path or 'params'}"
             )
+
+    @staticmethod
+    def _finite(
+        sw: LeafSweep, idx: np.ndarray, ok: np.ndarray, step: np.ndarray
+    ) -> None:
+        if ok.all():
+            return
+        bad = ~ok
+        places = [sw.info.where(int(k)) for k in idx[bad]]
+        raise ValueError(
+            f"`loss` is not finite at θ ± h for {int(bad.sum())} coordinate(s): "
+            f"{where_list(places)} (h ≈ {float(np.median(step[bad])):.2g}). "
+            "Finite differences cannot be taken across a singularity; check the "
+            "loss near these parameters or move `params` away from it."
+        )
+
+    def first_pass(self, sw: LeafSweep, idx: np.ndarray) -> Central:
+        """Central differences at the default step for ``idx``; errors on NaN/inf."""
+        self._prime(sw)
         h = steps_for(sw.base[idx], self.rel_step(sw.info))
         c = central(sw, idx, sw.base, h, self.eps_j)
-        bad = ~(np.isfinite(c.j_plus) & np.isfinite(c.j_minus))
-        if bad.any():
-            places = [sw.info.where(int(k)) for k in idx[bad]]
-            raise ValueError(
-                f"`loss` is not finite at θ ± h for {int(bad.sum())} coordinate(s): "
-                f"{where_list(places)} (h ≈ {float(np.median(c.step[bad])):.2g}). "
-                "Finite differences cannot be taken across a singularity; check the "
-                "loss near these parameters or move `params` away from it."
-            )
+        self._finite(sw, idx, np.isfinite(c.j_plus) & np.isfinite(c.j_minus), c.step)
         return c
+
+    def fixed_stencil(self, sw: LeafSweep, idx: np.ndarray, method: str) -> Estimate:
+        """Every coordinate with one stencil (see :func:`jgradcheck._stencil.stencil`)."""
+        self._prime(sw)
+        order = STENCILS[method][2]
+        dtype = max(
+            (np.dtype(self.flat.leaves[sw.info.position].dtype), self.j_dtype),
+            key=lambda d: np.finfo(d).eps,
+        )
+        h = steps_for(sw.base[idx], stencil_step(dtype, order))
+        est = stencil(sw, idx, sw.base, h, self.eps_j, method)
+        self._finite(sw, idx, np.isfinite(est.value), est.step)
+        return est
 
     def refine(self, sw: LeafSweep, idx: np.ndarray, first: Central) -> Estimate:
         return refine(sw, idx, sw.base, first, self.eps_j)

@@ -64,6 +64,8 @@ class Estimate(NamedTuple):
     error: np.ndarray
     step: np.ndarray
     refined: np.ndarray  # bool: extrapolated from several steps
+    roundoff: np.ndarray | None = None
+    """The roundoff part of ``error``, where it is known separately."""
 
 
 class Kink(NamedTuple):
@@ -231,3 +233,52 @@ def richardson(ds: list[Central]) -> Estimate:
         step=np.take_along_axis(np.stack(cand_step), best, 0)[0],
         refined=np.ones(vals.shape[1:], bool),
     )
+
+
+STENCILS = {
+    "central": ((1.0, -1.0), (0.5, -0.5), 2),
+    "central4": ((1.0, -1.0, 2.0, -2.0), (2 / 3, -2 / 3, -1 / 12, 1 / 12), 4),
+    "central6": (
+        (1.0, -1.0, 2.0, -2.0, 3.0, -3.0),
+        (3 / 4, -3 / 4, -3 / 20, 3 / 20, 1 / 60, -1 / 60),
+        6,
+    ),
+}
+"""name -> (offsets in units of h, weights, order p): f' ≈ Σ wₖ·J(θ + oₖh) / h."""
+
+
+def stencil_step(dtype: np.dtype, order: int) -> float:
+    """The relative step ``eps^(1/(p+1))`` balancing O(h^p) truncation and roundoff."""
+    return float(np.finfo(dtype).eps ** (1.0 / (order + 1)))
+
+
+def stencil(
+    evaluate: Evaluate,
+    idx: np.ndarray,
+    base: np.ndarray,
+    h: np.ndarray,
+    eps_j: float,
+    method: str,
+) -> Estimate:
+    """A fixed stencil at steps 2h and h; the error bar from their difference.
+
+    Returns the estimate at step h with error ``|v(2h) − v(h)| / (2^p − 1)``
+    (the asymptotic truncation error of v(h)) plus roundoff
+    ``Σ|wₖ|·eps·max|J| / h``. The step is the one represented for offset ±1.
+    """
+    offsets, weights, p = STENCILS[method]
+    dtype, theta, n = base.dtype, base[idx], idx.shape[0]
+    values, rounds, steps = [], [], []
+    for scale in (2.0, 1.0):
+        hk = scale * h
+        pts = [(theta + (o * hk).astype(dtype)).astype(dtype) for o in offsets]
+        j = evaluate(np.tile(idx, len(offsets)), np.concatenate(pts))
+        js = [j[k * n : (k + 1) * n] for k in range(len(offsets))]
+        width = (pts[0].astype(np.float64) - pts[1].astype(np.float64)) / 2.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values.append(sum(w * jk for w, jk in zip(weights, js)) / width)
+            jmax = np.max(np.abs(np.stack(js)), axis=0)
+            rounds.append(sum(abs(w) for w in weights) * 2 * eps_j * jmax / width)
+        steps.append(width)
+    error = np.abs(values[0] - values[1]) / (2.0**p - 1.0) + rounds[1]
+    return Estimate(values[1], error, steps[1], np.zeros((n,), bool), rounds[1])

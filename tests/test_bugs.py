@@ -281,3 +281,58 @@ def test_terms_grad_must_return_the_same_keys():
     loss, params, x, y = _terms_problem()
     with pytest.raises(ValueError, match=r"dict with the same keys"):
         jgc.check_grad(loss, params, x, y, grad=linear_grad)
+
+
+# ---------------------------------------------------------------- methods
+
+METHODS = ["auto", "central", "central4", "central6", "richardson"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("precision", ["float64", "native"])
+def test_every_method_passes_correct_and_catches_wrong(method, precision):
+    params, x, y = linear_problem()
+    # Native float32 differences resolve ~1e-4 of |J|: use a sum (entries ~1)
+    # and a larger error there; in float64 a 3e-3 error on a tiny entry.
+    k = float(y.size) if precision == "native" else 1.0
+    where = ("['w']", (2, 3)) if precision == "native" else ("['b']", (5,))
+    factor = 1.05 if precision == "native" else 1 + 3e-3
+
+    def loss(p, x, y):
+        return k * linear_loss(p, x, y)
+
+    def good(p, x, y):
+        return jax.tree_util.tree_map(lambda a: k * a, linear_grad(p, x, y))
+
+    def bad(p, x, y):
+        g = good(p, x, y)
+        leaf = "w" if precision == "native" else "b"
+        g[leaf] = g[leaf].at[where[1]].multiply(factor)
+        return g
+
+    opts = dict(method=method, precision=precision)
+    ok = jgc.check_grad(loss, params, x, y, grad=good, **opts)
+    assert ok.ok, ok
+    assert failing_places(jgc.check_grad(loss, params, x, y, grad=bad, **opts)) == {
+        where
+    }
+
+
+@pytest.mark.parametrize("method", ["central4", "central6"])
+def test_higher_order_stencils_have_tighter_error_bars_in_native_float32(method):
+    params, x, y = linear_problem()
+
+    def loss(p, x, y):  # not quadratic, so truncation matters
+        return jnp.mean(jnp.tanh(x @ p["w"] + p["b"] - y) ** 2)
+
+    base = jgc.check_grad(loss, params, x, y, method="central", precision="native")
+    high = jgc.check_grad(loss, params, x, y, method=method, precision="native")
+    assert base.ok and high.ok
+    bar = lambda r: np.median(np.concatenate([leaf.error_bar for leaf in r.leaves]))  # noqa: E731
+    assert bar(high) < bar(base)
+
+
+def test_unknown_method():
+    params, x, y = linear_problem()
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        jgc.check_grad(linear_loss, params, x, y, method="forward")
