@@ -119,9 +119,11 @@ class Reference:
 
     def _same_value(self, other: float, how: str) -> None:
         """Raise when J(θ) evaluated again differs by more than rounding."""
-        # Compiled and eager evaluations may round differently (fusion); a
-        # random loss differs by far more than this.
-        tol = 2**10 * self.eps_j * max(abs(self.value), abs(other))
+        # Compiled and eager evaluations may round differently (fusion), by
+        # ulps of the terms J sums, which can exceed ulps of J itself when the
+        # terms cancel (J = 0 exactly, say): hence the floor of 1. A random
+        # loss differs by far more than this.
+        tol = 2**10 * self.eps_j * max(abs(self.value), abs(other), 1.0)
         if abs(other - self.value) <= tol:
             return
         rel = abs(other - self.value) / max(abs(self.value), abs(other))
