@@ -26,7 +26,6 @@ from ._stencil import (
     default_step,
     kinks,
     ladder,
-    refine,
     richardson,
     stencil,
     stencil_step,
@@ -230,7 +229,7 @@ class Reference:
         return est
 
     def refine(self, sw: LeafSweep, idx: np.ndarray, first: Central) -> Estimate:
-        return refine(sw, idx, sw.base, first, self.eps_j)
+        return richardson(ladder(sw, idx, sw.base, first, self.eps_j))
 
     def refine_with_kinks(
         self, sw: LeafSweep, idx: np.ndarray, first: Central

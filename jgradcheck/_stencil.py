@@ -5,7 +5,7 @@ Everything here works on NumPy arrays of J values returned by the sweep engine.
 * :func:`central` takes the central difference ``(J(θ+h) − J(θ−h)) / (θ₊ − θ₋)``
   with the step actually represented in floating point (``θ₊ − θ₋``, not ``2h``)
   and a roundoff bound ``eps_J·max|J±| / h``.
-* :func:`refine` adds steps h/2, h/4, h/8 and Richardson-extrapolates pairs of
+* :func:`ladder` adds steps h/2, h/4, h/8 and :func:`richardson` extrapolates pairs of
   them. Each candidate gets an error estimate (the size of the correction, or
   the disagreement between successive extrapolants, plus roundoff) and the most
   accurate candidate is kept. Pairs that use only the small steps survive a kink
@@ -23,7 +23,7 @@ import numpy as np
 Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 REFINE_LEVELS = 3
-"""Extra halvings of the step tried by :func:`refine` (h/2, h/4, h/8)."""
+"""Extra halvings of the step tried by :func:`ladder` (h/2, h/4, h/8)."""
 
 
 def default_step(dtype: np.dtype) -> float:
@@ -156,21 +156,6 @@ def central(
     return _differences(evaluate, idx, base, [h], eps_j)[0]
 
 
-def refine(
-    evaluate: Evaluate,
-    idx: np.ndarray,
-    base: np.ndarray,
-    first: Central,
-    eps_j: float,
-    levels: int = REFINE_LEVELS,
-) -> Estimate:
-    """Richardson-refined estimates with error bars, from steps h, h/2, ..., h/2^levels.
-
-    ``first`` holds the central differences at step h for the same ``idx``.
-    """
-    return richardson(ladder(evaluate, idx, base, first, eps_j, levels))
-
-
 def ladder(
     evaluate: Evaluate,
     idx: np.ndarray,
@@ -179,7 +164,10 @@ def ladder(
     eps_j: float,
     levels: int = REFINE_LEVELS,
 ) -> list[Central]:
-    """Central differences at h (``first``) and h/2, ..., h/2^levels."""
+    """Central differences at h (``first``) and h/2, ..., h/2^levels.
+
+    ``richardson(ladder(...))`` is the refined estimate with its error bar.
+    """
     halved = [first.step / 2.0**k for k in range(1, levels + 1)]
     return [first] + _differences(evaluate, idx, base, halved, eps_j)
 
