@@ -32,11 +32,12 @@ SUITE = {
 }
 
 
-def main():
-    xs = np.linspace(-2.0, 2.0, 200)
-    print(f"jax {jax.__version__}; 200 points per function, errors relative to |f'(x)|")
-    header = f"{'function':20s} {'J dtype':8s} {'method':9s} {'median@default':>15s} {'median@best':>12s} {'max@best':>10s} {'median best ε':>14s}"
-    print(header)
+XS = np.linspace(-2.0, 2.0, 200)
+DTYPES = ((jnp.float64, "float64"), (jnp.float32, "native"))
+
+
+def cases():
+    """(name, loss, exact derivative, dtype, precision, points) for the suite."""
     for name, fn in SUITE.items():
 
         def loss(p, x0, fn=fn):
@@ -44,63 +45,62 @@ def main():
             # rounding is that of the one perturbed term, as for a scalar f.
             return jnp.sum(fn(p) - fn(x0))
 
-        exact = np.asarray(jax.vmap(jax.grad(fn))(jnp.asarray(xs)))
-        for dtype, precision in ((jnp.float64, "float64"), (jnp.float32, "native")):
-            x = jnp.asarray(xs, dtype)
-            grid = np.logspace(-13, -1, 49)
-            s = jgc.eps_sweep(
-                loss,
-                x,
-                x,
-                coords=None,
-                eps=grid,
-                precision=precision,
-                grad=lambda p, x0, exact=exact: exact,
+        exact = np.asarray(jax.vmap(jax.grad(fn))(jnp.asarray(XS)))
+        for dtype, precision in DTYPES:
+            yield name, loss, exact, dtype, precision, jnp.asarray(XS, dtype)
+
+
+def main():
+    print(f"jax {jax.__version__}; 200 points per function, errors relative to |f'(x)|")
+    header = f"{'function':20s} {'J dtype':8s} {'method':9s} {'median@default':>15s} {'median@best':>12s} {'max@best':>10s} {'median best ε':>14s}"
+    print(header)
+    for name, loss, exact, dtype, precision, x in cases():
+        grid = np.logspace(-13, -1, 49)
+        s = jgc.eps_sweep(
+            loss,
+            x,
+            x,
+            coords=None,
+            eps=grid,
+            precision=precision,
+            grad=lambda p, x0, exact=exact: exact,
+        )
+        default = np.cbrt(np.finfo(dtype).eps)
+        k = int(np.argmin(np.abs(np.log(grid / default))))
+        for m, err in s.errors.items():
+            at_default = np.nanmedian(err[:, k]) if m == "central" else np.nan
+            best = np.nanmin(err, axis=1)
+            print(
+                f"{name:20s} {np.dtype(dtype).name:8s} {m:9s} {at_default:15.2e} "
+                f"{np.median(best):12.2e} {np.max(best):10.2e} "
+                f"{np.median(s.best_eps[m]):14.2e}"
             )
-            default = np.cbrt(np.finfo(dtype).eps)
-            k = int(np.argmin(np.abs(np.log(grid / default))))
-            for m, err in s.errors.items():
-                at_default = np.nanmedian(err[:, k]) if m == "central" else np.nan
-                best = np.nanmin(err, axis=1)
-                print(
-                    f"{name:20s} {np.dtype(dtype).name:8s} {m:9s} {at_default:15.2e} "
-                    f"{np.median(best):12.2e} {np.max(best):10.2e} "
-                    f"{np.median(s.best_eps[m]):14.2e}"
-                )
 
 
 def methods_table():
     """check_grad's own estimates per method, against the exact derivative."""
-    xs = np.linspace(-2.0, 2.0, 200)
     print(
         "\ncheck_grad's finite-difference estimates (report.leaves[0].numeric) per method:"
     )
     print(
         f"{'function':20s} {'J dtype':8s} {'method':11s} {'median rel':>11s} {'max rel':>10s} {'evals/coord':>12s}"
     )
-    for name, fn in SUITE.items():
-
-        def loss(p, x0, fn=fn):
-            return jnp.sum(fn(p) - fn(x0))
-
-        exact = np.asarray(jax.vmap(jax.grad(fn))(jnp.asarray(xs)))
-        for dtype, precision in ((jnp.float64, "float64"), (jnp.float32, "native")):
-            x = jnp.asarray(xs, dtype)
-            for method in ("auto", "central", "central4", "central6", "richardson"):
-                r = jgc.check_grad(
-                    loss,
-                    x,
-                    x,
-                    grad=lambda p, x0, exact=exact: jnp.asarray(exact, p.dtype),
-                    method=method,
-                    precision=precision,
-                )
-                rel = np.abs(r.leaves[0].numeric - exact) / np.abs(exact)
-                evals = r.timing.evaluations / xs.size
-                print(
-                    f"{name:20s} {np.dtype(dtype).name:8s} {method:11s} "
-                    f"{np.median(rel):11.2e} {np.max(rel):10.2e} {evals:12.1f}"
-                )
+    for name, loss, exact, dtype, precision, x in cases():
+        for method in ("auto", "central", "central4", "central6", "richardson"):
+            r = jgc.check_grad(
+                loss,
+                x,
+                x,
+                grad=lambda p, x0, exact=exact: jnp.asarray(exact, p.dtype),
+                method=method,
+                precision=precision,
+            )
+            rel = np.abs(r.leaves[0].numeric - exact) / np.abs(exact)
+            evals = r.timing.evaluations / XS.size
+            print(
+                f"{name:20s} {np.dtype(dtype).name:8s} {method:11s} "
+                f"{np.median(rel):11.2e} {np.max(rel):10.2e} {evals:12.1f}"
+            )
 
 
 if __name__ == "__main__":

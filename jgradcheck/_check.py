@@ -11,7 +11,7 @@ import numpy as np
 
 from ._coords import select
 from ._diagnose import diagnose
-from ._errors import GradCheckError, where_list
+from ._errors import raise_unless_ok, where_list
 from ._gradient import (
     autodiff_gradient,
     loss_output_check,
@@ -39,12 +39,6 @@ def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
         raise ValueError(
             f"`params` has no floating-point leaves to check; its leaves are: {kinds}."
         )
-    # Bare Python floats become arrays so every checked leaf has a dtype.
-    leaves = tuple(
-        jnp.asarray(x) if i.kind == "float" and isinstance(x, float) else x
-        for i, x in zip(flat.infos, flat.leaves)
-    )
-    flat = Flat(flat.treedef, leaves, flat.infos)
     loss_output_check(loss, flat.rebuild(flat.leaves), args)
     return flat
 
@@ -355,10 +349,7 @@ def assert_grad(
       ...     print(e.report.ok, e.report.n_fail)
       False 4
     """
-    report = check_grad(loss, params, *args, **options)
-    if not report.ok:
-        raise GradCheckError(report)
-    return report
+    return raise_unless_ok(check_grad(loss, params, *args, **options))
 
 
 def numerical_grad(

@@ -17,6 +17,13 @@ class GradCheckError(AssertionError):
         super().__init__("\n" + str(report))
 
 
+def raise_unless_ok(report: Any) -> Any:
+    """Return ``report`` if it passed, else raise :class:`GradCheckError` with it."""
+    if not report.ok:
+        raise GradCheckError(report)
+    return report
+
+
 def where_list(places: list[str], limit: int = 10) -> str:
     """``a, b, c`` with at most ``limit`` items and a count of the rest."""
     shown = ", ".join(places[:limit])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._coords import _seed
-from ._errors import GradCheckError
+from ._errors import raise_unless_ok
 from ._reference import check_precision, reference_precision
 from ._report import LeafResult, Report, Settings, Timing
 from ._rules import (
@@ -18,6 +18,7 @@ from ._rules import (
     check_primal,
     fd_directional,
     floats,
+    held_paths,
     inputs,
     of_floats,
     outputs,
@@ -259,7 +260,7 @@ def check_jvp(
         dot_tests=(),
         localized=tuple(localized),
         structure=tuple(checks),
-        held=tuple(i.path for i in flat.infos if not i.is_checked),
+        held=held_paths(flat),
         second_order=second,
     )
 
@@ -280,7 +281,4 @@ def assert_jvp(f: Callable[..., Any], *primals: Any, **options: Any) -> RuleRepo
       ...     print(e.report.ok)
       False
     """
-    report = check_jvp(f, *primals, **options)
-    if not report.ok:
-        raise GradCheckError(report)
-    return report
+    return raise_unless_ok(check_jvp(f, *primals, **options))

@@ -32,7 +32,7 @@ from ._check import check_grad
 from ._report import Report
 from ._rules_report import Check
 from ._stencil import Estimate, default_step, from_values, richardson
-from ._tree import Flat, LeafInfo, flatten_params, info_checked
+from ._tree import Flat, LeafInfo, flatten_params, with_offsets
 
 PyTree = Any
 
@@ -54,20 +54,10 @@ def inputs(
             )
     flat = flatten_params(tuple(args))
     infos = []
-    offset = 0
     for info in flat.infos:
         held = info.is_checked and int(info.path[1:].split("]")[0]) in nondiff_argnums
-        kind = "held" if held else info.kind
-        infos.append(
-            info._replace(kind=kind, offset=offset if info_checked(kind) else -1)
-        )
-        if info_checked(kind):
-            offset += info.size
-    leaves = tuple(
-        jnp.asarray(x) if i.kind == "float" and isinstance(x, float) else x
-        for i, x in zip(infos, flat.leaves)
-    )
-    flat = Flat(flat.treedef, leaves, tuple(infos))
+        infos.append(info._replace(kind="held") if held else info)
+    flat = Flat(flat.treedef, flat.leaves, with_offsets(infos))
     if not flat.checked:
         raise ValueError(
             "`f` has no floating-point primal inputs to differentiate; got "
@@ -83,6 +73,11 @@ def of_floats(f: Callable[..., Any], flat: Flat) -> Callable[[list[Any]], Any]:
         return f(*flat.replace(dict(zip(positions, floats))))
 
     return g
+
+
+def held_paths(flat: Flat) -> tuple[str, ...]:
+    """Paths of the inputs that are not differentiated."""
+    return tuple(i.path for i in flat.infos if not i.is_checked)
 
 
 def floats(flat: Flat) -> list[Any]:

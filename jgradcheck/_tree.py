@@ -110,21 +110,30 @@ class Flat:
         return self.rebuild(leaves)
 
 
-def info_checked(kind: str) -> bool:
-    return kind in ("float", "complex")
+def with_offsets(infos: Any) -> tuple[LeafInfo, ...]:
+    """``infos`` with offsets into the raveled vector of the checked leaves."""
+    out, offset = [], 0
+    for info in infos:
+        out.append(info._replace(offset=offset if info.is_checked else -1))
+        if info.is_checked:
+            offset += info.size
+    return tuple(out)
 
 
 def flatten_params(params: PyTree) -> Flat:
-    """Flatten ``params`` and classify its leaves."""
+    """Flatten ``params`` and classify its leaves.
+
+    Bare Python floats become arrays, so every checked leaf has a dtype.
+    """
     with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
     infos = []
     leaves = []
-    offset = 0
     for pos, (kp, leaf) in enumerate(with_path):
         kind = _kind(leaf)
         shape, dtype = (), None
         if kind == "float" and isinstance(leaf, float):
-            dtype = np.dtype(jnp.asarray(leaf).dtype)
+            leaf = jnp.asarray(leaf)
+            dtype = np.dtype(leaf.dtype)
         elif _is_array(leaf):
             shape = tuple(leaf.shape)
             if not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
@@ -135,13 +144,11 @@ def flatten_params(params: PyTree) -> Flat:
             shape=shape,
             dtype=dtype,
             kind=kind,
-            offset=offset if info_checked(kind) else -1,
+            offset=-1,
         )
-        if info_checked(kind):
-            offset += info.size
         infos.append(info)
         leaves.append(leaf)
-    return Flat(treedef=treedef, leaves=tuple(leaves), infos=tuple(infos))
+    return Flat(treedef=treedef, leaves=tuple(leaves), infos=with_offsets(infos))
 
 
 class Split(NamedTuple):
@@ -194,7 +201,7 @@ def as_real(flat: Flat) -> tuple[Flat, Callable[[PyTree], PyTree]]:
     """
     if not any(i.kind == "complex" for i in flat.infos):
         return flat, lambda p: p
-    infos, leaves, offset = [], [], 0
+    infos, leaves = [], []
     complex_at = []
     for info, leaf in zip(flat.infos, flat.leaves):
         if info.kind == "complex":
@@ -203,12 +210,9 @@ def as_real(flat: Flat) -> tuple[Flat, Callable[[PyTree], PyTree]]:
             info = info._replace(
                 shape=info.shape + (2,), dtype=np.dtype(leaf.dtype), kind="float"
             )
-        if info.is_checked:
-            info = info._replace(offset=offset)
-            offset += info.size
         infos.append(info)
         leaves.append(leaf)
-    view = Flat(flat.treedef, tuple(leaves), tuple(infos))
+    view = Flat(flat.treedef, tuple(leaves), with_offsets(infos))
 
     def unview(params: PyTree) -> PyTree:
         ls = jax.tree_util.tree_leaves(params)
