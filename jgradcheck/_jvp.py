@@ -90,7 +90,7 @@ def _compare(
             err,
             r0p,
             eps_grad=float(np.finfo(o.dtype).eps),
-            scale=leaf_scale(n),
+            scale=leaf_scale(n, err),
             rounding=rounding,
         )
         results.append(

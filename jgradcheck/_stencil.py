@@ -25,6 +25,9 @@ Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 REFINE_LEVELS = 3
 """Extra halvings of the step tried by :func:`ladder` (h/2, h/4, h/8)."""
 
+DESCENT_LEVELS = 9
+"""Further halvings tried by :func:`descend` (down to h/4096)."""
+
 
 def default_step(dtype: np.dtype) -> float:
     """The relative step ``cbrt(eps)`` that balances O(h²) truncation and roundoff.
@@ -118,6 +121,7 @@ def _differences(
     base: np.ndarray,
     steps: list[np.ndarray],
     eps_j: float,
+    noise: float = 0.0,
 ) -> list[Central]:
     """Central differences at each of ``steps``, from one call of ``evaluate``.
 
@@ -133,7 +137,7 @@ def _differences(
         jp = j[k * n : (k + 1) * n]
         jm = j[(len(steps) + k) * n : (len(steps) + k + 1) * n]
         width = tp.astype(np.float64) - tm.astype(np.float64)
-        out.append(from_values(jp, jm, width, eps_j))
+        out.append(from_values(jp, jm, width, eps_j, noise))
     return out
 
 
@@ -143,6 +147,7 @@ def central(
     base: np.ndarray,
     h: np.ndarray,
     eps_j: float,
+    noise: float = 0.0,
 ) -> Central:
     """Central differences of J along the coordinates ``idx`` of one leaf.
 
@@ -152,8 +157,9 @@ def central(
       base: the leaf's flattened values (the dtype J is evaluated in).
       h: the intended step per coordinate.
       eps_j: machine epsilon of J's output, for the roundoff bound.
+      noise: J's measured rounding near θ (absolute), if known.
     """
-    return _differences(evaluate, idx, base, [h], eps_j)[0]
+    return _differences(evaluate, idx, base, [h], eps_j, noise)[0]
 
 
 def ladder(
@@ -163,46 +169,133 @@ def ladder(
     first: Central,
     eps_j: float,
     levels: int = REFINE_LEVELS,
+    noise: float = 0.0,
 ) -> list[Central]:
     """Central differences at h (``first``) and h/2, ..., h/2^levels.
 
     ``richardson(ladder(...))`` is the refined estimate with its error bar.
     """
     halved = [first.step / 2.0**k for k in range(1, levels + 1)]
-    return [first] + _differences(evaluate, idx, base, halved, eps_j)
+    return [first] + _differences(evaluate, idx, base, halved, eps_j, noise)
+
+
+def rounding_of(j_abs: np.ndarray, eps_j: float, noise: float) -> np.ndarray:
+    """The rounding error of one evaluation of J: ``max(eps_J·|J|, noise)``.
+
+    ``noise`` is J's measured rounding near θ (see ``Reference``), which
+    exceeds ``eps_J·|J|`` when J sums large terms that cancel.
+    """
+    return np.maximum(eps_j * j_abs, noise)
+
+
+def descend(
+    evaluate: Evaluate,
+    idx: np.ndarray,
+    base: np.ndarray,
+    ds: list[Central],
+    eps_j: float,
+    levels: int = DESCENT_LEVELS,
+    noise: float = 0.0,
+) -> list[Central]:
+    """The ladder ``ds`` continued by ``levels`` more halvings of its smallest step.
+
+    For entries whose extrapolation has not converged: at a step wider than a
+    high frequency's period the differences vary erratically, and only
+    smaller steps reach the regime where the Taylor model, and so the error
+    estimate, holds. :func:`richardson` of the longer ladder keeps the best
+    candidate, so its error bar can only shrink.
+    """
+    last = ds[-1].step
+    more = [last / 2.0**k for k in range(1, levels + 1)]
+    return ds + _differences(evaluate, idx, base, more, eps_j, noise)
 
 
 def from_values(
-    j_plus: np.ndarray, j_minus: np.ndarray, width: np.ndarray, eps_j: float
+    j_plus: np.ndarray,
+    j_minus: np.ndarray,
+    width: np.ndarray,
+    eps_j: float,
+    noise: float = 0.0,
 ) -> Central:
     """Central differences from J(θ+h), J(θ−h) and the width θ₊ − θ₋ (any shape)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         value = (j_plus - j_minus) / width
-        roundoff = 2.0 * eps_j * np.maximum(np.abs(j_plus), np.abs(j_minus)) / width
+        j_abs = np.maximum(np.abs(j_plus), np.abs(j_minus))
+        roundoff = 2.0 * rounding_of(j_abs, eps_j, noise) / width
     return Central(
         value, roundoff, np.broadcast_to(width / 2.0, value.shape), j_plus, j_minus
     )
+
+
+class _Ladder(NamedTuple):
+    """Which differences of a halving ladder behave like a Taylor series."""
+
+    settled: np.ndarray
+    """[L, n]: ``|D_{k+1} − D_k|`` within 4 roundoff bars."""
+    shrinking: np.ndarray
+    """[L, n]: ``(D_k − D_{k+1}) / (D_{k+1} − D_{k+2})`` in [3, 5.5] (the h²
+    term shrinking by 4 with its sign kept); False for the last pair."""
+
+
+def _behaviour(d: np.ndarray, r: np.ndarray) -> _Ladder:
+    diff = np.diff(d, axis=0)
+    settled = np.abs(diff) <= 4.0 * (r[1:] + r[:-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = diff[:-1] / diff[1:]  # complex for complex J: ≈ 4 + 0j
+    shrinking = np.zeros_like(settled)
+    shrinking[:-1] = (
+        (np.real(ratio) >= 3.0)
+        & (np.real(ratio) <= 5.5)
+        & (np.abs(np.imag(ratio)) <= 1.0)
+    )
+    return _Ladder(settled, shrinking)
+
+
+def converging(ds: list[Central]) -> np.ndarray:
+    """Per entry: does some part of the ladder ``ds`` behave like a Taylor series?
+
+    In the asymptotic regime successive differences ``D_k − D_{k+1}`` of
+    halving steps shrink by a factor 4 with the same sign (the h² term); once
+    they reach roundoff they stay at its level. At steps wider than a high
+    frequency's period the differences vary erratically, and no error
+    estimate drawn from them is to be believed.
+    """
+    b = _behaviour(np.stack([c.value for c in ds]), np.stack([c.roundoff for c in ds]))
+    return np.any(b.shrinking, axis=0) | np.any(b.settled[:-1] & b.settled[1:], axis=0)
 
 
 def richardson(ds: list[Central]) -> Estimate:
     """The best Richardson extrapolant of central differences at halving steps.
 
     ``ds[k]`` holds the differences at step h/2^k (any array shape, the same for
-    every k). Returns the candidate with the smallest error estimate, per entry.
+    every k). Returns, per entry, the candidate with the smallest error estimate
+    among those whose differences behave like a Taylor series (settled at
+    roundoff, or shrinking by 4 next to a neighbour; see :func:`converging`).
+    Where none does, the smallest-error candidate is returned with an error bar
+    widened to the spread of all the differences: the estimate cannot be
+    trusted beyond what the ladder shows. Where valid candidates disagree
+    beyond their error bars, the error bar widens to their disagreement.
     """
     levels = len(ds) - 1
     d = np.stack([c.value for c in ds])  # [levels+1, n]
     r = np.stack([c.roundoff for c in ds])
     steps = np.stack([c.step for c in ds])
+    b = _behaviour(d, r)
     # Richardson for halved steps: R_k = D_{k+1} + (D_{k+1} − D_k)/3, O(h⁴).
     corr = (d[1:] - d[:-1]) / 3.0
     rich = d[1:] + corr
     rich_round = 1.5 * r[1:]
     # Candidate A_k: R_k with the size of its own correction as the error bar
-    # (conservative: that is the truncation error of D_{k+1}).
+    # (conservative: that is the truncation error of D_{k+1}). Valid when the
+    # pair (k, k+1) is settled or shrinks like h² with a neighbouring pair.
     cand_val = [rich[k] for k in range(levels)]
     cand_err = [np.abs(corr[k]) + rich_round[k] for k in range(levels)]
+    cand_round = [rich_round[k] for k in range(levels)]
     cand_step = [steps[k + 1] for k in range(levels)]
+    cand_ok = [
+        b.settled[k] | b.shrinking[k] | (b.shrinking[k - 1] if k else False)
+        for k in range(levels)
+    ]
     # Candidate B_k: R_k with |R_k − R_{k−1}| as the error bar (tighter where
     # three successive steps are all in the smooth regime).
     for k in range(1, levels):
@@ -210,16 +303,36 @@ def richardson(ds: list[Central]) -> Estimate:
         cand_err.append(
             np.abs(rich[k] - rich[k - 1]) + rich_round[k] + rich_round[k - 1]
         )
+        cand_round.append(rich_round[k] + rich_round[k - 1])
         cand_step.append(steps[k + 1])
-    vals = np.stack(cand_val)
+        cand_ok.append(b.shrinking[k - 1] | (b.settled[k - 1] & b.settled[k]))
     errs = np.stack(cand_err)
     errs = np.where(np.isfinite(errs), errs, np.inf)
-    best = np.argmin(errs, axis=0)[None]
+    ok = np.stack([np.broadcast_to(o, errs.shape[1:]) for o in cand_ok])
+    trusted = ok.any(axis=0)
+    best = np.argmin(np.where(ok | ~trusted, errs, np.inf), axis=0)[None]
+
+    def pick(cands: list[np.ndarray]) -> np.ndarray:
+        return np.take_along_axis(np.stack(cands), best, 0)[0]
+
+    error = np.take_along_axis(errs, best, 0)[0]
+    value = pick(cand_val)
+    vals = np.stack(cand_val)
+    with np.errstate(invalid="ignore"):
+        spread = 2.0 * np.max(np.abs(d - d[-1]), axis=0)
+        # Valid candidates that disagree with the chosen one beyond both
+        # error bars (a wide step that aliases a high frequency can look
+        # smooth too): the estimate is ambiguous by that much.
+        gap = np.abs(vals - value)
+        clash = ok & (gap > 2.0 * (errs + error))
+        ambiguity = np.max(np.where(clash, gap, 0.0), axis=0)
+    error = np.where(trusted, np.maximum(error, ambiguity), np.maximum(error, spread))
     return Estimate(
-        value=np.take_along_axis(vals, best, 0)[0],
-        error=np.take_along_axis(errs, best, 0)[0],
-        step=np.take_along_axis(np.stack(cand_step), best, 0)[0],
-        refined=np.ones(vals.shape[1:], bool),
+        value=value,
+        error=error,
+        step=pick(cand_step),
+        refined=np.ones(errs.shape[1:], bool),
+        roundoff=pick(cand_round),
     )
 
 
@@ -240,6 +353,69 @@ def stencil_step(dtype: np.dtype, order: int) -> float:
     return float(np.finfo(dtype).eps ** (1.0 / (order + 1)))
 
 
+def _stencil_at(
+    evaluate: Evaluate,
+    idx: np.ndarray,
+    base: np.ndarray,
+    h: np.ndarray,
+    eps_j: float,
+    method: str,
+    noise: float = 0.0,
+) -> Estimate:
+    """One stencil at steps 2h and h; the error bar from their difference."""
+    offsets, weights, p = STENCILS[method]
+    dtype, theta, n = base.dtype, base[idx], idx.shape[0]
+    scales = (2.0, 1.0)
+    pts = [
+        (theta + (o * s * h).astype(dtype)).astype(dtype)
+        for s in scales
+        for o in offsets
+    ]
+    # One call for both steps keeps the compiled batches full.
+    j = evaluate(np.tile(idx, len(pts)), np.concatenate(pts))
+    values, rounds, steps = [], [], []
+    for k in range(len(scales)):
+        js = [
+            j[(k * len(offsets) + m) * n : (k * len(offsets) + m + 1) * n]
+            for m in range(len(offsets))
+        ]
+        first = pts[k * len(offsets)]
+        second = pts[k * len(offsets) + 1]
+        width = (first.astype(np.float64) - second.astype(np.float64)) / 2.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values.append(sum(w * jk for w, jk in zip(weights, js)) / width)
+            jmax = np.max(np.abs(np.stack(js)), axis=0)
+            rounds.append(
+                sum(abs(w) for w in weights)
+                * 2
+                * rounding_of(jmax, eps_j, noise)
+                / width
+            )
+        steps.append(width)
+    error = np.abs(values[0] - values[1]) / (2.0**p - 1.0) + rounds[1]
+    return Estimate(values[1], error, steps[1], np.zeros((n,), bool), rounds[1])
+
+
+ADAPT_MAX = 64.0
+"""The adaptive stencil shrinks a coordinate's step by at most this factor."""
+
+
+def better_step(est: Estimate, order: int) -> np.ndarray:
+    """Per coordinate, the step minimising truncation + roundoff, as a ratio to ``est.step``.
+
+    With truncation ``T = C·h^p`` (``est.error − est.roundoff``) and roundoff
+    ``R = ρ/h`` (``est.roundoff``) measured at step h, the sum ``C·h'^p + ρ/h'``
+    is smallest at ``h'/h = (R / (p·T))^(1/(p+1))``. Only shrinking is trusted:
+    a truncation estimate below roundoff is itself noise, so a larger step is
+    never proposed. Returns values in ``[1/ADAPT_MAX, 1]``.
+    """
+    trunc = np.maximum(est.error - est.roundoff, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = (est.roundoff / (order * trunc)) ** (1.0 / (order + 1))
+    ratio = np.where(np.isfinite(ratio), ratio, 1.0)
+    return np.clip(ratio, 1.0 / ADAPT_MAX, 1.0)
+
+
 def stencil(
     evaluate: Evaluate,
     idx: np.ndarray,
@@ -247,26 +423,37 @@ def stencil(
     h: np.ndarray,
     eps_j: float,
     method: str,
+    *,
+    adaptive: bool = True,
+    noise: float = 0.0,
 ) -> Estimate:
     """A fixed stencil at steps 2h and h; the error bar from their difference.
 
     Returns the estimate at step h with error ``|v(2h) − v(h)| / (2^p − 1)``
     (the asymptotic truncation error of v(h)) plus roundoff
     ``Σ|wₖ|·eps·max|J| / h``. The step is the one represented for offset ±1.
+
+    With ``adaptive`` (default), coordinates whose truncation error at h is
+    well above roundoff (high curvature or frequency) are evaluated again at
+    the step :func:`better_step` proposes, and keep whichever estimate has
+    the smaller error bar: the step is chosen per coordinate from the
+    measured higher derivative and roundoff, at no cost for coordinates that
+    are already at their optimum.
     """
-    offsets, weights, p = STENCILS[method]
-    dtype, theta, n = base.dtype, base[idx], idx.shape[0]
-    values, rounds, steps = [], [], []
-    for scale in (2.0, 1.0):
-        hk = scale * h
-        pts = [(theta + (o * hk).astype(dtype)).astype(dtype) for o in offsets]
-        j = evaluate(np.tile(idx, len(offsets)), np.concatenate(pts))
-        js = [j[k * n : (k + 1) * n] for k in range(len(offsets))]
-        width = (pts[0].astype(np.float64) - pts[1].astype(np.float64)) / 2.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values.append(sum(w * jk for w, jk in zip(weights, js)) / width)
-            jmax = np.max(np.abs(np.stack(js)), axis=0)
-            rounds.append(sum(abs(w) for w in weights) * 2 * eps_j * jmax / width)
-        steps.append(width)
-    error = np.abs(values[0] - values[1]) / (2.0**p - 1.0) + rounds[1]
-    return Estimate(values[1], error, steps[1], np.zeros((n,), bool), rounds[1])
+    est = _stencil_at(evaluate, idx, base, h, eps_j, method, noise)
+    if not adaptive:
+        return est
+    ratio = better_step(est, STENCILS[method][2])
+    redo = np.flatnonzero(ratio < 0.5)
+    if redo.size == 0:
+        return est
+    again = _stencil_at(
+        evaluate, idx[redo], base, h[redo] * ratio[redo], eps_j, method, noise
+    )
+    take = again.error < est.error[redo]
+    at = redo[take]
+    fields = [f.copy() for f in est]
+    for k, f in enumerate(again):
+        if f is not None and fields[k] is not None:
+            fields[k][at] = f[take]
+    return Estimate(*fields)

@@ -76,9 +76,21 @@ class Judgement(NamedTuple):
     status: np.ndarray  # uint8 codes PASS/FAIL/UNSURE
 
 
-def leaf_scale(numeric: np.ndarray) -> float:
-    finite = np.abs(numeric[np.isfinite(numeric)])
-    return float(finite.max()) if finite.size else 0.0
+def leaf_scale(numeric: np.ndarray, error: np.ndarray | None = None) -> float:
+    """The leaf's scale ``s``: the largest ``|n|`` among its well-resolved entries.
+
+    With ``error``, entries whose error bar is wider than ``UNSURE_REL·|n|`` do
+    not count (a coordinate straddling a jump has a huge, meaningless ``n``
+    that must not loosen the tolerance of the others), unless no entry is
+    well resolved.
+    """
+    mag = np.abs(numeric)
+    good = np.isfinite(mag)
+    if error is not None:
+        narrow = good & (error <= UNSURE_REL * mag)
+        if narrow.any():
+            good = narrow
+    return float(mag[good].max()) if good.any() else 0.0
 
 
 def judge(
