@@ -1,28 +1,283 @@
-"""The ``jgradcheck`` command line."""
+"""The ``jgradcheck`` command line: ``demo``, ``check``, ``check-vjp``, ``check-jvp``.
+
+``jgradcheck check model.py:loss --params model.py:make_params`` loads the
+functions from a file (or ``package.module:name``), calls ``make_params()``
+(and ``make_batch()`` for ``--args``), runs :func:`jgradcheck.check_grad` and
+prints the report. Exit codes:
+
+* 0: the check passed;
+* 1: it did not pass: entries disagree (or could not be judged, ``unsure``);
+* 2: nothing was checked: bad options, a file or name that cannot be loaded,
+  a user function that raised, or input :func:`jgradcheck.check_grad` refused.
+  The reason is one message on stderr, without a traceback.
+
+1 never means anything but "the derivative did not pass", so scripts and CI
+can tell a wrong gradient from a broken setup. See docs/cli.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._load import (
+    Loader,
+    UsageError,
+    call,
+    describe,
+    in_package,
+    is_user_file,
+    traceback_frames,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _run_check(
+    name: str, fn: Callable[..., Any], *args: Any, hint: str = "", **kw: Any
+) -> Any:
+    """Call a jgradcheck check; anything it raises means nothing was checked."""
+    try:
+        return fn(*args, **kw)
+    except Exception as e:
+        extra = hint if "positional argument" in str(e) else ""
+        frames = traceback_frames(e)
+        if isinstance(e, (ValueError, TypeError)) and (
+            frames and in_package(frames[-1].filename)
+        ):
+            # jgradcheck's own message for bad input: it names the argument.
+            raise UsageError(f"{name} refused the input: {e}{extra}") from e
+        if any(is_user_file(f.filename) for f in frames):
+            raise UsageError(
+                f"{name} could not run: your function raised {describe(e)}.{extra}"
+            ) from e
+        raise UsageError(
+            f"{name} failed: {describe(e)}.{extra} If your functions run without "
+            "error from Python, please report this with the traceback of the same "
+            f"call in Python (jgradcheck.{name}(...))."
+        ) from e
+
+
+def _output(report: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        limit = None if args.max_entries == 0 else args.max_entries
+        print(json.dumps(report.to_dict(max_entries=limit), indent=2, allow_nan=False))
+    else:
+        print(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._check import check_grad
+
+    load = Loader()
+    loss = load.function(args.loss, "LOSS")
+    params = call(load.function(args.params, "--params"), args.params, "--params")
+    extra: tuple[Any, ...] = ()
+    if args.args is not None:
+        make_batch = load.function(args.args, "--args")
+        extra = _as_tuple(call(make_batch, args.args, "--args"))
+    grad = None if args.grad is None else load.function(args.grad, "--grad")
+    report = _run_check(
+        "check_grad",
+        check_grad,
+        loss,
+        params,
+        *extra,
+        grad=grad,
+        coords=args.coords,
+        key=args.key,
+        method=args.method,
+        precision=args.precision,
+        rtol=args.rtol,
+        atol=args.atol,
+        hint=""
+        if args.args
+        else " (the loss's other arguments are given with --args FILE.py:make_batch)",
+    )
+    return _output(report, args)
+
+
+def _check_rule(args: argparse.Namespace) -> int:
+    from ._jvp import check_jvp
+    from ._vjp import check_vjp
+
+    name, check = (
+        ("check_vjp", check_vjp)
+        if args.command == "check-vjp"
+        else ("check_jvp", check_jvp)
+    )
+    load = Loader()
+    f = load.function(args.f, "F")
+    primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
+    report = _run_check(
+        name,
+        check,
+        f,
+        *_as_tuple(primals),
+        order=args.order,
+        key=args.key,
+        precision=args.precision,
+    )
+    return _output(report, args)
+
+
+SPEC = "FILE.py:NAME or package.module:NAME"
+EPILOG = (
+    "Exit codes: 0 passed, 1 the check did not pass, 2 nothing was checked "
+    "(usage or input error). See docs/cli.md."
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=["float64", "native"],
+        default="float64",
+        help="dtype of the finite differences (default: float64)",
+    )
+    p.add_argument("--key", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout instead of text",
+    )
+    p.add_argument(
+        "--max-entries",
+        type=_nonnegative,
+        default=100,
+        metavar="N",
+        help="with --json: at most N entries per list of failures, unsure and "
+        "kinks (counts stay complete; 0: all; default: 100)",
+    )
+
+
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._check import METHODS
+
     parser = argparse.ArgumentParser(
         prog="jgradcheck",
         description="Check JAX gradients against finite differences, with evidence.",
+        epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
         "demo",
         help="run the built-in example: an autoencoder with a backprop bug",
     )
-    args = parser.parse_args(argv)
+    p = sub.add_parser(
+        "check",
+        help="check_grad: the gradient of LOSS(params, *args) vs finite differences",
+        description="Run jgradcheck.check_grad(LOSS, make_params(), *make_batch()).",
+        epilog=EPILOG,
+    )
+    p.add_argument("loss", metavar="LOSS", help=f"the loss function, {SPEC}")
+    p.add_argument(
+        "--params",
+        required=True,
+        metavar="SPEC",
+        help="a function of no arguments returning the params pytree",
+    )
+    p.add_argument(
+        "--args",
+        metavar="SPEC",
+        help="a function of no arguments returning the extra arguments of the "
+        "loss (a tuple; anything else is one argument)",
+    )
+    p.add_argument(
+        "--grad",
+        metavar="SPEC",
+        help="the gradient under test, grad(params, *args) (default: jax.grad)",
+    )
+    p.add_argument(
+        "--coords",
+        type=_positive,
+        metavar="N",
+        help="check N coordinates drawn with --key (default: all)",
+    )
+    p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
+    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
+    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
+    _common(p)
+    for command, what in [
+        ("check-vjp", "check_vjp: the reverse-mode rule (custom_vjp) of F"),
+        ("check-jvp", "check_jvp: the forward-mode rule (custom_jvp) of F"),
+    ]:
+        p = sub.add_parser(
+            command,
+            help=what,
+            description=f"Run jgradcheck.{command.replace('-', '_')}"
+            "(F, *make_inputs()).",
+            epilog=EPILOG,
+        )
+        p.add_argument("f", metavar="F", help=f"the function, {SPEC}")
+        p.add_argument(
+            "--primals",
+            required=True,
+            metavar="SPEC",
+            help="a function of no arguments returning F's arguments (a tuple; "
+            "anything else is one argument)",
+        )
+        p.add_argument(
+            "--order",
+            type=int,
+            choices=[1, 2],
+            default=1,
+            help="2: also check the derivative of the rule (default: 1)",
+        )
+        _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises SystemExit).
+
+    Args:
+      argv: the arguments after ``jgradcheck`` (default: ``sys.argv[1:]``).
+
+    Returns:
+      0 when the check passed, 1 when it did not, 2 when nothing was checked.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error argparse printed (2)
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
     if args.command == "demo":
         from ._demo import run
 
-        return 0 if run() else 1
-    parser.print_help()
-    return 2
+        return EXIT_OK if run() else EXIT_FAILED
+    try:
+        if args.command == "check":
+            return _check(args)
+        return _check_rule(args)
+    except UsageError as e:
+        print(f"jgradcheck {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -241,6 +241,50 @@ class Report:
     def unsure(self) -> tuple[Entry, ...]:
         """Every entry whose finite-difference error bar was too wide to judge."""
         return tuple(self._entries(UNSURE))
+
+    def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
+        """The report as a plain dict that :func:`json.dumps` accepts.
+
+        Only ``bool``, ``int``, ``float``, ``str``, ``None``, lists and dicts
+        appear. Non-finite floats are the strings ``"nan"``, ``"inf"`` and
+        ``"-inf"``; ``None`` means "not set" (``rtol``/``atol`` under the
+        error-bar rule, a leaf with no diagnosis, the dtype of a non-array leaf).
+
+        Keys: ``kind`` (``"grad"``), ``ok``, ``summary`` (the headline),
+        ``counts`` (``checked``, ``fail``, ``unsure``, ``kink``), ``settings``
+        (``gradient``, ``reference_dtype``, ``rel_step``, ``rounding``,
+        ``rtol``, ``atol``), ``timing`` (``compile_seconds``,
+        ``sweep_seconds``, ``evaluations``), ``leaves`` (one dict per checked
+        leaf: ``path``, ``shape``, ``dtype``, ``grad_dtype``, ``checked``,
+        ``total``, ``max_abs_err``, ``max_rel_err``, ``norm_ratio``, ``fail``,
+        ``unsure``, ``kink``, ``ok``, ``verdict``, ``diagnosis``),
+        ``failures`` (worst first), ``unsure`` and ``kinks`` (entries: ``where``,
+        ``path``, ``index``, ``flat_index``, ``a`` the gradient under test,
+        ``n`` the finite-difference estimate, ``err`` its error bar,
+        ``abs_err``, ``rel_err``, ``tolerance``, ``status``), ``skipped``
+        (``path``, ``shape``, ``dtype``, ``kind`` of each leaf not checked) and
+        ``terms`` (term name → that term's dict, for a loss of named terms).
+
+        Args:
+          max_entries: keep at most this many entries in each of ``failures``,
+            ``unsure`` and ``kinks`` (``counts`` stay complete). Default: all.
+
+        Returns:
+          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
+
+        Example:
+          >>> import json, jax.numpy as jnp, jgradcheck as jgc
+          >>> loss = lambda p: jnp.sum(p ** 2)
+          >>> report = jgc.check_grad(loss, jnp.array([1.0, 2.0]), grad=lambda p: 3 * p)
+          >>> d = json.loads(json.dumps(report.to_dict()))
+          >>> d["ok"], d["counts"]["fail"], d["failures"][0]["where"]
+          (False, 2, '[1]')
+          >>> d["failures"][0]["a"], round(d["failures"][0]["n"], 6)
+          (6.0, 4.0)
+        """
+        from ._serialize import report_dict
+
+        return report_dict(self, max_entries)
 
     def __str__(self) -> str:
         return format_text(self)

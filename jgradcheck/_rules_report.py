@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -83,6 +83,39 @@ class RuleReport:
         out += [f"primal: {self.primal.detail}"] if not self.primal.ok else []
         out += [f"{c.name}: {c.detail}" for c in self.structure if not c.ok]
         return out
+
+    def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
+        """The report as a plain dict that :func:`json.dumps` accepts.
+
+        The same conventions as :meth:`jgradcheck.Report.to_dict` (non-finite
+        floats as ``"nan"``/``"inf"``/``"-inf"``, ``None`` for "not set").
+
+        Keys: ``kind`` (``"vjp"`` or ``"jvp"``), ``ok``, ``summary``,
+        ``failures`` (the lines of :meth:`failures`), ``primal`` and
+        ``structure`` (checks: ``name``, ``ok``, ``detail``), ``dot_tests``
+        (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
+        ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
+        ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held`` and
+        ``second_order`` (the same dict for ``order=2``, else ``None``).
+
+        Args:
+          max_entries: passed to each localised report's ``to_dict``; also
+            caps ``failures``. Default: all.
+
+        Returns:
+          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
+
+        Example:
+          >>> import json, jax.numpy as jnp, jgradcheck as jgc
+          >>> d = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0])).to_dict()
+          >>> d["kind"], d["ok"], d["primal"]["ok"]
+          ('vjp', True, True)
+          >>> json.loads(json.dumps(d))["localized"][0]["report"]["counts"]["checked"]
+          2
+        """
+        from ._serialize import rule_report_dict
+
+        return rule_report_dict(self, max_entries)
 
     def __str__(self) -> str:
         return format_text(self)

@@ -1,0 +1,177 @@
+"""Reports as plain JSON-serialisable dicts (``Report.to_dict``, ``RuleReport.to_dict``).
+
+Only Python ``bool``, ``int``, ``float``, ``str``, ``None``, ``list`` and ``dict``
+appear, so ``json.dumps(report.to_dict(), allow_nan=False)`` always works.
+Non-finite floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``
+(JSON has no literal for them); ``None`` (JSON ``null``) only ever means "not
+set" or "not applicable" (``rtol`` when the error-bar rule was used, a leaf
+without a diagnosis, the dtype of a non-array leaf).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._verdict import STATUS_NAMES
+
+if TYPE_CHECKING:
+    from ._report import Entry, LeafResult, Report
+    from ._rules_report import Check, DotTest, RuleReport
+    from ._tree import LeafInfo
+
+
+def number(x: Any) -> float | str | None:
+    """A float for JSON: finite values as floats, NaN/inf as strings, None kept."""
+    if x is None:
+        return None
+    x = float(x)
+    if np.isfinite(x):
+        return x
+    if np.isnan(x):
+        return "nan"
+    return "inf" if x > 0 else "-inf"
+
+
+def _dtype(dtype: Any) -> str | None:
+    return None if dtype is None else str(dtype)
+
+
+def entry_dict(e: Entry) -> dict[str, Any]:
+    return {
+        "where": e.where,
+        "path": e.path,
+        "index": [int(i) for i in e.index],
+        "flat_index": int(e.flat_index),
+        "a": number(e.grad),
+        "n": number(e.numeric),
+        "err": number(e.error_bar),
+        "abs_err": number(e.abs_err),
+        "rel_err": number(e.rel_err),
+        "tolerance": number(e.tolerance),
+        "status": e.status,
+    }
+
+
+def leaf_dict(leaf: LeafResult) -> dict[str, Any]:
+    return {
+        "path": leaf.path,
+        "shape": [int(s) for s in leaf.info.shape],
+        "dtype": _dtype(leaf.info.dtype),
+        "grad_dtype": _dtype(leaf.grad_dtype),
+        "checked": leaf.checked,
+        "total": leaf.total,
+        "max_abs_err": number(leaf.max_abs_err),
+        "max_rel_err": number(leaf.max_rel_err),
+        "norm_ratio": number(leaf.norm_ratio),
+        "fail": leaf.n_fail,
+        "unsure": leaf.n_unsure,
+        "kink": leaf.n_kink,
+        "ok": leaf.ok,
+        "verdict": leaf.verdict,
+        "diagnosis": leaf.diagnosis,
+    }
+
+
+def skipped_dict(info: LeafInfo) -> dict[str, Any]:
+    return {
+        "path": info.path,
+        "shape": [int(s) for s in info.shape],
+        "dtype": _dtype(info.dtype),
+        "kind": info.kind,
+    }
+
+
+def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any]:
+    """See :meth:`jgradcheck.Report.to_dict`."""
+    from ._report import _headline
+
+    if max_entries is not None and max_entries < 0:
+        raise ValueError(f"`max_entries` must be >= 0 or None; got {max_entries}.")
+
+    def cap(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
+        kept = entries if max_entries is None else entries[:max_entries]
+        return [entry_dict(e) for e in kept]
+
+    n_fail = report.n_fail
+    k = n_fail if max_entries is None else min(n_fail, max_entries)
+    failures = report.worst(k) if k else ()
+    s, t = report.settings, report.timing
+    return {
+        "kind": "grad",
+        "ok": report.ok,
+        "summary": _headline(report),
+        "counts": {
+            "checked": report.n_checked,
+            "fail": n_fail,
+            "unsure": report.n_unsure,
+            "kink": report.n_kink,
+        },
+        "settings": {
+            "gradient": s.gradient,
+            "reference_dtype": s.reference_dtype,
+            "rel_step": number(s.rel_step),
+            "rounding": s.rounding,
+            "rtol": number(s.rtol),
+            "atol": number(s.atol),
+        },
+        "timing": {
+            "compile_seconds": number(t.compile_seconds),
+            "sweep_seconds": number(t.sweep_seconds),
+            "evaluations": int(t.evaluations),
+        },
+        "leaves": [leaf_dict(leaf) for leaf in report.leaves],
+        "failures": [entry_dict(e) for e in failures],
+        "unsure": cap(report.unsure()),
+        "kinks": cap(report.kinks()),
+        "skipped": [skipped_dict(info) for info in report.skipped],
+        "terms": {name: report_dict(term, max_entries) for name, term in report.terms},
+    }
+
+
+def _check_dict(c: Check) -> dict[str, Any]:
+    return {"name": c.name, "ok": bool(c.ok), "detail": c.detail}
+
+
+def _dot_test_dict(d: DotTest) -> dict[str, Any]:
+    pairs = []
+    for p in range(d.rule.shape[0]):
+        rule, fd = float(d.rule[p]), float(d.numeric[p])
+        pairs.append(
+            {
+                "rule": number(rule),
+                "fd": number(fd),
+                "err": number(d.error_bar[p]),
+                "abs_diff": number(abs(rule - fd)),
+                "tolerance": number(d.tolerance[p]),
+                "status": STATUS_NAMES[int(d.status[p])],
+            }
+        )
+    return {"output": d.output, "ok": d.ok, "pairs": pairs}
+
+
+def rule_report_dict(r: RuleReport, max_entries: int | None = None) -> dict[str, Any]:
+    """See :meth:`jgradcheck.RuleReport.to_dict`."""
+    failures = r.failures()
+    if max_entries is not None:
+        failures = failures[:max_entries]
+    return {
+        "kind": r.kind,
+        "ok": r.ok,
+        "summary": f"check_{r.kind}: {'passed' if r.ok else 'FAILED'}",
+        "failures": failures,
+        "primal": _check_dict(r.primal),
+        "dot_tests": [_dot_test_dict(d) for d in r.dot_tests],
+        "structure": [_check_dict(c) for c in r.structure],
+        "localized": [
+            {"label": label, "report": report_dict(rep, max_entries)}
+            for label, rep in r.localized
+        ],
+        "held": list(r.held),
+        "second_order": (
+            None
+            if r.second_order is None
+            else rule_report_dict(r.second_order, max_entries)
+        ),
+    }
