@@ -99,8 +99,8 @@ def test_can_be_disabled_and_loaded_by_name(
 
 
 def test_failure_shows_the_report_and_the_test_line_only(pytester):
-    pytester.makepyfile(test_fail=WRONG_GRAD)
-    result = pytester.runpytest()
+    pytester.makepyfile(test_wrong_grad_file=WRONG_GRAD)
+    result = pytester.runpytest("-vv")  # -vv: summary lines are not cut to 80 columns
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -112,8 +112,9 @@ def test_failure_shows_the_report_and_the_test_line_only(pytester):
             "E*<root>: scaled: a ≈ 0.5·n*",
             "E*worst entries:",
             "E*[[]3]*4.987e-01*9.975e-01*FAIL",
-            "test_fail.py:*: GradCheckError",
-            "FAILED test_fail.py::test_wrong_grad - GradCheckError: gradient check*",
+            "test_wrong_grad_file.py:*: GradCheckError",
+            "FAILED test_wrong_grad_file.py::test_wrong_grad - GradCheckError: gradient "
+            "check FAILED: 4 of 5 checked entries disagree, in <root>",
         ]
     )
     out = result.stdout.str()
@@ -130,18 +131,18 @@ def test_failure_shows_the_report_and_the_test_line_only(pytester):
 @pytest.mark.parametrize("option", ["-p no:jgradcheck", "--full-trace"])
 def test_without_the_plugin_internals_are_shown(pytester, option):
     # The control for the test above: pytest alone shows jgradcheck's frames.
-    pytester.makepyfile(test_fail=WRONG_GRAD)
+    pytester.makepyfile(test_wrong_grad_file=WRONG_GRAD)
     result = pytester.runpytest(*option.split())
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*jgradcheck/_errors.py:*: GradCheckError"])
 
 
 def test_tb_line_gives_one_line_with_the_verdict(pytester):
-    pytester.makepyfile(test_fail=WRONG_GRAD)
+    pytester.makepyfile(test_wrong_grad_file=WRONG_GRAD)
     result = pytester.runpytest("--tb=line")
     result.stdout.fnmatch_lines(
         [
-            "*test_fail.py:*: GradCheckError: gradient check FAILED: 4 of 5 checked "
+            "*test_wrong_grad_file.py:*: GradCheckError: gradient check FAILED: 4 of 5 checked "
             "entries disagree, in <root>"
         ]
     )
@@ -164,7 +165,7 @@ def test_passing_check_is_quiet(pytester):
 
 def test_variants_catch_a_broken_rule_in_each_and_pass_a_correct_one(pytester):
     pytester.makepyfile(
-        test_rules=RULES
+        test_variant_rules=RULES
         + """
 
 def test_bad(jgc_variant):
