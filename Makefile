@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check jgradcheck tests bench
-	$(BIN)/ruff format --check jgradcheck tests bench
+	$(BIN)/ruff check jgradcheck tests bench _jgradcheck_pytest.py
+	$(BIN)/ruff format --check jgradcheck tests bench _jgradcheck_pytest.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py

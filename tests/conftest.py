@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on small files
+
 
 @pytest.fixture(autouse=True)
 def _fixed_seeds():
