@@ -360,8 +360,9 @@ def check_grad(
       precision: ``"float64"`` (default) evaluates the finite differences in
         float64 whatever the params' dtype, in a scoped ``jax.enable_x64``;
         ``"native"`` uses the params' own dtype.
-      rtol, atol: explicit tolerances ``atol + rtol·max(|a|, |n|)`` replacing
-        the error-bar rule.
+      rtol: explicit relative tolerance: with ``atol``, the tolerance is
+        ``atol + rtol·max(|a|, |n|)``, replacing the error-bar rule.
+      atol: explicit absolute tolerance (see ``rtol``).
       memory_budget: bytes one batch of evaluations may use (default 2 GiB;
         on CPU batches are further kept cache-sized).
       method: ``"auto"`` (default: central differences at cbrt(eps), then
@@ -372,7 +373,7 @@ def check_grad(
         extrapolation for every entry).
 
     Returns:
-      A :class:`Report`: ``report.ok``, ``print(report)``, ``report.worst(k)``.
+      A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
 
     Raises:
       TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the
@@ -477,7 +478,7 @@ def assert_grad(
     Takes the same arguments and keyword options as :func:`check_grad`.
 
     Returns:
-      The passing :class:`Report`.
+      The passing ``Report``.
 
     Raises:
       GradCheckError: an ``AssertionError`` carrying the report (``err.report``)

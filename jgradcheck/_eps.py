@@ -123,7 +123,11 @@ def eps_sweep(
     """The error of finite differences against the gradient under test, over ε.
 
     Args:
-      loss, params, *args, grad, key: as in :func:`check_grad`.
+      loss: as in :func:`check_grad`.
+      params: as in :func:`check_grad`.
+      *args: as in :func:`check_grad`.
+      grad: as in :func:`check_grad`.
+      key: as in :func:`check_grad`.
       coords: coordinates to sample (an int, at most the number of parameters;
         a boolean mask pytree; or None for all); default 16.
       eps: relative steps to try (default: 49 steps from 1e-13 to 1e-1).
@@ -132,7 +136,7 @@ def eps_sweep(
       precision: ``"float64"`` (default) or ``"native"`` (see the V move).
 
     Returns:
-      An :class:`EpsSweep`; ``.plot()`` draws it.
+      An ``EpsSweep``; ``.plot()`` draws it.
 
     Example:
       >>> import jax.numpy as jnp, jgradcheck as jgc

@@ -149,7 +149,7 @@ def check_jvp(
       rows: how many failing output entries get their Jacobian row checked.
 
     Returns:
-      A :class:`RuleReport` whose ``localized`` reports are per output leaf.
+      A ``RuleReport`` whose ``localized`` reports are per output leaf.
 
     Example:
       >>> import jax, jax.numpy as jnp, jgradcheck as jgc

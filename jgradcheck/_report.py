@@ -37,23 +37,32 @@ class Entry(NamedTuple):
     """``|a − n| / max(|a|, |n|)``."""
     tolerance: float
     status: str
-    """``"pass"``, ``"FAIL"`` or ``"unsure"``."""
+    """``"pass"``, ``"FAIL"``, ``"unsure"`` or ``"kink"``."""
 
 
 class LeafResult(NamedTuple):
     """Everything measured on one leaf. Arrays are indexed like ``idx``."""
 
     info: LeafInfo
+    """The leaf's ``path``, ``shape``, ``dtype`` and ``offset``."""
     idx: np.ndarray
     """Flat indices (within the leaf) that were checked."""
     grad: np.ndarray
+    """The gradient under test (float64 copy)."""
     numeric: np.ndarray
+    """The finite-difference estimate."""
     error_bar: np.ndarray
+    """The estimate's own error bar (truncation + roundoff)."""
     tolerance: np.ndarray
+    """The tolerance on ``|a − n|`` per entry (see "How close is close enough?")."""
     status: np.ndarray
+    """uint8 codes: 0 pass, 1 FAIL, 2 unsure, 3 kink."""
     step: np.ndarray
+    """The step h of the kept estimate (half of ``θ₊ − θ₋``)."""
     refined: np.ndarray
+    """True where the estimate was extrapolated from several steps."""
     grad_dtype: np.dtype
+    """The dtype of the gradient under test."""
     diagnosis: str | None = None
     """How the mismatch looks when the evidence is clear (sign, scale, ...)."""
 
@@ -167,9 +176,13 @@ class Report:
     """
 
     leaves: tuple[LeafResult, ...]
+    """One :class:`LeafResult` per checked leaf."""
     skipped: tuple[LeafInfo, ...]
+    """Leaves held fixed: integer, boolean, key and non-array leaves."""
     settings: Settings
+    """How the check was made: gradient source, reference dtype, step, tolerance."""
     timing: Timing
+    """Compile and sweep seconds, and evaluations of J."""
     terms: tuple[tuple[str, Report], ...] = ()
     """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
 
@@ -180,18 +193,22 @@ class Report:
 
     @property
     def n_checked(self) -> int:
+        """Entries checked, over all leaves."""
         return sum(leaf.checked for leaf in self.leaves)
 
     @property
     def n_fail(self) -> int:
+        """Entries that failed."""
         return sum(leaf.n_fail for leaf in self.leaves)
 
     @property
     def n_unsure(self) -> int:
+        """Entries whose error bar was too wide to judge them."""
         return sum(leaf.n_unsure for leaf in self.leaves)
 
     @property
     def n_kink(self) -> int:
+        """Entries at a kink of J (the gradient between the one-sided slopes)."""
         return sum(leaf.n_kink for leaf in self.leaves)
 
     def kinks(self) -> tuple[Entry, ...]:

@@ -207,7 +207,7 @@ def check_vjp(
         result is in ``report.second_order``.
 
     Returns:
-      A :class:`RuleReport`.
+      A ``RuleReport``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jgradcheck as jgc
