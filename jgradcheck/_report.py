@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -253,6 +253,15 @@ class Report:
 
     def _repr_html_(self) -> str:
         return format_html(self)
+
+    def plot(self, ax: Any = None, *, terms: bool = True) -> Any:
+        """Per leaf, each entry's ``|a − n|`` against its tolerance (matplotlib).
+
+        See :func:`jgradcheck.plot_report`, which this calls; returns the Axes.
+        """
+        from ._plot import plot_report
+
+        return plot_report(self, ax, terms=terms)
 
 
 # ----------------------------------------------------------------- formatting
