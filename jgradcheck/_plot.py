@@ -37,7 +37,8 @@ def _matplotlib() -> Any:
 def _strips(report: Any, terms: bool) -> list[tuple[str, Any, bool]]:
     """(label, LeafResult, explicit tolerance?) for each strip, in order."""
     explicit = report.settings.rtol is not None or report.settings.atol is not None
-    out = [(leaf.path or "<root>", leaf, explicit) for leaf in report.leaves]
+    prefix = "sum: " if terms and report.terms else ""
+    out = [(prefix + (leaf.path or "<root>"), leaf, explicit) for leaf in report.leaves]
     if terms:
         for name, term in report.terms:
             out += [
@@ -63,8 +64,8 @@ def error_ratio(leaf: Any, explicit: bool) -> np.ndarray:
 def plot_report(report: Any, ax: Any = None, *, terms: bool = True) -> Any:
     """Draw each checked entry's ``|a − n|`` against the difference allowed.
 
-    One vertical strip per leaf (and, with ``terms=True``, per leaf of each
-    named loss term); each point is one checked entry at height
+    One vertical strip per leaf (and, with ``terms=True`` and a loss of named
+    terms, per leaf of the sum and of each term); each point is one checked entry at height
     ``|a − n| / tolerance`` on a log scale, coloured by status: pass (green),
     kink (blue), unsure (amber), FAIL (red, drawn larger and on top). The
     dashed line at 1 is the verdict's boundary: a point above it failed. Exact
@@ -94,9 +95,9 @@ def plot_report(report: Any, ax: Any = None, *, terms: bool = True) -> Any:
       ["['b']", "['w']"]
     """
     plt = _matplotlib()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(report.leaves) + 2.5), 4.0))
     strips = _strips(report, terms)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(strips) + 2.5), 4.0))
     rng = np.random.default_rng(0)  # the same jitter every time
     points = {s: ([], []) for s in (PASS, KINK, UNSURE, FAIL)}
     ratios = [error_ratio(leaf, explicit) for _, leaf, explicit in strips]
@@ -134,10 +135,10 @@ def plot_report(report: Any, ax: Any = None, *, terms: bool = True) -> Any:
         ha="right" if len(strips) > 3 else "center",
     )
     ax.set_xlim(-0.6, len(strips) - 0.4)
-    ax.set_ylabel("|a − n| / tolerance  (a: under test, n: finite diff.)")
-    verdict = "passed" if report.ok else "FAILED"
-    ax.set_title(
-        f"gradient check {verdict}: each entry's |a − n| against its tolerance"
+    ax.set_ylabel("|a − n| / tolerance")
+    ax.set_xlabel(
+        "leaf   (a: gradient under test, n: finite difference; a dot per entry)"
     )
+    ax.set_title(f"gradient check {'passed' if report.ok else 'FAILED'}")
     ax.legend(fontsize=7, loc="best")
     return ax

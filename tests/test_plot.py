@@ -96,8 +96,8 @@ def test_named_terms_get_their_own_strips():
     ax = report.plot()
     names = [t.get_text() for t in ax.get_xticklabels()]
     assert names == [
-        "['b']",
-        "['w']",
+        "sum: ['b']",
+        "sum: ['w']",
         "'data': ['b']",
         "'data': ['w']",
         "'l2': ['b']",
