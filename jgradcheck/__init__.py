@@ -8,6 +8,7 @@ from ._eps import eps_sweep as eps_sweep
 from ._errors import GradCheckError as GradCheckError
 from ._jvp import assert_jvp as assert_jvp
 from ._jvp import check_jvp as check_jvp
+from ._plot import plot_report as plot_report
 from ._report import Entry as Entry
 from ._report import LeafResult as LeafResult
 from ._report import Report as Report
@@ -16,6 +17,8 @@ from ._rules_report import DotTest as DotTest
 from ._rules_report import RuleReport as RuleReport
 from ._vjp import assert_vjp as assert_vjp
 from ._vjp import check_vjp as check_vjp
+from ._warmup import WarmUp as WarmUp
+from ._warmup import warm_up as warm_up
 
 __version__ = "0.1.0"
 
@@ -28,6 +31,7 @@ __all__ = [
     "LeafResult",
     "Report",
     "RuleReport",
+    "WarmUp",
     "assert_grad",
     "assert_jvp",
     "assert_vjp",
@@ -36,4 +40,6 @@ __all__ = [
     "check_vjp",
     "eps_sweep",
     "numerical_grad",
+    "plot_report",
+    "warm_up",
 ]

@@ -315,6 +315,15 @@ class Report:
     def _repr_html_(self) -> str:
         return format_html(self)
 
+    def plot(self, ax: Any = None, *, terms: bool = True) -> Any:
+        """Per leaf, each entry's ``|a − n|`` against its tolerance (matplotlib).
+
+        See :func:`jgradcheck.plot_report`, which this calls; returns the Axes.
+        """
+        from ._plot import plot_report
+
+        return plot_report(self, ax, terms=terms)
+
 
 # ----------------------------------------------------------------- formatting
 
@@ -506,10 +515,34 @@ def format_html(report: Report, k: int = 8) -> str:
     parts = [f"<p style='color:{color}'><b>{html.escape(_headline(report))}</b></p>"]
     parts.append("<p>" + "<br>".join(html.escape(s) for s in _about(report)) + "</p>")
     parts.append(_html_table(_leaf_rows(report)))
+    diagnoses = [
+        f"{leaf.path or '<root>'}: {leaf.diagnosis}"
+        for leaf in report.leaves
+        if leaf.diagnosis
+    ]
+    if diagnoses:
+        parts.append(
+            "<p>diagnosis:<br>"
+            + "<br>".join(html.escape(d) for d in diagnoses)
+            + "</p>"
+        )
     worst = report.worst(k)
     if worst:
         parts.append("<p>worst entries:</p>" + _html_table(_entry_rows(worst)))
     skipped = _skipped(report)
     if skipped:
         parts.append(f"<p>{html.escape(skipped)}</p>")
+    if report.terms:
+        parts.append(
+            "<p>the loss has named terms; the report above is their sum. Each term:</p>"
+        )
+    for name, term in report.terms:
+        label = html.escape(f"term {name!r}")
+        if term.ok:
+            parts.append(f"<p>{label}: ok, {term.n_checked} entries agree</p>")
+        else:
+            parts.append(
+                f"<div style='margin-left:2em'><p><b>{label}:</b></p>"
+                f"{format_html(term, k)}</div>"
+            )
     return "\n".join(parts)

@@ -78,7 +78,9 @@ class RuleReport:
             for e in r.failures():
                 out.append(f"{label}: {e.where} rule={_g(e.grad)} fd={_g(e.numeric)}")
         out += [
-            f"dot-product test, output {d.output}" for d in self.dot_tests if not d.ok
+            f"dot-product test, output {d.output or '<root>'}"
+            for d in self.dot_tests
+            if not d.ok
         ]
         out += [f"primal: {self.primal.detail}"] if not self.primal.ok else []
         out += [f"{c.name}: {c.detail}" for c in self.structure if not c.ok]
