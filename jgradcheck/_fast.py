@@ -19,19 +19,25 @@ extrapolation with an error bar). ``t`` is a power of two with
 The verdict on a direction mirrors :mod:`jgradcheck._verdict`::
 
     tolerance = SAFETY · err + ρ + (log₂ n + 2) · eps₆₄ · Σ|aᵢuᵢ|
-    ρ = max(GRAD_ULPS · eps(a) · S, min(2·|⟨a − a₆₄, u⟩|, ROUNDING_CAP · S))
+    ρ = max(GRAD_ULPS · eps · S, min(2·|⟨a − a₆₄, u⟩|, ROUNDING_CAP · S))
     S = spread(|u| ∘ (|a| + s)),   spread(w) = min(Σ wᵢ, Z · ‖w‖₂)
 
 ``err`` is the finite difference's error bar: Richardson's truncation estimate
-plus the roundoff of J and of ``θ + t·u``. ``ρ`` is the rounding of ``⟨a, u⟩``:
-the full mode's per-entry allowance (16 ulps of ``|aᵢ| + s``, with ``s`` the
-leaf's largest ``|a|``) projected on ``u``. Projected, it is at most the sum
-(worst case); and since the signs of ``u`` are drawn independently of the
-gradient, at most Z = 6 times its 2-norm except with probability
-``2·exp(−Z²/2) ≈ 3e-8`` (Hoeffding). The smaller bound is used. When the
-reference is float64 the same gradient function run on float64 inputs,
-``a₆₄``, gives the projected rounding exactly. The last term is the rounding
-of the float64 sum itself. Nothing here grows like the number of entries
+plus the roundoff of J and of ``θ + t·u``. ``ρ`` is the rounding of ``⟨a, u⟩``.
+The full mode allows each entry 16 ulps of ``|aᵢ| + s`` (``s``: the leaf's
+largest ``|a|``); projected on ``u`` that is at most the sum (worst case) and,
+since the signs of ``u`` are drawn independently of the gradient, at most
+Z = 6 times its 2-norm except with probability ``2·exp(−Z²/2) ≈ 3e-8``
+(Hoeffding): ``S`` takes the smaller. When the reference is float64, the same
+gradient function run on float64 inputs, ``a₆₄``, gives the projected rounding
+``⟨a − a₆₄, u⟩`` exactly; if ``a₆₄`` really is wider than ``a`` (some entry
+does not fit a's dtype), ``eps`` is float64's and the measurement decides, so a
+small error in one float32 entry is not hidden under a fixed allowance that
+grows like √n. A direction that fails only against that measured rounding, in a
+leaf whose complete sweep then finds no wrong entry, becomes ``unsure`` (the
+sweep vouches for every entry): fast mode never fails a gradient that the full
+mode's fixed allowance accepts. The last term is the rounding of the float64
+sum itself. Nothing here grows like the number of entries
 (``jax.test_util.check_grads`` multiplies its tolerance by the size).
 
 What a direction cannot see: an error ``δ`` whose projection ``⟨δ, u⟩`` is
@@ -153,6 +159,8 @@ class _Leaf(NamedTuple):
     eps_g: float
     eps_leaf: float
     grad_dtype: np.dtype
+    wide: bool
+    """``a64`` was computed wider than ``a`` (not every entry fits a's dtype)."""
 
 
 def _plan(
@@ -171,6 +179,9 @@ def _plan(
     h = ref.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
     t = 2.0 ** math.floor(math.log2(h / float(np.max(np.abs(u)))))
     grad_dtype = np.dtype(grad.dtype)
+    wide = grad64 is not None and bool(
+        np.any(grad64[idx] != grad64[idx].astype(grad_dtype).astype(np.float64))
+    )
     return _Leaf(
         info=info,
         idx=idx,
@@ -182,6 +193,7 @@ def _plan(
         eps_g=float(np.finfo(grad_dtype).eps),
         eps_leaf=float(np.finfo(dtype).eps),
         grad_dtype=grad_dtype,
+        wide=wide,
     )
 
 
@@ -311,6 +323,8 @@ def _differences(
 class _Verdict(NamedTuple):
     tolerance: np.ndarray
     status: np.ndarray
+    loose: np.ndarray
+    """The tolerance with the full mode's fixed rounding allowance, projected."""
 
 
 def _judge(
@@ -331,23 +345,45 @@ def _judge(
     if rtol is None and atol is None:
         s = float(np.max(np.abs(leaf.a[leaf.idx])))
         allow = spread(np.abs(u) * (np.abs(leaf.a) + s))
-        rho = GRAD_ULPS * leaf.eps_g * allow
+        measured = np.zeros(ks.size)
         if leaf.a64 is not None:
-            measured = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
-            rho = np.maximum(rho, np.minimum(2.0 * measured, ROUNDING_CAP * allow))
+            projected = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
+            measured = np.minimum(2.0 * projected, ROUNDING_CAP * allow)
+        loose = np.maximum(GRAD_ULPS * leaf.eps_g * allow, measured)
+        # A measured rounding replaces the fixed allowance when a₆₄ really was
+        # computed wider than a (else the same rounding hides in both).
+        rho = np.maximum(GRAD_ULPS * _EPS64 * allow, measured) if leaf.wide else loose
         tol = SAFETY * error + rho + summation
+        loose = SAFETY * error + loose + summation
         fail = ~(diff <= tol)
         typical = np.sqrt(np.sum(au * au, -1))  # |⟨a,u⟩| for random signs
         mag = np.maximum(np.maximum(np.abs(rule), np.abs(numeric)), typical)
         unsure = ~fail & (error > np.maximum(UNSURE_REL * mag, 100.0 * roundoff0))
     else:
         tol = spread(np.abs(u) * ((atol or 0.0) + (rtol or 0.0) * np.abs(leaf.a)))
-        tol = tol + summation
+        tol = loose = tol + summation
         fail = ~(diff <= tol + SAFETY * error)
         unsure = ~fail & ((diff > tol) | (SAFETY * error > tol))
     bad = ~np.isfinite(numeric)  # J not finite along u: cannot be judged here
     status = np.where(fail & ~bad, FAIL, np.where(unsure | bad, UNSURE, PASS))
-    return _Verdict(tol, status.astype(np.uint8))
+    return _Verdict(tol, status.astype(np.uint8), loose)
+
+
+class _State:
+    """One leaf's directions while they are judged and refined."""
+
+    def __init__(self, c: Central, v: _Verdict):
+        self.first = c
+        self.value, self.error, self.step = (np.array(x) for x in c[:3])
+        self.tolerance, self.status, self.loose = (np.array(x) for x in v)
+
+    def update(self, ks: np.ndarray, value, error, step, v: _Verdict, status) -> None:
+        self.value[ks], self.error[ks], self.step[ks] = value, error, step
+        self.tolerance[ks], self.status[ks], self.loose[ks] = (
+            v.tolerance,
+            status,
+            v.loose,
+        )
 
 
 def _directions(
@@ -357,25 +393,28 @@ def _directions(
     seed: int,
     rtol: float | None,
     atol: float | None,
-) -> list[Directions]:
-    """Every leaf's directional checks: one pass at t, refinement where needed."""
+) -> list[tuple[Directions, np.ndarray]]:
+    """Every leaf's directional checks, and their loose tolerances.
+
+    One pass at step t for every direction; the directions that do not agree
+    within roundoff are refined (t/2, t/4, t/8, Richardson) and judged again.
+    """
     everything = [np.arange(leaf.u.shape[0]) for leaf in leaves]
     j0, first = _differences(sweep, leaves, everything, (1.0,), ref.eps_j, prime=2)
     for v in j0:
         ref._same_value(float(v), "the compiled directional sweep")
     rules = [np.sum(leaf.u * leaf.a, -1) for leaf in leaves]
-    state = []
-    for leaf, ks, rule, (c,) in zip(leaves, everything, rules, first):
-        v = _judge(leaf, ks, rule, c.value, c.roundoff, c.roundoff, rtol, atol)
-        fields = (c.value, c.roundoff, c.step, v.tolerance, v.status)
-        state.append([np.array(f) for f in fields] + [c])
-    redo = [np.flatnonzero(s[4] != PASS) for s in state]
+    states = [
+        _State(c, _judge(leaf, ks, rule, c.value, c.roundoff, c.roundoff, rtol, atol))
+        for leaf, ks, rule, (c,) in zip(leaves, everything, rules, first)
+    ]
+    redo = [np.flatnonzero(st.status != PASS) for st in states]
     if any(r.size for r in redo):
         _, more = _differences(sweep, leaves, redo, _HALVINGS, ref.eps_j)
-        for leaf, ks, rule, s, ds in zip(leaves, redo, rules, state, more):
+        for leaf, ks, rule, st, ds in zip(leaves, redo, rules, states, more):
             if not ks.size:
                 continue
-            c0 = s[5].take(ks)
+            c0 = st.first.take(ks)
             est = richardson([c0] + ds)
             v = _judge(
                 leaf, ks, rule[ks], est.value, est.error, c0.roundoff, rtol, atol
@@ -384,23 +423,37 @@ def _directions(
             # slope and proves nothing; the entry-by-entry sweep judges it.
             kink = kinks([c0] + ds, float(j0[0])).found & (v.status != PASS)
             status = np.where(kink, UNSURE, v.status).astype(np.uint8)
-            new = (est.value, est.error, est.step, v.tolerance, status)
-            for field, value in zip(s, new):
-                field[ks] = value
+            st.update(ks, est.value, est.error, est.step, v, status)
     return [
-        Directions(
-            rule=rule,
-            numeric=s[0],
-            error_bar=s[1],
-            tolerance=s[3],
-            status=s[4],
-            step=s[2],
-            support=int(leaf.idx.size),
-            evaluations=2 * rule.size + 2 * len(_HALVINGS) * ks.size,
-            seed=seed,
+        (
+            Directions(
+                rule=rule,
+                numeric=st.value,
+                error_bar=st.error,
+                tolerance=st.tolerance,
+                status=st.status,
+                step=st.step,
+                support=int(leaf.idx.size),
+                evaluations=2 * rule.size + 2 * len(_HALVINGS) * ks.size,
+                seed=seed,
+            ),
+            st.loose,
         )
-        for leaf, rule, s, ks in zip(leaves, rules, state, redo)
+        for leaf, rule, st, ks in zip(leaves, rules, states, redo)
     ]
+
+
+def _resolve(d: Directions, loose: np.ndarray, res: LeafResult) -> Directions:
+    """Failing directions after a complete sweep that found no wrong entry.
+
+    A direction that fails only against the measured rounding, not against
+    the full mode's fixed allowance, is ``unsure`` (the sweep vouches for every
+    entry); beyond that allowance it stays a failure.
+    """
+    if res.n_fail or res.checked < d.support:
+        return d
+    within = (d.status == FAIL) & (np.abs(d.rule - d.numeric) <= loose)
+    return d._replace(status=np.where(within, UNSURE, d.status).astype(np.uint8))
 
 
 def _explained_entries(leaf: _Leaf, cap: int | None, seed: int) -> np.ndarray:
@@ -469,13 +522,16 @@ def check_fast(
     sweep = DirectionSweep(ref, leaves, n_first)
     ref.sweeps.append(sweep)
     results = []
-    for leaf, d in zip(leaves, _directions(sweep, ref, leaves, seed, rtol, atol)):
+    for leaf, (d, loose) in zip(
+        leaves, _directions(sweep, ref, leaves, seed, rtol, atol)
+    ):
         if d.ok:
             results.append(_unswept(leaf, d))
             continue
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
         res = check_leaf(ref, leaf.info, entries, under_test[pos], leaf.a64)
+        d = _resolve(d, loose, res)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))
     return results

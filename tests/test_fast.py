@@ -294,6 +294,43 @@ def test_spread_is_the_smaller_of_the_two_bounds():
     np.testing.assert_allclose(_fast.spread(np.ones((1, 4))), [4.0])
 
 
+def test_one_percent_on_one_float32_entry_of_3136_uses_the_measured_rounding():
+    # The fixed 16-ulp float32 allowance, projected on u, would hide this (the
+    # projection moves by ~5e-5, that allowance is ~8e-4); the rounding
+    # measured against the float64 gradient (~1e-6) does not.
+    params = mlp_params([48, 64, 4])
+    x, y = data((8, 48), (8, 4))
+
+    def grad(p, x, y):
+        g = jax.grad(mlp_loss)(p, x, y)
+        g[0]["w"] = g[0]["w"].at[17, 42].multiply(1.01)
+        return g
+
+    report = fast(mlp_loss, params, x, y, grad=grad)
+    assert failing_places(report) == {("[0]['w']", (17, 42))}
+
+
+def test_rounding_hidden_from_the_measurement_is_not_a_failure():
+    # Computed in float32 whatever the input, then scaled by a float64 constant:
+    # a₆₄ looks wider than a but carries a's own float32 rounding. Directions
+    # judged against the measured rounding disagree; the sweep vouches for
+    # every entry, and within the full mode's fixed allowance they are unsure.
+    params, x, y = linear_problem()
+
+    def grad(p, x, y):
+        f32 = lambda t: jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), t)  # noqa: E731
+        g = linear_grad(f32(p), *f32((x, y)))
+        return jax.tree_util.tree_map(
+            lambda v, q: v.astype(q.dtype) * (1 + 2**-40), g, p
+        )
+
+    report = fast(linear_loss, params, x, y, grad=grad)
+    assert report.ok, report
+    assert sum(leaf.directions.n_unsure for leaf in report.leaves) > 0
+    assert all(leaf.directions.n_fail == 0 for leaf in report.leaves)
+    assert report.n_checked == 72
+
+
 def test_a_kink_along_a_direction_is_resolved_by_the_sweep():
     p = jnp.array([0.0, 1.0, -2.0, 0.0, 0.5, 3.0, 0.0, -1.0])
     report = fast(lambda p: jnp.sum(jnp.abs(p)) + jnp.sum(p**2), p)
