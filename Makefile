@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/fast.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

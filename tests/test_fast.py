@@ -53,6 +53,25 @@ def test_correct_hand_written_gradient_passes(dtype):
     assert fast(linear_loss, params, x, y, grad=linear_grad).ok
 
 
+def test_native_precision():
+    params, x, y = linear_problem()
+    k = float(y.size)  # a sum: native float32 differences resolve ~1e-4 of |J|
+
+    def loss(p, x, y):
+        return k * linear_loss(p, x, y)
+
+    def grad(p, x, y, scale=1.0):
+        g = linear_grad(p, x, y, scale=scale)
+        return jax.tree_util.tree_map(lambda a: k * a, g)
+
+    assert fast(loss, params, x, y, grad=grad, precision="native").ok
+    bad = fast(
+        loss, params, x, y, grad=lambda *a: grad(*a, scale=1.05), precision="native"
+    )
+    assert {e.path for e in bad.failures()} == {"['w']"}
+    assert bad.settings.reference_dtype == "float32"
+
+
 def test_evaluations_do_not_grow_with_the_number_of_entries():
     counts = []
     for width in (8, 64):
