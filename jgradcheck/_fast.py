@@ -310,7 +310,9 @@ def _differences(
                 found[j, d, 1.0], found[j, d, -1.0], np.full(ks.size, 2 * tau), eps_j
             )
             # θ + τ·u is rounded in the leaf's dtype: |error| ≤ eps·(|θ| + τ|u|)
-            # per entry, seen by J through the gradient (≈ a).
+            # per entry, seen by J through the gradient (≈ a). Summed at most
+            # like the terms, and, under the usual model of independent
+            # rounding errors (Higham & Mary, 2019), like Z times their 2-norm.
             perturbed = np.abs(leaf.a) * (np.abs(leaf.theta) + tau * np.abs(leaf.u[ks]))
             c = c._replace(
                 roundoff=c.roundoff + leaf.eps_leaf * spread(perturbed) / tau
