@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/fast.py
 
 # The docs tools are a separate extra and stamp, so `make test` stays lean.
 $(DOCS_STAMP): $(STAMP)

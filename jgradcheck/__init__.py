@@ -9,6 +9,7 @@ from ._errors import GradCheckError as GradCheckError
 from ._jvp import assert_jvp as assert_jvp
 from ._jvp import check_jvp as check_jvp
 from ._plot import plot_report as plot_report
+from ._report import Directions as Directions
 from ._report import Entry as Entry
 from ._report import LeafResult as LeafResult
 from ._report import Report as Report
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Check",
     "DotTest",
+    "Directions",
     "Entry",
     "EpsSweep",
     "GradCheckError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -9,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._coords import select
+from ._coords import _seed, select
 from ._diagnose import diagnose
 from ._errors import raise_unless_ok, where_list
+from ._fast import check_fast, fast_selection, validate
 from ._gradient import (
     autodiff_gradient,
     loss_output_check,
@@ -329,6 +331,8 @@ def check_grad(
     atol: float | None = None,
     memory_budget: int | None = None,
     method: str = "auto",
+    mode: str = "full",
+    directions: int | None = None,
 ) -> Report:
     """Compare a gradient with central finite differences, entry by entry.
 
@@ -371,6 +375,18 @@ def check_grad(
         stencils at their optimal step eps^(1/(p+1)), every entry at steps 2h
         and h for an error bar); ``"richardson"`` (steps h … h/8 and
         extrapolation for every entry).
+      mode: ``"full"`` (default) checks every selected entry; ``"fast"``
+        compares the gradient along ``directions`` random directions per leaf
+        with finite differences of J along them (about ``2·directions``
+        evaluations per leaf whatever its size) and sweeps entry by entry only
+        the leaves that disagree. A passing leaf is reported with
+        ``checked == 0`` and its evidence in ``leaf.directions``; an error too
+        small to move a projection beyond its error bar can be missed
+        (docs/fast_mode.md). In fast mode ``coords`` limits that sweep:
+        ``None`` sweeps a failing leaf in full up to 65,536 entries (a sample
+        beyond), an int ``k`` up to ``k`` entries per failing leaf, a mask
+        restricts the directions and the sweep to its entries.
+      directions: random directions per leaf in fast mode (default 4).
 
     Returns:
       A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
@@ -392,15 +408,20 @@ def check_grad(
       >>> report = jgc.check_grad(loss, params, jnp.arange(6.0).reshape(2, 3), grad=bad)
       >>> report.ok, report.worst(1)[0].path
       (False, "['w']")
+      >>> fast = jgc.check_grad(loss, params, jnp.arange(6.0).reshape(2, 3), mode="fast")
+      >>> fast.ok, [leaf.checked for leaf in fast.leaves]  # passed along 4 directions
+      (True, [0, 0])
     """
     check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    n_directions = validate(mode, directions)
     if returns_terms(loss, params, args):
         options = dict(
             coords=coords, key=key, precision=precision, rtol=rtol, atol=atol
         )
         options.update(memory_budget=memory_budget, method=method)
+        options.update(mode=mode, directions=directions)
         return check_terms(check_grad, loss, params, args, grad, options)
     flat = _prepare(loss, params, args)
     native = loss(flat.rebuild(flat.leaves), *args)
@@ -419,7 +440,11 @@ def check_grad(
         )
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
-    selection = select(flat, coords, key)
+    explain = None
+    if mode == "fast":
+        selection, explain = fast_selection(flat, coords, key)
+    else:
+        selection = select(flat, coords, key)
     flat, loss_of_view, grad_of_view, under_test, selection = _complex_as_real(
         flat, loss, grad, under_test, selection
     )
@@ -443,16 +468,33 @@ def check_grad(
             measured = reference_gradient(
                 loss_of_view, grad_of_view, ref.params, ref.flat, ref.args_tuple
             )
-        for info in flat.checked:
-            idx = selection[info.position]
-            if idx.size:
-                g = under_test[info.position]
-                g64 = None if measured is None else measured[info.position]
-                results.append(
-                    _check_leaf(
-                        ref, info, idx, g, g64, rtol=rtol, atol=atol, method=method
+        if mode == "fast":
+            results = check_fast(
+                ref,
+                flat,
+                selection,
+                under_test,
+                measured,
+                directions=n_directions,
+                seed=_seed(key),
+                explain=explain,
+                check_leaf=functools.partial(
+                    _check_leaf, rtol=rtol, atol=atol, method=method
+                ),
+                rtol=rtol,
+                atol=atol,
+            )
+        else:
+            for info in flat.checked:
+                idx = selection[info.position]
+                if idx.size:
+                    g = under_test[info.position]
+                    g64 = None if measured is None else measured[info.position]
+                    results.append(
+                        _check_leaf(
+                            ref, info, idx, g, g64, rtol=rtol, atol=atol, method=method
+                        )
                     )
-                )
         settings = Settings(
             gradient=source,
             reference_dtype=str(ref.j_dtype),
@@ -460,6 +502,8 @@ def check_grad(
             rounding="measured against float64" if measured is not None else "fixed",
             rtol=rtol,
             atol=atol,
+            mode=mode,
+            directions=n_directions,
         )
         timing = Timing(ref.compile_seconds, ref.sweep_seconds, ref.evaluations)
     return Report(

@@ -1,4 +1,7 @@
-"""Which coordinates to check: all of them, a random sample, or a mask."""
+"""Which coordinates to check (all, a random sample, or a mask), and seeded draws.
+
+Every random draw of jgradcheck comes from a stream seeded by (seed, purpose,
+leaf position, ...), so adding a leaf does not change the other leaves' draws."""
 
 from __future__ import annotations
 
@@ -117,3 +120,19 @@ def _from_mask(flat: Flat, mask: Any) -> Selection:
     if sum(v.size for v in out.values()) == 0:
         raise ValueError("`coords` mask selects no entries; nothing would be checked.")
     return out
+
+
+def readable(shape: tuple[int, ...], dtype: Any, stream: list[int]) -> np.ndarray:
+    """Values ±0.01 … ±9.00 with two decimals: easy to read, never all ones.
+
+    Complex dtypes get such values in both the real and imaginary parts.
+    """
+    rng = np.random.default_rng(stream)
+
+    def part() -> np.ndarray:
+        mag = rng.integers(1, 901, size=shape) / 100.0
+        return mag * rng.choice(np.array([-1.0, 1.0]), size=shape)
+
+    if np.issubdtype(dtype, np.complexfloating):
+        return (part() + 1j * part()).astype(dtype)
+    return part().astype(dtype)

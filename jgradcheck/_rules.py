@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._check import check_grad
+from ._coords import readable as readable
 from ._report import Report
 from ._rules_report import Check
 from ._stencil import Estimate, default_step, from_values, richardson
@@ -82,22 +83,6 @@ def held_paths(flat: Flat) -> tuple[str, ...]:
 
 def floats(flat: Flat) -> list[Any]:
     return [flat.leaves[i.position] for i in flat.checked]
-
-
-def readable(shape: tuple[int, ...], dtype: Any, stream: list[int]) -> np.ndarray:
-    """Values ±0.01 … ±9.00 with two decimals: easy to read, never all ones.
-
-    Complex dtypes get such values in both the real and imaginary parts.
-    """
-    rng = np.random.default_rng(stream)
-
-    def part() -> np.ndarray:
-        mag = rng.integers(1, 901, size=shape) / 100.0
-        return mag * rng.choice(np.array([-1.0, 1.0]), size=shape)
-
-    if np.issubdtype(dtype, np.complexfloating):
-        return (part() + 1j * part()).astype(dtype)
-    return part().astype(dtype)
 
 
 def wide(x: Any) -> Any:

@@ -9,27 +9,15 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import jgradcheck as jgc
-from helpers import data, failing_places, mlp_loss, mlp_params
-
-
-def linear_problem(dtype=jnp.float32, n_in=8, n_out=8, batch=16):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    params = {
-        "w": jax.random.normal(k1, (n_in, n_out), dtype) / np.sqrt(n_in),
-        "b": 0.1 * jax.random.normal(k2, (n_out,), dtype),
-    }
-    x, y = data((batch, n_in), (batch, n_out), dtype)
-    return params, x, y
-
-
-def linear_loss(p, x, y):
-    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-
-def linear_grad(p, x, y, *, transpose=False, scale=1.0, sign=1.0):
-    r = 2 * (x @ p["w"] + p["b"] - y) / y.size
-    gw = x.T @ r
-    return {"w": sign * scale * (gw.T if transpose else gw), "b": sign * r.sum(0)}
+from helpers import (
+    data,
+    failing_places,
+    linear_grad,
+    linear_loss,
+    linear_problem,
+    mlp_loss,
+    mlp_params,
+)
 
 
 def test_correct_hand_written_gradient_passes(dtype):
