@@ -9,6 +9,7 @@ from ._errors import GradCheckError as GradCheckError
 from ._jvp import assert_jvp as assert_jvp
 from ._jvp import check_jvp as check_jvp
 from ._plot import plot_report as plot_report
+from ._reference import NondeterministicLossError as NondeterministicLossError
 from ._report import Directions as Directions
 from ._report import Entry as Entry
 from ._report import LeafResult as LeafResult
@@ -31,6 +32,7 @@ __all__ = [
     "EpsSweep",
     "GradCheckError",
     "LeafResult",
+    "NondeterministicLossError",
     "Report",
     "RuleReport",
     "WarmUp",
