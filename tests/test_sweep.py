@@ -10,8 +10,8 @@ import pytest
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
 from jgradcheck._reference import Reference, reference_precision
-from jgradcheck._sweep import LeafSweep
-from jgradcheck._tree import flatten_params
+from jgradcheck._sweep import LeafSweep, choose_batch, eval_bytes, leaf_evaluation
+from jgradcheck._tree import Split, flatten_params
 
 
 @jax.custom_vjp
@@ -125,7 +125,7 @@ def test_chunk_boundaries_give_the_same_answer():
     params = mlp_params([7, 13, 1])
     x, y = data((3, 7), (3, 1))
     big = jgc.check_grad(mlp_loss, params, x, y)
-    tiny = jgc.check_grad(mlp_loss, params, x, y, memory_budget=1)  # batches of 2
+    tiny = jgc.check_grad(mlp_loss, params, x, y, memory_budget=1)  # batches of 1
     assert big.ok and tiny.ok
     for a, b in zip(big.leaves, tiny.leaves):
         assert a.checked == b.checked == a.total
@@ -171,3 +171,71 @@ def test_timing_is_reported():
     r = jgc.check_grad(mlp_loss, params, x, y)
     assert r.timing.evaluations >= 2 * r.n_checked
     assert r.timing.compile_seconds > 0 and r.timing.sweep_seconds > 0
+
+
+def _abstract_split(*leaves):
+    return Split(
+        dynamic=leaves,
+        static=(None,) * len(leaves),
+        is_dynamic=(True,) * len(leaves),
+        treedef=jax.tree_util.tree_structure((0,) * len(leaves)),
+    )
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_batch_fits_a_small_budget_for_a_large_leaf(sparse):
+    # A 10M-entry leaf, described but never allocated: the L2 term makes every
+    # evaluation materialise its own perturbed copy of the leaf (40 MB).
+    w = jax.ShapeDtypeStruct((4000, 2500), jnp.float32)
+    x = jax.ShapeDtypeStruct((8, 4000), jnp.float32)
+
+    def loss(p, x):
+        (w,) = p
+        return jnp.sum(jnp.tanh(x @ w)) + 1e-3 * jnp.sum(w**2)
+
+    one = leaf_evaluation(
+        loss, _abstract_split(w), _abstract_split(x), 0, sparse=sparse
+    )
+    per, fixed = eval_bytes(one, jnp.float32, (w,), (x,))
+    assert per >= 40e6  # the copy of the leaf is counted per evaluation
+    for budget in (256 * 2**20, 2 * 2**30):
+        for backend, devices in [("gpu", 1), ("gpu", 4), ("cpu", 1), ("cpu", 4)]:
+            batch = choose_batch(
+                per,
+                10**7,
+                memory_budget=budget,
+                backend=backend,
+                fixed=fixed,
+                devices=devices,
+            )
+            per_device = batch // devices
+            assert batch % devices == 0 and per_device >= 1
+            if backend == "cpu":  # host devices share memory and caches
+                assert per_device == 1
+            elif budget < 2**30:  # not even two fit: one evaluation per device
+                assert per_device == 1
+            else:  # the budget bounds each device's batch, and is used
+                assert per_device * per + fixed <= budget < 2 * per_device * per + fixed
+
+
+def test_batch_is_large_when_the_leaf_stays_sparse():
+    # Without the L2 term the sparse evaluation never copies the leaf: one more
+    # coordinate costs a few activations, so large batches fit.
+    w = jax.ShapeDtypeStruct((4000, 2500), jnp.float32)
+    x = jax.ShapeDtypeStruct((8, 4000), jnp.float32)
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(x @ p[0]))
+
+    one = leaf_evaluation(loss, _abstract_split(w), _abstract_split(x), 0, sparse=True)
+    per, fixed = eval_bytes(one, jnp.float32, (w,), (x,))
+    assert per < 2**20 and fixed >= 4000 * 2500 * 4  # the iota / base product
+    batch = choose_batch(per, 10**7, memory_budget=2**30, backend="gpu", fixed=fixed)
+    assert batch >= 1024 and batch * per + fixed <= 2**30
+
+
+def test_choose_batch_rounds_to_the_device_count():
+    assert choose_batch(100, 6, memory_budget=2**30, backend="gpu", devices=4) == 8
+    assert choose_batch(100, 6, memory_budget=2**30, backend="gpu", devices=3) == 6
+    assert choose_batch(10**12, 6, memory_budget=1, backend="gpu", devices=3) == 3
+    assert choose_batch(100, 10**6, memory_budget=2**30, backend="cpu") == 512
