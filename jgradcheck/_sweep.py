@@ -29,7 +29,7 @@ import numpy as np
 
 from ._devices import Layout, resolve_devices
 from ._progress import LeafProgress
-from ._sparse import sparse_loss
+from ._sparse import CALLS, sparse_loss
 from ._tree import Flat, LeafInfo, Split, split_static
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
@@ -68,11 +68,19 @@ def _inner_jaxprs(p: Any) -> list[Any]:
     return [p] if hasattr(p, "eqns") else []
 
 
+_VIEWS = frozenset({"reshape", "squeeze", "broadcast_in_dim"})
+"""Not counted: reshapes are new views of a buffer, and XLA fuses broadcasts
+into their consumers (``vmap`` of a select broadcasts both branches to the
+batch: a copy of the leaf that is never materialised)."""
+
+
 def _jaxpr_bytes(jaxpr: Any) -> int:
     """Sum of the sizes of every intermediate, nested jaxprs included."""
     total = 0
     for eqn in jaxpr.eqns:
-        total += sum(_aval_bytes(v) for v in eqn.outvars)
+        # A call's outputs are its body's last intermediates, counted there.
+        if eqn.primitive.name not in _VIEWS and eqn.primitive.name not in CALLS:
+            total += sum(_aval_bytes(v) for v in eqn.outvars)
         for p in eqn.params.values():
             total += sum(_jaxpr_bytes(j) for j in _inner_jaxprs(p))
     return total
@@ -88,7 +96,8 @@ def eval_bytes(
     batch (activations, and a copy of the leaf wherever the evaluation
     materialises it) is the cost per evaluation; what does not (products of
     the unperturbed leaf, shared by the batch) is paid once per batch. Both
-    are upper bounds: XLA fuses and reuses buffers. Nothing is allocated;
+    err high: XLA fuses elementwise chains and reuses buffers (measured
+    against XLA's own buffer sizes in bench/memory.py). Nothing is allocated;
     ``pdyn`` and ``adyn`` may be :class:`jax.ShapeDtypeStruct`.
     """
 
@@ -118,9 +127,10 @@ def choose_batch(
       per_eval: bytes one more evaluation in a batch costs (:func:`eval_bytes`).
       n_evals: evaluations the sweep is expected to make (the batch is never
         much larger).
-      memory_budget: bytes one batch may take on each device. CPU devices
-        share the host's memory, so there it bounds the whole batch, and the
-        batch is further kept within a cache-sized working set.
+      memory_budget: bytes one batch may take on each device (``fixed`` plus
+        ``per_eval`` per evaluation). CPU devices share the host's memory, so
+        there it bounds the whole batch, and the evaluations' own
+        intermediates are further kept within a cache-sized working set.
       backend: the devices' platform (``"cpu"``, ``"gpu"``, ``"tpu"``).
       fixed: bytes a batch takes whatever its size (:func:`eval_bytes`).
       devices: the number of devices the batch is split over.
@@ -130,13 +140,14 @@ def choose_batch(
       (one evaluation per device, even when that exceeds the budget).
     """
     devices = max(int(devices), 1)
-    if backend == "cpu":
-        budget = min(memory_budget, _CPU_WORKING_SET) // devices
-    else:
-        budget = memory_budget
-    budget -= fixed
+    per = max(per_eval, 1)
     cap = _MAX_BATCH.get(backend, _MAX_BATCH["default"])
-    per_device = max(1, min(cap, budget // max(per_eval, 1)))
+    if backend == "cpu":
+        fits = (memory_budget - fixed) // devices // per
+        cap = min(cap, _CPU_WORKING_SET // devices // per)
+    else:
+        fits = (memory_budget - fixed) // per
+    per_device = max(1, min(cap, fits))
     per_device = min(per_device, max(1, -(-n_evals // devices)))
     # Round to a power of two so leaves of similar size share batch shapes.
     per_device = 2 ** int(math.floor(math.log2(per_device)))
