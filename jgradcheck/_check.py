@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,7 @@ def _check_leaf(
     eps_g = float(np.finfo(np.dtype(grad.dtype)).eps)
     g = np.asarray(grad, np.float64).reshape(-1)[idx]
     rounding = None if grad64 is None else np.abs(g - grad64[idx])
-    sw = ref.sweep(info, EVALS_PER_COORD[method] * idx.size)
+    sw = ref.sweep(info, EVALS_PER_COORD[method] * idx.size, coords=idx.size)
     h0 = steps_for(sw.base[idx], ref.rel_step(info))
     if method == "auto":
         first = ref.first_pass(sw, idx)
@@ -333,6 +333,8 @@ def check_grad(
     method: str = "auto",
     mode: str = "full",
     directions: int | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool | TextIO | None = None,
 ) -> Report:
     """Compare a gradient with central finite differences, entry by entry.
 
@@ -387,6 +389,15 @@ def check_grad(
         beyond), an int ``k`` up to ``k`` entries per failing leaf, a mask
         restricts the directions and the sweep to its entries.
       directions: random directions per leaf in fast mode (default 4).
+      devices: where the sweeps run: ``None`` (default) splits each batch of
+        coordinates over every local device of the default backend
+        (``jax.local_devices()``); an int ``n`` uses the first ``n``; or a
+        sequence of local ``jax.Device``. Results do not depend on it
+        (docs/multi_device.md).
+      progress: a progress bar per leaf (tqdm; a widget in notebooks).
+        ``None`` (default): only for leaves whose sweep takes more than about
+        2 s, and only when stderr is a terminal or in a notebook; ``True``:
+        always; ``False``: never; a text stream: always, written there.
 
     Returns:
       A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
@@ -422,6 +433,7 @@ def check_grad(
         )
         options.update(memory_budget=memory_budget, method=method)
         options.update(mode=mode, directions=directions)
+        options.update(devices=devices, progress=progress)
         return check_terms(check_grad, loss, params, args, grad, options)
     flat = _prepare(loss, params, args)
     native = loss(flat.rebuild(flat.leaves), *args)
@@ -453,7 +465,13 @@ def check_grad(
     user_x64 = bool(jax.config.jax_enable_x64)
     with reference_precision(precision):
         ref = Reference(
-            loss_of_view, flat, args, precision=precision, memory_budget=memory_budget
+            loss_of_view,
+            flat,
+            args,
+            precision=precision,
+            memory_budget=memory_budget,
+            devices=devices,
+            progress=progress,
         )
         if precision == "float64":
             ref.same_function_as(
@@ -505,7 +523,10 @@ def check_grad(
             mode=mode,
             directions=n_directions,
         )
-        timing = Timing(ref.compile_seconds, ref.sweep_seconds, ref.evaluations)
+        ref.close()
+        timing = Timing(
+            ref.compile_seconds, ref.sweep_seconds, ref.evaluations, ref.ran_on
+        )
     return Report(
         leaves=tuple(results),
         skipped=flat.skipped,
@@ -548,6 +569,8 @@ def numerical_grad(
     precision: str = "float64",
     with_error: bool = False,
     memory_budget: int | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool | TextIO | None = None,
 ) -> PyTree | tuple[PyTree, PyTree]:
     """The finite-difference gradient of ``loss`` as a pytree shaped like ``params``.
 
@@ -561,7 +584,7 @@ def numerical_grad(
       *args: extra arguments held fixed.
       precision: ``"float64"`` (default) or ``"native"``, as in :func:`check_grad`.
       with_error: also return a pytree of error bars.
-      memory_budget: as in :func:`check_grad`.
+      memory_budget, devices, progress: as in :func:`check_grad`.
 
     Returns:
       A pytree of NumPy arrays (float64 by default, so the precision survives
@@ -578,14 +601,21 @@ def numerical_grad(
     values, errors = {}, {}
     with reference_precision(precision):
         ref = Reference(
-            loss, flat, args, precision=precision, memory_budget=memory_budget
+            loss,
+            flat,
+            args,
+            precision=precision,
+            memory_budget=memory_budget,
+            devices=devices,
+            progress=progress,
         )
         for info in flat.checked:
             idx = np.arange(info.size)
-            sw = ref.sweep(info, 8 * idx.size)
+            sw = ref.sweep(info, 8 * idx.size, coords=idx.size)
             est = ref.refine(sw, idx, ref.first_pass(sw, idx))
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
+        ref.close()
 
     def tree(d: dict[int, np.ndarray]) -> PyTree:
         return flat.rebuild([d.get(i.position) for i in flat.infos])

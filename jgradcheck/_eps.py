@@ -199,6 +199,7 @@ def eps_sweep(
             rround.append(ref.eps_j * jmag / (h * scale))
             where += [info.where(int(i)) for i in idx]
             grads.append(a)
+        ref.close()
     err = {m: np.concatenate(v) for m, v in errors.items()}
     trunc = {}
     for m, e in err.items():

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._devices import Layout, resolve_devices
 from ._errors import where_list
+from ._progress import LeafProgress, check_progress
 from ._stencil import (
     STENCILS,
     Central,
@@ -32,7 +34,7 @@ from ._stencil import (
     stencil_step,
     steps_for,
 )
-from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, bytes_per_eval, choose_batch
+from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep
 from ._tree import Flat, LeafInfo, split_static
 
 PRECISIONS = ("float64", "native")
@@ -80,7 +82,9 @@ def _to_float64(x: Any) -> Any:
 class Reference:
     """J at reference precision and the machinery to difference it, leaf by leaf.
 
-    Must be created and used inside :func:`reference_precision`.
+    Must be created and used inside :func:`reference_precision`. ``devices``
+    and ``progress`` are ``check_grad``'s options (:mod:`jgradcheck._devices`,
+    :mod:`jgradcheck._progress`); call :meth:`close` when done.
     """
 
     def __init__(
@@ -91,8 +95,13 @@ class Reference:
         *,
         precision: str,
         memory_budget: int | None,
+        devices: Any = None,
+        progress: Any = None,
     ):
         self.loss = loss
+        self.layout = Layout(resolve_devices(devices))
+        check_progress(progress)
+        self.progress = progress
         cast = {}
         for info in flat.checked:
             leaf = jnp.asarray(flat.leaves[info.position])
@@ -114,8 +123,7 @@ class Reference:
         self.memory_budget = int(memory_budget or DEFAULT_MEMORY_BUDGET)
         if self.memory_budget <= 0:
             raise ValueError(f"`memory_budget` must be positive; got {memory_budget}.")
-        self.backend = jax.default_backend()
-        self._per_eval: int | None = None
+        self._operands: tuple[Any, Any] | None = None
         self.value = float(loss(params, *args))
         if not np.isfinite(self.value):
             raise ValueError(
@@ -185,23 +193,37 @@ class Reference:
         wider = leaf_dtype if np.finfo(leaf_dtype).eps >= self.eps_j else self.j_dtype
         return default_step(wider)
 
-    def _bytes_per_eval(self) -> int:
-        if self._per_eval is None:
-            params = self.flat.rebuild(self.flat.leaves)
-            args = self.args.merge(self.args.dynamic)
-            self._per_eval = bytes_per_eval(lambda: self.loss(params, *args))
-        return self._per_eval
-
-    def sweep(self, info: LeafInfo, n_evals: int) -> LeafSweep:
-        batch = choose_batch(
-            self._bytes_per_eval(),
-            n_evals,
-            memory_budget=self.memory_budget,
-            backend=self.backend,
+    def sweep(
+        self, info: LeafInfo, n_evals: int, *, coords: int | None = None
+    ) -> LeafSweep:
+        """The sweep of one leaf, expected to make ``n_evals`` evaluations for
+        ``coords`` coordinates (the progress bar's total; default ``n_evals``).
+        Closes the previous leaf's sweep."""
+        self.close()
+        if self._operands is None:
+            params = split_static(self.params)
+            self._operands = self.layout.replicate((params.dynamic, self.args.dynamic))
+        progress = LeafProgress(
+            self.progress, info.path or "params", coords or n_evals, n_evals
         )
-        sw = LeafSweep(self.loss, self.flat, self.args, info, batch)
+        sw = LeafSweep(
+            self.loss,
+            self.flat,
+            self.args,
+            info,
+            n_evals=n_evals,
+            memory_budget=self.memory_budget,
+            layout=self.layout,
+            operands=self._operands,
+            progress=progress,
+        )
         self.sweeps.append(sw)
         return sw
+
+    def close(self) -> None:
+        """Close the last leaf's sweep (its progress bar)."""
+        if self.sweeps:
+            self.sweeps[-1].close()
 
     def _prime(self, sw: LeafSweep) -> None:
         """J(θ) twice from the compiled sweep (it must match the eager value),
@@ -319,3 +341,9 @@ class Reference:
     @property
     def evaluations(self) -> int:
         return sum(s.n_evals for s in self.sweeps)
+
+    @property
+    def ran_on(self) -> tuple[str, ...]:
+        """The devices the sweeps' results came from, by name."""
+        seen = set().union(*(s.ran_on for s in self.sweeps))
+        return tuple(str(d) for d in sorted(seen, key=lambda d: d.id))

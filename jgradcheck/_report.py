@@ -235,6 +235,8 @@ class Timing(NamedTuple):
     evaluations: int
     """Evaluations of J made by the sweeps (in fast mode: directional and
     explaining sweeps together)."""
+    devices: tuple[str, ...] = ()
+    """The devices the sweeps ran on (their results' shardings)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,7 +501,8 @@ def _about(report: Report) -> list[str]:
         f"err = error bar of n (truncation + roundoff); tolerance: {tol}",
         f"rounding of a: {s.rounding}",
         f"{t.evaluations} evaluations of J, {t.sweep_seconds:.2f} s "
-        f"(+ {t.compile_seconds:.2f} s compile)",
+        f"(+ {t.compile_seconds:.2f} s compile)"
+        + (f" on {len(t.devices)} devices" if len(t.devices) > 1 else ""),
     ]
 
 

@@ -66,7 +66,7 @@ def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-_CALLS = {
+CALLS = {
     "jit": "jaxpr",
     "pjit": "jaxpr",
     "closed_call": "call_jaxpr",
@@ -123,8 +123,8 @@ def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
 
 def _rule(eqn: Any, invals: list[Any]) -> list[Any] | None:
     name = eqn.primitive.name
-    if name in _CALLS and _CALLS[name] in eqn.params:
-        inner = eqn.params[_CALLS[name]]
+    if name in CALLS and CALLS[name] in eqn.params:
+        inner = eqn.params[CALLS[name]]
         if hasattr(inner, "jaxpr"):
             return eval_jaxpr(inner.jaxpr, inner.consts, invals)
         return None

@@ -7,6 +7,12 @@ leaves and ``args`` are passed as unbatched arguments, so work that does not
 depend on ``L`` is done once per batch, not once per coordinate. Batches have a
 fixed size (the last one is padded), so each leaf compiles exactly once.
 
+With several devices the batch axis is split over them (:mod:`._devices`).
+The batch size follows a memory budget: :func:`eval_bytes` measures, from the
+traced program, what one more coordinate in a batch costs (a copy of the leaf
+when the evaluation materialises it), and :func:`choose_batch` fits the batch
+to the budget. Large leaves are swept in many batches.
+
 The engine only evaluates ``J``; stencils and verdicts live elsewhere.
 """
 
@@ -21,20 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._sparse import sparse_loss
+from ._devices import Layout, resolve_devices
+from ._progress import LeafProgress
+from ._sparse import CALLS, sparse_loss
 from ._tree import Flat, LeafInfo, Split, split_static
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
+"""Default bound on the memory one batch of evaluations may take (bytes)."""
 
 SPARSE = True
 """Default for :class:`LeafSweep`'s ``sparse`` (bench/sweep.py compares both)."""
-"""Default bound on the memory one batch of evaluations may take (bytes)."""
 
 _CPU_WORKING_SET = 16 * 2**20
 # On a CPU, batches whose working set exceeds the caches run slower per
 # coordinate: on the 26k-parameter MLP of bench/sweep.py (0.2 MiB of
 # intermediates per evaluation) batches of 64 evaluations beat 16 and 256.
 _MAX_BATCH = {"cpu": 512, "default": 8192}
+"""Most evaluations per device in one batch."""
 
 
 def _aval_bytes(v: Any) -> int:
@@ -50,48 +59,147 @@ def _aval_bytes(v: Any) -> int:
     return int(np.prod(shape, dtype=np.int64)) * itemsize
 
 
+def _inner_jaxprs(p: Any) -> list[Any]:
+    if isinstance(p, (tuple, list)):
+        return [j for x in p for j in _inner_jaxprs(x)]
+    inner = getattr(p, "jaxpr", None)
+    if inner is not None and hasattr(inner, "eqns"):
+        return [inner]
+    return [p] if hasattr(p, "eqns") else []
+
+
+_VIEWS = frozenset({"reshape", "squeeze", "broadcast_in_dim"})
+"""Not counted: reshapes are new views of a buffer, and XLA fuses broadcasts
+into their consumers (``vmap`` of a select broadcasts both branches to the
+batch: a copy of the leaf that is never materialised)."""
+
+
 def _jaxpr_bytes(jaxpr: Any) -> int:
+    """Sum of the sizes of every intermediate, nested jaxprs included."""
     total = 0
     for eqn in jaxpr.eqns:
-        total += sum(_aval_bytes(v) for v in eqn.outvars)
+        # A call's outputs are its body's last intermediates, counted there.
+        if eqn.primitive.name not in _VIEWS and eqn.primitive.name not in CALLS:
+            total += sum(_aval_bytes(v) for v in eqn.outvars)
         for p in eqn.params.values():
-            inner = getattr(p, "jaxpr", None)
-            if inner is not None and hasattr(inner, "eqns"):
-                total += _jaxpr_bytes(inner)
-            elif hasattr(p, "eqns"):
-                total += _jaxpr_bytes(p)
+            total += sum(_jaxpr_bytes(j) for j in _inner_jaxprs(p))
     return total
 
 
-def bytes_per_eval(fn: Callable[..., Any], *example: Any) -> int:
-    """Sum of the sizes of every intermediate of one evaluation of ``fn``.
+def eval_bytes(
+    one: Callable[..., Any], dtype: Any, pdyn: Any, adyn: Any
+) -> tuple[int, int]:
+    """Memory of a batch of ``one``'s evaluations: (per evaluation, per batch).
 
-    An upper bound on the extra memory one more coordinate in a batch costs.
+    Traces ``vmap(one)`` over batches of one and two coordinates and sums the
+    sizes of every intermediate (nested jaxprs included). What grows with the
+    batch (activations, and a copy of the leaf wherever the evaluation
+    materialises it) is the cost per evaluation; what does not (products of
+    the unperturbed leaf, shared by the batch) is paid once per batch. Both
+    err high: XLA fuses elementwise chains and reuses buffers (measured
+    against XLA's own buffer sizes in bench/memory.py). Nothing is allocated;
+    ``pdyn`` and ``adyn`` may be :class:`jax.ShapeDtypeStruct`.
     """
-    closed = jax.make_jaxpr(fn)(*example)
-    return max(_jaxpr_bytes(closed.jaxpr), 1)
+
+    def total(k: int) -> int:
+        idx = jax.ShapeDtypeStruct((k,), jnp.int32)
+        vals = jax.ShapeDtypeStruct((k,), dtype)
+        batched = jax.vmap(one, in_axes=(0, 0, None, None))
+        return _jaxpr_bytes(jax.make_jaxpr(batched)(idx, vals, pdyn, adyn).jaxpr)
+
+    one_, two = total(1), total(2)
+    per = max(two - one_, 1)
+    return per, max(one_ - per, 0)
 
 
 def choose_batch(
-    per_eval: int, n_evals: int, *, memory_budget: int, backend: str
+    per_eval: int,
+    n_evals: int,
+    *,
+    memory_budget: int,
+    backend: str,
+    fixed: int = 0,
+    devices: int = 1,
 ) -> int:
     """Evaluations per compiled call, from a memory budget and the backend.
 
-    Each evaluation in a batch holds its own intermediates (``per_eval`` bytes,
-    an upper bound that includes a copy of the leaf). On CPU the batch is also
-    kept within a cache-sized working set; on accelerators only the budget
-    applies. Never more than needed.
+    Args:
+      per_eval: bytes one more evaluation in a batch costs (:func:`eval_bytes`).
+      n_evals: evaluations the sweep is expected to make (the batch is never
+        much larger).
+      memory_budget: bytes one batch may take on each device (``fixed`` plus
+        ``per_eval`` per evaluation). CPU devices share the host's memory, so
+        there it bounds the whole batch, and the evaluations' own
+        intermediates are further kept within a cache-sized working set.
+      backend: the devices' platform (``"cpu"``, ``"gpu"``, ``"tpu"``).
+      fixed: bytes a batch takes whatever its size (:func:`eval_bytes`).
+      devices: the number of devices the batch is split over.
+
+    Returns:
+      The batch size: ``devices`` times a power of two, at least ``devices``
+      (one evaluation per device, even when that exceeds the budget).
     """
-    per = per_eval
-    budget = memory_budget
-    if backend == "cpu":
-        budget = min(budget, _CPU_WORKING_SET)
+    devices = max(int(devices), 1)
+    per = max(per_eval, 1)
     cap = _MAX_BATCH.get(backend, _MAX_BATCH["default"])
-    batch = max(2, min(cap, budget // max(per, 1)))
-    batch = min(batch, max(2, n_evals))
+    if backend == "cpu":
+        fits = (memory_budget - fixed) // devices // per
+        cap = min(cap, _CPU_WORKING_SET // devices // per)
+    else:
+        fits = (memory_budget - fixed) // per
+    per_device = max(1, min(cap, fits))
+    per_device = min(per_device, max(1, -(-n_evals // devices)))
     # Round to a power of two so leaves of similar size share batch shapes.
-    batch = 2 ** int(math.floor(math.log2(batch)))
-    return max(2, batch)
+    per_device = 2 ** int(math.floor(math.log2(per_device)))
+    return per_device * devices
+
+
+def leaf_evaluation(
+    loss: Callable[..., Any],
+    params: Split,
+    args: Split,
+    position: int,
+    *,
+    sparse: bool | None = None,
+) -> Callable[..., Any]:
+    """``one(i, v, pdyn, adyn)``: J with ``params`` leaf ``position``'s ``flat[i] = v``.
+
+    ``pdyn`` and ``adyn`` are the dynamic leaves of ``params`` and ``args``.
+    With ``sparse`` (default :data:`SPARSE`) the leaf goes through
+    :mod:`jgradcheck._sparse`, sharing its matrix products across a batch;
+    otherwise a perturbed copy of the leaf is made per coordinate.
+    """
+    base = params.dynamic[position]
+    shape = tuple(base.shape)
+    size = int(np.prod(shape, dtype=np.int64))
+
+    def dense(i, v, pdyn, adyn):
+        leaves = list(pdyn)
+        # A select, not a scatter: under vmap this is one fused pass that
+        # writes each perturbed copy of the leaf once.
+        flat = leaves[position].reshape(-1)
+        hit = jax.lax.iota(jnp.int32, size) == i
+        leaves[position] = jnp.where(hit, v.astype(flat.dtype), flat).reshape(shape)
+        return loss(params.merge(leaves), *args.merge(adyn))
+
+    if not (SPARSE if sparse is None else sparse):
+        return dense
+
+    def of_leaf(leaf, rest):
+        pdyn, adyn = rest
+        leaves = list(pdyn)
+        leaves[position] = leaf
+        return loss(params.merge(leaves), *args.merge(adyn))
+
+    def split(pdyn):
+        return tuple(None if k == position else x for k, x in enumerate(pdyn))
+
+    f = sparse_loss(of_leaf, base, (split(params.dynamic), args.dynamic))
+
+    def one(i, v, pdyn, adyn):
+        return f(i, v, pdyn[position], (split(pdyn), adyn))
+
+    return one
 
 
 class LeafSweep:
@@ -102,10 +210,17 @@ class LeafSweep:
       flat: the parameters at reference precision.
       args: the fixed extra arguments.
       info: the leaf to perturb.
-      batch: evaluations per compiled call (fixed, so one compile).
+      batch: evaluations per compiled call (fixed, so one compile); None
+        chooses it from ``memory_budget`` and ``n_evals`` (:func:`choose_batch`).
       sparse: evaluate through :mod:`jgradcheck._sparse`, sharing the leaf's
         matrix products across the batch (False: perturb a dense copy;
         None: the module default ``SPARSE``).
+      n_evals: evaluations expected (only to size ``batch``).
+      memory_budget: bytes per batch and device (only to size ``batch``).
+      layout: the devices to run on (default: every local device).
+      operands: ``layout.replicate((params dynamic leaves, args dynamic
+        leaves))``, when the caller shares one copy between sweeps.
+      progress: where to report evaluations done.
     """
 
     def __init__(
@@ -114,57 +229,47 @@ class LeafSweep:
         flat: Flat,
         args: Split,
         info: LeafInfo,
-        batch: int,
+        batch: int | None = None,
         *,
         sparse: bool | None = None,
+        n_evals: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        layout: Layout | None = None,
+        operands: tuple[Any, Any] | None = None,
+        progress: LeafProgress | None = None,
     ):
         self.info = info
-        self.batch = int(batch)
+        self.layout = layout or Layout(resolve_devices(None))
+        self.progress = progress
         self.compile_seconds = 0.0
         self.run_seconds = 0.0
         self.n_evals = 0
+        self.ran_on: frozenset = frozenset()
+        """The devices the batches' results came from."""
         params = split_static(flat.rebuild(flat.leaves))
-        self._params_split = params
-        self._args_split = args
         pos = info.position
-        shape = info.shape
-
-        size = info.size
-
-        def dense(i, v, pdyn, adyn):
-            leaves = list(pdyn)
-            # A select, not a scatter: under vmap this is one fused pass that
-            # writes each perturbed copy of the leaf once.
-            flat = leaves[pos].reshape(-1)
-            hit = jax.lax.iota(jnp.int32, size) == i
-            leaves[pos] = jnp.where(hit, v.astype(flat.dtype), flat).reshape(shape)
-            return loss(params.merge(leaves), *args.merge(adyn))
-
-        one = dense
-        if SPARSE if sparse is None else sparse:
-
-            def of_leaf(leaf, rest):
-                pdyn, adyn = rest
-                leaves = list(pdyn)
-                leaves[pos] = leaf
-                return loss(params.merge(leaves), *args.merge(adyn))
-
-            def split(pdyn):
-                return tuple(None if k == pos else x for k, x in enumerate(pdyn))
-
-            f = sparse_loss(
-                of_leaf, params.dynamic[pos], (split(params.dynamic), args.dynamic)
-            )
-
-            def one(i, v, pdyn, adyn):
-                return f(i, v, pdyn[pos], (split(pdyn), adyn))
-
-        def batched(idx, vals, pdyn, adyn):
-            return jax.vmap(one, in_axes=(0, 0, None, None))(idx, vals, pdyn, adyn)
-
-        self._fn = jax.jit(batched)
-        self._compiled = None
+        one = leaf_evaluation(loss, params, args, pos, sparse=sparse)
         self.dtype = np.dtype(flat.leaves[pos].dtype)
+        self.per_eval, self.fixed_bytes = None, None
+        if batch is None:
+            self.per_eval, self.fixed_bytes = eval_bytes(
+                one, self.dtype, params.dynamic, args.dynamic
+            )
+            batch = choose_batch(
+                self.per_eval,
+                info.size if n_evals is None else n_evals,
+                memory_budget=memory_budget,
+                backend=self.layout.platform,
+                fixed=self.fixed_bytes,
+                devices=self.layout.n,
+            )
+        n = self.layout.n
+        self.batch = -(-int(batch) // n) * n  # a multiple of the device count
+        if operands is None:
+            operands = self.layout.replicate((params.dynamic, args.dynamic))
+        self._operands = operands
+        self._fn = self.layout.jit(one)
+        self._compiled = None
         self.base = np.asarray(flat.leaves[pos], self.dtype).reshape(-1)
         """The leaf's values at the reference precision, flattened."""
 
@@ -172,38 +277,53 @@ class LeafSweep:
         if self._compiled is not None:
             return
         t0 = time.perf_counter()
-        idx = jnp.zeros((self.batch,), jnp.int32)
-        vals = jnp.zeros((self.batch,), self.dtype)
-        self._compiled = self._fn.lower(
-            idx, vals, self._params_split.dynamic, self._args_split.dynamic
-        ).compile()
+        sharding = self.layout.batch_sharding
+        idx = jax.ShapeDtypeStruct((self.batch,), jnp.int32, sharding=sharding)
+        vals = jax.ShapeDtypeStruct((self.batch,), self.dtype, sharding=sharding)
+        self._compiled = self._fn.lower(idx, vals, *self._operands).compile()
         self.compile_seconds += time.perf_counter() - t0
 
     def __call__(self, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``J`` with ``leaf.flat[idx[k]] = values[k]`` for each k, as float64."""
         self._ensure_compiled()
+        if self.progress is not None:
+            self.progress.start()
         idx = np.asarray(idx, np.int32)
         values = np.asarray(values, self.dtype)
         n = idx.shape[0]
         out = np.empty((n,), np.float64)
         t0 = time.perf_counter()
         pending = []
+
+        def fetch() -> None:
+            s0, s1, r = pending.pop(0)
+            if not self.ran_on:
+                self.ran_on = frozenset(r.sharding.device_set)
+            out[s0:s1] = np.asarray(r, np.float64)[: s1 - s0]
+            if self.progress is not None:
+                self.progress.update(s1 - s0)
+
         for start in range(0, n, self.batch):
             stop = min(start + self.batch, n)
             bi = np.zeros((self.batch,), np.int32)
             bv = np.full((self.batch,), self.base[0], self.dtype)
             bi[: stop - start] = idx[start:stop]
             bv[: stop - start] = values[start:stop]
-            res = self._compiled(
-                bi, bv, self._params_split.dynamic, self._args_split.dynamic
+            put = self.layout.put_batch
+            pending.append(
+                (start, stop, self._compiled(put(bi), put(bv), *self._operands))
             )
-            pending.append((start, stop, res))
             # Keep a couple of batches in flight; fetch the older ones.
             if len(pending) > 2:
-                s0, s1, r = pending.pop(0)
-                out[s0:s1] = np.asarray(r, np.float64)[: s1 - s0]
-        for s0, s1, r in pending:
-            out[s0:s1] = np.asarray(r, np.float64)[: s1 - s0]
+                fetch()
+        while pending:
+            fetch()
         self.run_seconds += time.perf_counter() - t0
         self.n_evals += n
         return out
+
+    def close(self) -> None:
+        """The leaf is done: close its progress bar and free its compiled code."""
+        if self.progress is not None:
+            self.progress.close()
+        self._compiled = None

@@ -9,9 +9,10 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
+from jgradcheck._devices import Layout
 from jgradcheck._reference import Reference, reference_precision
-from jgradcheck._sweep import LeafSweep
-from jgradcheck._tree import flatten_params
+from jgradcheck._sweep import LeafSweep, choose_batch, eval_bytes, leaf_evaluation
+from jgradcheck._tree import Split, flatten_params
 
 
 @jax.custom_vjp
@@ -125,7 +126,7 @@ def test_chunk_boundaries_give_the_same_answer():
     params = mlp_params([7, 13, 1])
     x, y = data((3, 7), (3, 1))
     big = jgc.check_grad(mlp_loss, params, x, y)
-    tiny = jgc.check_grad(mlp_loss, params, x, y, memory_budget=1)  # batches of 2
+    tiny = jgc.check_grad(mlp_loss, params, x, y, memory_budget=1)  # batches of 1
     assert big.ok and tiny.ok
     for a, b in zip(big.leaves, tiny.leaves):
         assert a.checked == b.checked == a.total
@@ -171,3 +172,96 @@ def test_timing_is_reported():
     r = jgc.check_grad(mlp_loss, params, x, y)
     assert r.timing.evaluations >= 2 * r.n_checked
     assert r.timing.compile_seconds > 0 and r.timing.sweep_seconds > 0
+
+
+def _abstract_split(*leaves):
+    return Split(
+        dynamic=leaves,
+        static=(None,) * len(leaves),
+        is_dynamic=(True,) * len(leaves),
+        treedef=jax.tree_util.tree_structure((0,) * len(leaves)),
+    )
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_batch_fits_a_small_budget_for_a_large_leaf(sparse):
+    # A 10M-entry leaf, described but never allocated: the L2 term makes every
+    # evaluation materialise its own perturbed copy of the leaf (40 MB).
+    w = jax.ShapeDtypeStruct((4000, 2500), jnp.float32)
+    x = jax.ShapeDtypeStruct((8, 4000), jnp.float32)
+
+    def loss(p, x):
+        (w,) = p
+        return jnp.sum(jnp.tanh(x @ w)) + 1e-3 * jnp.sum(w**2)
+
+    one = leaf_evaluation(
+        loss, _abstract_split(w), _abstract_split(x), 0, sparse=sparse
+    )
+    per, fixed = eval_bytes(one, jnp.float32, (w,), (x,))
+    assert per >= 40e6  # the copy of the leaf is counted per evaluation
+    for budget in (256 * 2**20, 2 * 2**30):
+        for backend, devices in [("gpu", 1), ("gpu", 4), ("cpu", 1), ("cpu", 4)]:
+            batch = choose_batch(
+                per,
+                10**7,
+                memory_budget=budget,
+                backend=backend,
+                fixed=fixed,
+                devices=devices,
+            )
+            per_device = batch // devices
+            assert batch % devices == 0 and per_device >= 1
+            if backend == "cpu":  # host devices share memory and caches
+                assert per_device == 1
+            else:  # the budget bounds each device's batch, and is used
+                assert per_device * per + fixed <= budget < 2 * per_device * per + fixed
+
+
+def test_batch_is_large_when_the_leaf_stays_sparse():
+    # Without the L2 term the sparse evaluation never copies the leaf: one more
+    # coordinate costs a few activations, so large batches fit.
+    w = jax.ShapeDtypeStruct((4000, 2500), jnp.float32)
+    x = jax.ShapeDtypeStruct((8, 4000), jnp.float32)
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(x @ p[0]))
+
+    one = leaf_evaluation(loss, _abstract_split(w), _abstract_split(x), 0, sparse=True)
+    per, fixed = eval_bytes(one, jnp.float32, (w,), (x,))
+    assert per < 2**20  # a few activations, no copy of the 40 MB leaf
+    batch = choose_batch(per, 10**7, memory_budget=2**30, backend="gpu", fixed=fixed)
+    assert batch >= 1024 and batch * per + fixed <= 2**30
+
+
+def test_choose_batch_rounds_to_the_device_count():
+    assert choose_batch(100, 6, memory_budget=2**30, backend="gpu", devices=4) == 8
+    assert choose_batch(100, 6, memory_budget=2**30, backend="gpu", devices=3) == 6
+    assert choose_batch(10**12, 6, memory_budget=1, backend="gpu", devices=3) == 3
+    assert choose_batch(100, 10**6, memory_budget=2**30, backend="cpu") == 512
+
+
+@pytest.mark.parametrize(
+    "name, sparse",
+    [("x@W", True), ("x@W", False), ("x@W + L2", True), ("embedding", True)],
+)
+def test_memory_estimate_bounds_what_xla_allocates(name, sparse):
+    w = jax.ShapeDtypeStruct((500, 400), jnp.float32)
+    x = jax.ShapeDtypeStruct((8, 500), jnp.float32)
+    tok = jax.ShapeDtypeStruct((8, 3), jnp.int32)
+    losses = {
+        "x@W": (lambda p, x: jnp.sum(jnp.tanh(x @ p[0])), x),
+        "x@W + L2": (lambda p, x: jnp.sum(jnp.tanh(x @ p[0])) + jnp.sum(p[0] ** 2), x),
+        "embedding": (lambda p, t: jnp.sum(jnp.tanh(p[0][t])), tok),
+    }
+    loss, arg = losses[name]
+    one = leaf_evaluation(
+        loss, _abstract_split(w), _abstract_split(arg), 0, sparse=sparse
+    )
+    per, fixed = eval_bytes(one, jnp.float32, (w,), (arg,))
+    fn = Layout(jax.local_devices()[:1]).jit(one)
+    for batch in (1, 8):
+        idx = jax.ShapeDtypeStruct((batch,), jnp.int32)
+        vals = jax.ShapeDtypeStruct((batch,), jnp.float32)
+        compiled = fn.lower(idx, vals, (w,), (arg,)).compile()
+        temp = compiled.memory_analysis().temp_size_in_bytes
+        assert temp <= batch * per + fixed
