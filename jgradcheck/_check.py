@@ -584,7 +584,9 @@ def numerical_grad(
       *args: extra arguments held fixed.
       precision: ``"float64"`` (default) or ``"native"``, as in :func:`check_grad`.
       with_error: also return a pytree of error bars.
-      memory_budget, devices, progress: as in :func:`check_grad`.
+      memory_budget: as in :func:`check_grad`.
+      devices: as in :func:`check_grad`.
+      progress: as in :func:`check_grad`.
 
     Returns:
       A pytree of NumPy arrays (float64 by default, so the precision survives

@@ -64,7 +64,7 @@ from ._coords import Selection, readable, select
 from ._reference import Reference
 from ._report import Directions, LeafResult
 from ._stencil import Central, from_values, kinks, richardson
-from ._sweep import choose_batch
+from ._sweep import _jaxpr_bytes, choose_batch
 from ._tree import Flat, LeafInfo, split_static
 from ._verdict import (
     FAIL,
@@ -233,12 +233,26 @@ class DirectionSweep:
         leaf_bytes = sum(
             leaf.info.size * dt.itemsize for leaf, dt in zip(leaves, dtypes)
         )
+
+        def traced(k: int) -> int:
+            rows = jax.ShapeDtypeStruct((k, len(leaves)), self._tau_dtype)
+            cols = jax.ShapeDtypeStruct((k, len(leaves)), jnp.int32)
+            jaxpr = jax.make_jaxpr(jax.vmap(one, in_axes=(0, 0, None, None, None)))(
+                rows, cols, self._us, self._pdyn, self._adyn
+            )
+            return _jaxpr_bytes(jaxpr.jaxpr)
+
+        per = max(traced(2) - traced(1), 1)
         self.batch = choose_batch(
-            ref._bytes_per_eval() + 2 * leaf_bytes,
+            per + 2 * leaf_bytes,
             n_evals,
             memory_budget=ref.memory_budget,
-            backend=ref.backend,
+            backend=jax.default_backend(),
         )
+        self.ran_on: frozenset = frozenset()
+
+    def close(self) -> None:
+        """Nothing to close (no progress bar for the directional checks)."""
 
     def __call__(self, taus: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """J for each row of ``taus``/``cols`` ([N, leaves]), as float64."""
