@@ -86,7 +86,14 @@ def methods_table():
         f"{'function':20s} {'J dtype':8s} {'method':11s} {'median rel':>11s} {'max rel':>10s} {'evals/coord':>12s}"
     )
     for name, loss, exact, dtype, precision, x in cases():
-        for method in ("auto", "central", "central4", "central6", "richardson"):
+        for method in (
+            "auto",
+            "central",
+            "central4",
+            "central6",
+            "richardson",
+            "complex",
+        ):
             r = jgc.check_grad(
                 loss,
                 x,

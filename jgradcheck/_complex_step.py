@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._reference import Reference
-from ._stencil import Estimate, steps_for
+from ._stencil import Estimate
 from ._sweep import LeafSweep
 from ._tree import Flat, LeafInfo
 
@@ -69,7 +69,9 @@ def complex_sweep(ref: Reference, info: LeafInfo, batch: int) -> LeafSweep | Fal
         return jnp.imag(loss(params, *args))
 
     try:
-        sw = LeafSweep(imag_loss, flat, ref.args, info, batch, sparse=False)
+        sw = LeafSweep(
+            imag_loss, flat, ref.args, info, batch, sparse=False, layout=ref.layout
+        )
         sw(np.zeros(1, np.int32), sw.base[:1])
     except Exception as err:  # noqa: BLE001 - any failure means: fall back
         return Fallback(
@@ -132,8 +134,3 @@ def complex_step(
         refined=np.zeros(idx.shape, bool),
         roundoff=error,
     )
-
-
-def default_steps(sw: LeafSweep, idx: np.ndarray, rel: float) -> np.ndarray:
-    """The real finite-difference steps of ``idx`` (for reporting a fallback)."""
-    return steps_for(sw.base[idx], rel)

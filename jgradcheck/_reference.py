@@ -44,7 +44,12 @@ NOISE_PROBES = 8
 
 
 def NOISE_STEP(dtype: np.dtype) -> float:  # noqa: N802
-    """Relative step of the rounding probes: ``√eps``."""
+    """Relative step of the rounding probes: ``√eps``.
+
+    Large enough to move intermediates up to ~``eps^(-1/2)`` times larger than
+    θ by an ulp. At high frequencies ``u³·J‴`` can exceed the rounding, which
+    only makes the error bars wider (unsure, never a false failure).
+    """
     return float(np.sqrt(np.finfo(dtype).eps))
 
 
@@ -225,36 +230,48 @@ class Reference:
         if self.sweeps:
             self.sweeps[-1].close()
 
-    def _prime(self, sw: LeafSweep) -> None:
+    def prime(self, sw: LeafSweep) -> None:
         """J(θ) twice from the compiled sweep (it must match the eager value),
         and J's rounding near θ (``sw.noise``).
 
         The rounding is measured, not assumed to be ``eps·|J|``: for up to
-        :data:`NOISE_PROBES` coordinates spread over the leaf, the second
-        difference ``J(θ+u) + J(θ−u) − 2J(θ)`` at ``u = √eps·max(1, |θᵢ|)`` is
-        rounding plus ``J''u² ≈ eps·J''`` (the linear term cancels): a step
-        large enough to move intermediates much larger than θ by an ulp.
+        :data:`NOISE_PROBES` coordinates spread over the leaf, central
+        differences at ``u = √eps·max(1, |θᵢ|)`` and ``2u`` must agree up to
+        ``u³·J‴`` (negligible); what they do not share is rounding. The step
+        is large enough to move intermediates much larger than θ by an ulp.
         A loss that sums large terms which cancel rounds far more than
         ``eps·|J|``; the error bars of every stencil then include it.
         """
         k = np.unique(np.linspace(0, sw.base.size - 1, NOISE_PROBES).astype(np.int64))
         theta = sw.base[k]
         u = (NOISE_STEP(sw.dtype) * np.maximum(1.0, np.abs(theta))).astype(sw.dtype)
-        idx = np.concatenate([[0, 0], k, k]).astype(np.int32)
-        vals = np.concatenate([sw.base[:1], sw.base[:1], theta + u, theta - u])
+        idx = np.concatenate([[0, 0], k, k, k, k]).astype(np.int32)
+        vals = np.concatenate(
+            [
+                sw.base[:1],
+                sw.base[:1],
+                theta + u,
+                theta - u,
+                theta + 2 * u,
+                theta - 2 * u,
+            ]
+        )
         j = sw(idx, vals)
         sw.j0 = float(j[0])
         for v in j[:2]:
             self._same_value(
                 float(v), f"the compiled sweep of {sw.info.path or 'params'}"
             )
-        n = k.size
-        second = np.abs(j[2 : 2 + n] + j[2 + n :] - 2.0 * sw.j0)
-        second = second[np.isfinite(second)]
-        # With independent roundings of amplitude d in each J, the median of
-        # |J₊ + J₋ − 2J₀| is about d. The median, not the max: one probe next
-        # to a jump must not pass for noise.
-        sw.noise = float(np.median(second)) if second.size else 0.0
+        jp1, jm1, jp2, jm2 = np.split(j[2:], 4)
+        # J(θ+2u) − J(θ−2u) − 2·(J(θ+u) − J(θ−u)) is O(u³·J‴) plus the
+        # rounding that central differences see (a symmetric probe such as
+        # J(θ+u) + J(θ−u) − 2J(θ) can cancel it exactly). Each of the four
+        # values rounds by up to d, so this is at most 6d; half of it is a
+        # generous estimate of d. The 75th percentile, not the max: a probe
+        # next to a jump must not pass for noise.
+        gap = np.abs((jp2 - jm2) - 2.0 * (jp1 - jm1))
+        gap = gap[np.isfinite(gap)]
+        sw.noise = float(np.quantile(gap, 0.75)) / 2.0 if gap.size else 0.0
 
     @staticmethod
     def _finite(
@@ -278,7 +295,7 @@ class Reference:
 
         ``rel_step`` overrides the default relative step ``cbrt(eps)``.
         """
-        self._prime(sw)
+        self.prime(sw)
         h = steps_for(sw.base[idx], rel_step or self.rel_step(sw.info))
         c = central(sw, idx, sw.base, h, self.eps_j, sw.noise)
         self._finite(sw, idx, np.isfinite(c.j_plus) & np.isfinite(c.j_minus), c.step)
@@ -308,7 +325,7 @@ class Reference:
         the measured truncation error calls for it.
         """
         if not primed:
-            self._prime(sw)
+            self.prime(sw)
         order = STENCILS[method][2]
         h = steps_for(sw.base[idx], self.stencil_rel_step(sw.info, order))
         est = stencil(sw, idx, sw.base, h, self.eps_j, method, noise=sw.noise)

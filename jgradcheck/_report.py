@@ -113,6 +113,9 @@ class LeafResult(NamedTuple):
     """How the mismatch looks when the evidence is clear (sign, scale, ...)."""
     directions: Directions | None = None
     """Fast mode: the leaf's directional checks (None in full mode)."""
+    note: str | None = None
+    """How this leaf's estimates were made, when not as asked (e.g. why the
+    complex step fell back to finite differences)."""
 
     @property
     def path(self) -> str:
@@ -227,6 +230,8 @@ class Settings(NamedTuple):
     """``"full"`` (every selected entry) or ``"fast"`` (random directions)."""
     directions: int | None = None
     """Fast mode: random directions per leaf."""
+    method: str = "auto"
+    """The ``method=`` asked for."""
 
 
 class Timing(NamedTuple):
@@ -490,6 +495,16 @@ def _about(report: Report) -> list[str]:
             "      Richardson-refined where needed; leaves that disagree along u "
             f"are swept entry by entry (step {s.rel_step:.2g}·max(1,|θ|))",
         ]
+    elif s.method == "complex":
+        n = [
+            f"n   = complex step Im J(θ+ih)/h in {s.reference_dtype}, probed against "
+            "central differences; entries that disagree re-estimated by them"
+        ]
+    elif s.method != "auto":
+        n = [
+            f"n   = method {s.method!r} in {s.reference_dtype}; entries that disagree "
+            f"re-estimated from step {s.rel_step:.2g}·max(1,|θ|) down, Richardson"
+        ]
     else:
         n = [
             f"n   = central finite differences in {s.reference_dtype}, step "
@@ -657,6 +672,10 @@ def format_text(report: Report, k: int = 8) -> str:
     if diagnoses:
         lines += ["", "diagnosis:"]
         lines += [f"  {leaf.path or '<root>'}: {leaf.diagnosis}" for leaf in diagnoses]
+    notes = [leaf for leaf in report.leaves if leaf.note]
+    if notes:
+        lines += ["", "notes:"]
+        lines += [f"  {leaf.path or '<root>'}: {leaf.note}" for leaf in notes]
     worst = report.worst(k)
     if worst:
         title = (
@@ -702,17 +721,16 @@ def format_html(report: Report, k: int = 8) -> str:
     parts = [f"<p style='color:{color}'><b>{html.escape(_headline(report))}</b></p>"]
     parts.append("<p>" + "<br>".join(html.escape(s) for s in _about(report)) + "</p>")
     parts.append(_html_table(_leaf_rows(report)))
-    diagnoses = [
-        f"{leaf.path or '<root>'}: {leaf.diagnosis}"
-        for leaf in report.leaves
-        if leaf.diagnosis
-    ]
-    if diagnoses:
-        parts.append(
-            "<p>diagnosis:<br>"
-            + "<br>".join(html.escape(d) for d in diagnoses)
-            + "</p>"
-        )
+    for title, field in (("diagnosis", "diagnosis"), ("notes", "note")):
+        lines = [
+            f"{leaf.path or '<root>'}: {getattr(leaf, field)}"
+            for leaf in report.leaves
+            if getattr(leaf, field)
+        ]
+        if lines:
+            parts.append(
+                f"<p>{title}:<br>" + "<br>".join(html.escape(d) for d in lines) + "</p>"
+            )
     if _has_directions(report):
         parts.append("<p>directional checks:</p>")
         parts.append(_html_table(_direction_rows(report, k)))

@@ -71,6 +71,7 @@ def leaf_dict(leaf: LeafResult) -> dict[str, Any]:
         "ok": leaf.ok,
         "verdict": leaf.verdict,
         "diagnosis": leaf.diagnosis,
+        "note": leaf.note,
     }
 
 

@@ -1,0 +1,109 @@
+"""Escalation, measured rounding and the complex step: no false alarms, no misses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jgradcheck as jgc
+
+
+def hf(p):
+    # A positional-encoding-like frequency: 2¹⁰π.
+    return jnp.sum(jnp.sin(2**10 * jnp.pi * p) / 2**10)
+
+
+@pytest.mark.parametrize(
+    "method", ["auto", "central", "central4", "central6", "richardson", "complex"]
+)
+def test_high_frequency_every_method_passes_and_catches_a_sign_flip(method):
+    with jax.enable_x64(True):
+        x = jnp.linspace(-2.0, 2.0, 32)
+        assert jgc.check_grad(hf, x, method=method).ok
+        bad = jgc.check_grad(hf, x, method=method, grad=lambda p: -jax.grad(hf)(p))
+    assert bad.n_fail == 32
+
+
+def test_high_frequency_in_native_float32_is_never_a_pass_it_cannot_resolve():
+    # In float32 the phase of sin(3217·x) is only known to ~4e-4 rad: the
+    # finite differences cannot confirm the gradient everywhere. Whatever they
+    # say, a wrong entry is never reported as a pass.
+    x = jnp.linspace(-2.0, 2.0, 64, dtype=jnp.float32)
+    r = jgc.check_grad(hf, x, precision="native", grad=lambda p: -jax.grad(hf)(p))
+    assert r.n_fail + r.n_unsure == 64 and not r.ok
+
+
+def test_cancelling_sum_passes_in_float64():
+    # Σ |p|·p over a symmetric grid is ~0: eps·|J| says nothing of the
+    # rounding of a sum of terms ~4; the measured rounding does.
+    with jax.enable_x64(True):
+        x = jnp.linspace(-2.0, 2.0, 50)
+        assert jgc.check_grad(lambda p: jnp.sum(jnp.abs(p) * p), x).ok
+
+
+def test_float32_loss_that_rounds_to_zero_is_unsure_not_failed_and_float64_passes():
+    # (3000 + p)² summed in float32 rounds every change of one p away (J ≡ 0):
+    # native finite differences see nothing; they must not call that a bug.
+    def loss(p, c):
+        return jnp.sum((c + p) ** 2) - jnp.sum(c**2)
+
+    p = jnp.linspace(-1.0, 1.0, 50, dtype=jnp.float32)
+    c = jnp.full(50, 3e3, jnp.float32)
+    native = jgc.check_grad(loss, p, c, precision="native")
+    assert native.n_fail == 0 and native.n_unsure > 0
+    assert jgc.check_grad(
+        loss, p, c
+    ).ok  # float64 reference: no false "different function"
+
+
+def test_complex_step_is_accurate_to_ulps():
+    f = lambda p: jnp.sum(jnp.exp(jnp.sin(p)) * jnp.tanh(p))  # noqa: E731
+    with jax.enable_x64(True):
+        x = jnp.linspace(-2.0, 2.0, 40)
+        r = jgc.check_grad(f, x, method="complex")
+        exact = np.asarray(jax.grad(f)(x))
+    rel = np.abs(r.leaves[0].numeric - exact) / np.abs(exact)
+    assert r.ok and r.leaves[0].note is None
+    assert np.median(rel) < 1e-14
+    assert "complex step" in str(r)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda p: jnp.sum(jnp.abs(p) * p),
+        lambda p: jnp.linalg.norm(p) ** 3,
+        lambda p: jnp.vdot(p, p) * jnp.sum(p),
+    ],
+    ids=["abs", "norm", "vdot"],
+)
+def test_complex_step_falls_back_with_the_reason_where_it_is_wrong(loss):
+    with jax.enable_x64(True):
+        x = jnp.linspace(0.1, 2.0, 20)
+        r = jgc.check_grad(loss, x, method="complex")
+    note = r.leaves[0].note
+    assert r.ok, r
+    assert note and "complex step not used" in note and "not complex-analytic" in note
+    assert "notes:" in str(r) and r.to_dict()["leaves"][0]["note"] == note
+
+
+def test_complex_step_falls_back_when_the_loss_rejects_complex_input():
+    def loss(p):
+        return jnp.sum(jax.lax.erf(p))  # erf rejects complex input
+
+    with jax.enable_x64(True):
+        r = jgc.check_grad(loss, jnp.linspace(0.1, 2.0, 8), method="complex")
+    assert r.ok and "cannot be evaluated at complex parameters" in r.leaves[0].note
+
+
+def test_complex_step_catches_one_bad_coordinate_confirmed_by_differences():
+    f = lambda p: jnp.sum(jnp.exp(jnp.sin(p)) * jnp.tanh(p))  # noqa: E731
+
+    def bad(p):
+        return jax.grad(f)(p).at[3].multiply(1 + 1e-7)
+
+    with jax.enable_x64(True):
+        r = jgc.check_grad(f, jnp.linspace(-2.0, 2.0, 40), method="complex", grad=bad)
+    assert [e.where for e in r.failures()] == ["[3]"]
