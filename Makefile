@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint bench docs clean
 
@@ -12,6 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# The bench extra (CPU torch, for the torch.autograd.gradcheck rows) has its own
+# stamp so that `make test` never installs torch.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jgradcheck demo
@@ -23,7 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check jgradcheck tests bench _jgradcheck_pytest.py
 	$(BIN)/ruff format --check jgradcheck tests bench _jgradcheck_pytest.py
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/accuracy.py

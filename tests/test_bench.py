@@ -1,0 +1,95 @@
+"""Smoke tests of bench/run.py on its tiny (--quick) models; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _models():
+    spec = importlib.util.spec_from_file_location("bench_models", BENCH / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str) -> str:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_models_sizes_and_layouts():
+    models = _models()
+    sizes = {}
+    for name in models.MODELS:
+        model = models.get(name)
+        params, _ = model.init(quick=False)
+        sizes[name] = models.n_params(params)
+        state = model.torch_state(params)  # every weight mapped, none twice
+        assert sum(np.size(v) for v in state.values()) == sizes[name]
+    assert sizes == {"mlp": 26_122, "cnn": 3_962, "transformer": 12_704}
+    with jax.enable_x64(True):
+        for name in models.MODELS:
+            model = models.get(name)
+            params, data = model.init(quick=True)
+            value = model.loss(params, *data)
+            assert value.dtype == np.float64 and np.isfinite(value)
+    with pytest.raises(ValueError, match="unknown model"):
+        models.get("resnet")
+
+
+def test_quick_run_prints_one_table():
+    out = _run("--methods", "jgradcheck,loop,lower_bound", "--models", "mlp,cnn")
+    assert "machine:" in out and "jax 0." in out
+    for name in ("mlp", "cnn"):
+        assert f"loss check {name}: JAX" in out
+    header = next(line for line in out.splitlines() if line.startswith("model "))
+    for column in ("seconds", "compile s", "coords/s", "vs jgc", "peak RSS MiB"):
+        assert column in header
+    rows = [line for line in out.splitlines() if "jgradcheck check_grad" in line]
+    assert [r.split()[0] for r in rows] == ["mlp", "cnn"]
+    assert rows[0].split()[1] == "(212)"  # quick MLP 8-16-4
+    assert "1.00x" in rows[0]
+    assert out.count("loop over jitted") == 2 and out.count("2n evals of J") == 2
+    assert "FAILED" not in out and "skipped" not in out
+
+
+def test_torch_rows_or_clear_skip():
+    out = _run("--methods", "torch_fast")
+    if HAVE_TORCH:
+        for name in ("mlp", "cnn", "transformer"):
+            line = next(ln for ln in out.splitlines() if f"loss check {name}" in ln)
+            assert "torch" in line and line.endswith("same model")
+        assert out.count("torch gradcheck fast") == 3
+        assert "skipped" not in out and "FAILED" not in out
+    else:
+        assert "torch not installed, torch/JAX equivalence not checked" in out
+        assert out.count("skipped: torch is not installed") == 3
+
+
+def test_bad_arguments():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--methods", "finite_guess"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown method 'finite_guess'" in proc.stderr
