@@ -75,13 +75,9 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
             jax.random.normal(ky, (8, widths[-1]), jnp.float32),
         )
 
-        def loss(params, x, y):
-            h = x
-            for i, layer in enumerate(params):
-                h = h @ layer["w"] + layer["b"]
-                if i < len(params) - 1:
-                    h = jnp.tanh(h)
-            return jnp.mean((h - y) ** 2)
+        from models import MLP
+
+        loss = MLP.loss
 
     else:
         k1, k2, k3, k4 = jax.random.split(key, 4)

@@ -33,6 +33,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
+from models import MLP  # noqa: E402
 
 import jgradcheck as jgc  # noqa: E402
 from jgradcheck import _sweep  # noqa: E402
@@ -55,13 +56,8 @@ def make_mlp(widths, batch, seed=0):
     return params, x, y
 
 
-def mlp_loss(params, x, y):
-    h = x
-    for i, layer in enumerate(params):
-        h = h @ layer["w"] + layer["b"]
-        if i < len(params) - 1:
-            h = jnp.tanh(h)
-    return jnp.mean((h - y) ** 2)
+# The same tanh MLP loss as bench/run.py's (bench/models.py).
+mlp_loss = MLP.loss
 
 
 def peak_memory_mib():

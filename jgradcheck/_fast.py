@@ -64,7 +64,7 @@ from ._coords import Selection, readable, select
 from ._reference import Reference
 from ._report import Directions, LeafResult
 from ._stencil import Central, from_values, kinks, richardson
-from ._sweep import _jaxpr_bytes, choose_batch
+from ._sweep import batch_bytes, choose_batch
 from ._tree import Flat, LeafInfo, split_static
 from ._verdict import (
     FAIL,
@@ -234,15 +234,13 @@ class DirectionSweep:
             leaf.info.size * dt.itemsize for leaf, dt in zip(leaves, dtypes)
         )
 
-        def traced(k: int) -> int:
-            rows = jax.ShapeDtypeStruct((k, len(leaves)), self._tau_dtype)
-            cols = jax.ShapeDtypeStruct((k, len(leaves)), jnp.int32)
-            jaxpr = jax.make_jaxpr(jax.vmap(one, in_axes=(0, 0, None, None, None)))(
-                rows, cols, self._us, self._pdyn, self._adyn
+        def rows(k: int) -> tuple[Any, Any]:
+            return (
+                jax.ShapeDtypeStruct((k, len(leaves)), self._tau_dtype),
+                jax.ShapeDtypeStruct((k, len(leaves)), jnp.int32),
             )
-            return _jaxpr_bytes(jaxpr.jaxpr)
 
-        per = max(traced(2) - traced(1), 1)
+        per, _ = batch_bytes(one, rows, (self._us, self._pdyn, self._adyn))
         self.batch = choose_batch(
             per + 2 * leaf_bytes,
             n_evals,

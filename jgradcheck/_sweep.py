@@ -101,11 +101,32 @@ def eval_bytes(
     ``pdyn`` and ``adyn`` may be :class:`jax.ShapeDtypeStruct`.
     """
 
+    return batch_bytes(
+        one,
+        lambda k: (
+            jax.ShapeDtypeStruct((k,), jnp.int32),
+            jax.ShapeDtypeStruct((k,), dtype),
+        ),
+        (pdyn, adyn),
+    )
+
+
+def batch_bytes(
+    one: Callable[..., Any],
+    batched: Callable[[int], tuple[Any, ...]],
+    shared: tuple[Any, ...],
+) -> tuple[int, int]:
+    """``(per evaluation, per batch)`` bytes of ``vmap(one)``, from two traces.
+
+    ``batched(k)`` gives the batched arguments for a batch of ``k``
+    (``jax.ShapeDtypeStruct`` is enough); ``shared`` are passed unbatched.
+    """
+
     def total(k: int) -> int:
-        idx = jax.ShapeDtypeStruct((k,), jnp.int32)
-        vals = jax.ShapeDtypeStruct((k,), dtype)
-        batched = jax.vmap(one, in_axes=(0, 0, None, None))
-        return _jaxpr_bytes(jax.make_jaxpr(batched)(idx, vals, pdyn, adyn).jaxpr)
+        args = batched(k)
+        axes = (0,) * len(args) + (None,) * len(shared)
+        fn = jax.vmap(one, in_axes=axes)
+        return _jaxpr_bytes(jax.make_jaxpr(fn)(*args, *shared).jaxpr)
 
     one_, two = total(1), total(2)
     per = max(two - one_, 1)
