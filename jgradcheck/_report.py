@@ -352,7 +352,7 @@ class Report:
         ``sweep_seconds``, ``evaluations``), ``leaves`` (one dict per checked
         leaf: ``path``, ``shape``, ``dtype``, ``grad_dtype``, ``checked``,
         ``total``, ``max_abs_err``, ``max_rel_err``, ``norm_ratio``, ``fail``,
-        ``unsure``, ``kink``, ``ok``, ``verdict``, ``diagnosis``),
+        ``unsure``, ``kink``, ``ok``, ``verdict``, ``diagnosis``, ``note``),
         ``failures`` (worst first), ``unsure`` and ``kinks`` (entries: ``where``,
         ``path``, ``index``, ``flat_index``, ``a`` the gradient under test,
         ``n`` the finite-difference estimate, ``err`` its error bar,
