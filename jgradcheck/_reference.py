@@ -18,6 +18,7 @@ import numpy as np
 
 from ._devices import Layout, resolve_devices
 from ._errors import where_list
+from ._gradient import evaluate
 from ._progress import LeafProgress, check_progress
 from ._stencil import (
     STENCILS,
@@ -34,7 +35,7 @@ from ._stencil import (
     stencil_step,
     steps_for,
 )
-from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep
+from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, eval_bytes, group_evaluation
 from ._tree import Flat, LeafInfo, split_static
 
 PRECISIONS = ("float64", "native")
@@ -51,6 +52,51 @@ def NOISE_STEP(dtype: np.dtype) -> float:  # noqa: N802
     only makes the error bars wider (unsure, never a false failure).
     """
     return float(np.sqrt(np.finfo(dtype).eps))
+
+
+GROUP_LEAF_MAX = 1024
+"""Leaves of at most this many entries may share one compiled sweep."""
+
+GROUP_BYTES = 2**30
+"""Most intermediate bytes (:func:`eval_bytes` per evaluation × 2 evaluations
+per entry) a group's first pass may produce. Compiling a sweep takes ~0.2 s
+on a CPU whatever the leaf; a dense evaluation of a small leaf's entry costs
+one full J. Past this, a leaf gets its own (sparse) sweep."""
+
+
+def plan_groups(
+    loss: Callable[..., Any], flat: Flat, args: Any
+) -> dict[int, tuple[LeafInfo, ...]]:
+    """``{position: group}``: the small leaves swept by one compiled function.
+
+    Leaves of at most :data:`GROUP_LEAF_MAX` entries and one dtype share one
+    dense compiled sweep (biases, norm scales: one compile instead of one per
+    leaf), smallest first, while the group's first pass stays within
+    :data:`GROUP_BYTES` of intermediates. Groups have at least two leaves.
+    """
+    params = split_static(flat.rebuild(flat.leaves))
+    by_dtype: dict[np.dtype, list[LeafInfo]] = {}
+    for info in flat.checked:
+        if info.size <= GROUP_LEAF_MAX:
+            dtype = np.dtype(flat.leaves[info.position].dtype)
+            by_dtype.setdefault(dtype, []).append(info)
+    out: dict[int, tuple[LeafInfo, ...]] = {}
+    for dtype, small in by_dtype.items():
+        if len(small) < 2:
+            continue
+        positions = tuple(i.position for i in small)
+        one = group_evaluation(loss, params, args, positions)
+        per_eval, _ = eval_bytes(one, dtype, params.dynamic, args.dynamic)
+        kept, total = [], 0
+        for info in sorted(small, key=lambda i: (i.size, i.position)):
+            total += 2 * info.size * per_eval
+            if total > GROUP_BYTES:
+                break
+            kept.append(info)
+        if len(kept) >= 2:
+            group = tuple(sorted(kept, key=lambda i: i.position))
+            out.update({i.position: group for i in group})
+    return out
 
 
 class NondeterministicLossError(ValueError):
@@ -129,14 +175,19 @@ class Reference:
         if self.memory_budget <= 0:
             raise ValueError(f"`memory_budget` must be positive; got {memory_budget}.")
         self._operands: tuple[Any, Any] | None = None
-        self.value = float(loss(params, *args))
+        # Compiled, not eager (one compile, not one per primitive). Whether J
+        # is deterministic is tested by :meth:`prime`: twice in one compiled
+        # batch (callbacks, runtime randomness), and against this value from
+        # another trace (randomness drawn when the loss is traced).
+        self.value = float(evaluate(loss, self.flat, args))
         if not np.isfinite(self.value):
             raise ValueError(
                 f"`loss` is {self.value} at the given `params` (evaluated in "
                 f"{self.j_dtype}); gradients cannot be checked at a non-finite loss."
             )
-        self._same_value(float(loss(params, *args)), "two eager evaluations")
         self.sweeps: list[LeafSweep] = []
+        self._groups: dict[int, tuple[LeafInfo, ...]] | None = None
+        self._group_sweeps: dict[tuple[int, ...], LeafSweep] = {}
 
     def _same_value(self, other: float, how: str) -> None:
         """Raise when J(θ) evaluated again differs by more than rounding."""
@@ -181,6 +232,9 @@ class Reference:
             return
         if noise is not None and gap <= 8.0 * noise():
             return
+        # A random loss differs from itself too: say that, not "different".
+        again = float(evaluate(self.loss, self.flat, self.args_tuple))
+        self._same_value(again, f"two evaluations in {self.j_dtype}")
         raise ValueError(
             f"`loss` is {native!r} at the params' own precision ({native_dtype}) but "
             f"{self.value!r} when evaluated in {self.j_dtype}: more than rounding "
@@ -211,17 +265,29 @@ class Reference:
         progress = LeafProgress(
             self.progress, info.path or "params", coords or n_evals, n_evals
         )
-        sw = LeafSweep(
-            self.loss,
-            self.flat,
-            self.args,
-            info,
-            n_evals=n_evals,
-            memory_budget=self.memory_budget,
-            layout=self.layout,
-            operands=self._operands,
-            progress=progress,
-        )
+        if self._groups is None:
+            self._groups = plan_groups(self.loss, self.flat, self.args)
+        group = self._groups.get(info.position)
+        key = tuple(i.position for i in group or ())
+        if key in self._group_sweeps:
+            sw = self._group_sweeps[key].view(info, progress)
+        else:
+            if group is not None:  # the group's evaluations, at this leaf's rate
+                n_evals = -(-n_evals * sum(i.size for i in group) // info.size)
+            sw = LeafSweep(
+                self.loss,
+                self.flat,
+                self.args,
+                info,
+                n_evals=n_evals,
+                memory_budget=self.memory_budget,
+                layout=self.layout,
+                operands=self._operands,
+                progress=progress,
+                group=group,
+            )
+            if group is not None:
+                self._group_sweeps[key] = sw
         self.sweeps.append(sw)
         return sw
 

@@ -10,7 +10,12 @@ import pytest
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
 from jgradcheck._devices import Layout
-from jgradcheck._reference import Reference, reference_precision
+from jgradcheck._reference import (
+    GROUP_LEAF_MAX,
+    Reference,
+    plan_groups,
+    reference_precision,
+)
 from jgradcheck._sweep import LeafSweep, choose_batch, eval_bytes, leaf_evaluation
 from jgradcheck._tree import Split, flatten_params
 
@@ -265,3 +270,67 @@ def test_memory_estimate_bounds_what_xla_allocates(name, sparse):
         compiled = fn.lower(idx, vals, (w,), (arg,)).compile()
         temp = compiled.memory_analysis().temp_size_in_bytes
         assert temp <= batch * per + fixed
+
+
+def _small_leaves_model():
+    params = {
+        "a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3),
+        "b": jnp.array([0.3, -0.2, 0.1]),
+        "c": jnp.array([0.5]),
+        "big": jnp.linspace(0.1, 2.0, 2048).reshape(32, 64),
+    }
+
+    def loss(p, x):
+        h = jnp.tanh(x @ p["a"] + p["b"]) * p["c"]
+        return jnp.sum(h**2) + jnp.sum(jnp.sin(p["big"]) * x[0, 0])
+
+    return loss, params, jnp.array([[0.7, -1.2], [0.4, 0.9]])
+
+
+def test_small_leaves_share_one_compiled_sweep():
+    loss, params, x = _small_leaves_model()
+    with reference_precision("float64"):
+        ref = Reference(
+            loss, flatten_params(params), (x,), precision="float64", memory_budget=None
+        )
+        groups = plan_groups(ref.loss, ref.flat, ref.args)
+        small = [i for i in ref.flat.checked if i.size <= GROUP_LEAF_MAX]
+        assert sorted(groups) == sorted(i.position for i in small)
+        assert len({groups[p] for p in groups}) == 1  # one group of a, b, c
+        sweeps = {i.path: ref.sweep(i, 2 * i.size) for i in ref.flat.checked}
+        assert sweeps["['a']"].grouped and not sweeps["['big']"].grouped
+        # Each grouped leaf's values equal a sweep of that leaf alone.
+        for info in small:
+            alone = LeafSweep(loss, ref.flat, ref.args, info, batch=4, sparse=False)
+            idx = np.arange(info.size)
+            vals = alone.base + 1e-3 * (1 + idx)
+            np.testing.assert_allclose(
+                sweeps[info.path](idx, vals), alone(idx, vals), rtol=1e-14, atol=1e-14
+            )
+        ref.close()
+    compiled = [s for s in sweeps.values() if s.compile_seconds > 0]
+    assert len(compiled) == 1 and compiled[0].grouped  # the group, once
+
+
+def test_group_size_follows_the_byte_budget(monkeypatch):
+    loss, params, x = _small_leaves_model()
+    import jgradcheck._reference as reference
+
+    with reference_precision("float64"):
+        flat = flatten_params(params)
+        ref = Reference(loss, flat, (x,), precision="float64", memory_budget=None)
+        monkeypatch.setattr(reference, "GROUP_BYTES", 1)
+        assert plan_groups(ref.loss, ref.flat, ref.args) == {}
+        assert not ref.sweep(ref.flat.checked[0], 12).grouped
+
+
+def test_grouped_leaves_still_point_at_the_wrong_entry():
+    loss, params, x = _small_leaves_model()
+
+    def grad(p, x):
+        g = jax.grad(loss)(p, x)
+        return {**g, "b": g["b"].at[1].multiply(1.01)}
+
+    report = jgc.check_grad(loss, params, x, grad=grad)
+    assert not report.ok
+    assert [(f.path, f.index) for f in report.failures()] == [("['b']", (1,))]
