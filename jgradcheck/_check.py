@@ -16,11 +16,12 @@ from ._diagnose import diagnose
 from ._errors import raise_unless_ok, where_list
 from ._fast import check_fast, fast_selection, validate
 from ._gradient import (
-    autodiff_gradient,
+    evaluate,
     loss_output_check,
     nonfinite_places,
     reference_gradient,
     user_gradient,
+    value_and_gradient,
 )
 from ._reference import (
     NOISE_STEP,
@@ -31,7 +32,7 @@ from ._reference import (
 from ._report import LeafResult, Report, Settings, Timing
 from ._stencil import Central, Estimate, converging, steps_for
 from ._sweep import LeafSweep
-from ._terms import check_terms, returns_terms
+from ._terms import check_terms, returns_terms, validate_terms
 from ._tree import Flat, LeafInfo, as_real, flatten_params, real_view
 from ._verdict import (
     FAIL,
@@ -360,6 +361,7 @@ def check_grad(
     directions: int | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
+    terms: dict[str, Callable[..., Any]] | None = None,
 ) -> Report:
     """Compare a gradient with central finite differences, entry by entry.
 
@@ -431,6 +433,12 @@ def check_grad(
         ``None`` (default): only for leaves whose sweep takes more than about
         2 s, and only when stderr is a terminal or in a notebook; ``True``:
         always; ``False``: never; a text stream: always, written there.
+      terms: for a ``loss`` that returns a scalar, its named terms:
+        ``{name: term(params, *args)}``, scalar functions that add up to
+        ``loss`` (checked at ``params``). ``loss`` and every term are then
+        checked separately (``report.terms``), as for a loss that returns a
+        dict. ``grad``, if given, returns a dict with these keys, one
+        gradient pytree per term.
 
     Returns:
       A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
@@ -460,23 +468,25 @@ def check_grad(
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
     n_directions = validate(mode, directions)
-    if returns_terms(loss, params, args):
+    if terms is not None:
+        terms = validate_terms(terms, loss, params, args)
+    if terms is not None or returns_terms(loss, params, args):
         options = dict(
             coords=coords, key=key, precision=precision, rtol=rtol, atol=atol
         )
         options.update(memory_budget=memory_budget, method=method)
         options.update(mode=mode, directions=directions)
         options.update(devices=devices, progress=progress)
-        return check_terms(check_grad, loss, params, args, grad, options)
+        return check_terms(check_grad, loss, params, args, grad, options, terms)
     flat = _prepare(loss, params, args)
-    native = loss(flat.rebuild(flat.leaves), *args)
-    native_value, native_dtype = float(native), np.dtype(native.dtype)
     if grad is None:
-        under_test = autodiff_gradient(loss, flat, args)
+        native, under_test = value_and_gradient(loss, flat, args)
         source = "jax.grad(loss)"
     else:
+        native = evaluate(loss, flat, args)
         under_test = user_gradient(grad, params, flat, args)
         source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+    native_value, native_dtype = float(native), np.dtype(native.dtype)
     bad = nonfinite_places(flat, under_test)
     if bad:
         raise ValueError(

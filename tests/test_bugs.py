@@ -324,3 +324,81 @@ def test_unknown_method():
     params, x, y = linear_problem()
     with pytest.raises(ValueError, match="`method` must be one of"):
         jgc.check_grad(linear_loss, params, x, y, method="forward")
+
+
+def _scalar_terms_problem():
+    params, x, y = linear_problem(jnp.float32)
+    terms = {
+        "data": linear_loss,
+        "l2": lambda p, x, y: 25.0 * jnp.sum(p["w"] ** 2),
+    }
+
+    def loss(p, x, y):  # what users train with: one scalar
+        return linear_loss(p, x, y) + 25.0 * jnp.sum(p["w"] ** 2)
+
+    return loss, terms, params, x, y
+
+
+def test_terms_option_names_the_terms_of_a_scalar_loss():
+    loss, terms, params, x, y = _scalar_terms_problem()
+    report = jgc.check_grad(loss, params, x, y, terms=terms)
+    assert report.ok, report
+    assert [name for name, _ in report.terms] == ["data", "l2"]
+    assert report.n_checked == sum(r.n_checked for _, r in report.terms) / 2
+
+
+def test_terms_option_attributes_a_data_error_under_a_50x_l2_term():
+    loss, terms, params, x, y = _scalar_terms_problem()
+
+    def grad(p, x, y):
+        g = linear_grad(p, x, y)
+        return {
+            "data": {"w": g["w"] * (1 + 1e-3), "b": g["b"]},
+            "l2": {"w": 50.0 * p["w"], "b": jnp.zeros_like(p["b"])},
+        }
+
+    report = jgc.check_grad(loss, params, x, y, grad=grad, terms=terms)
+    by_name = dict(report.terms)
+    assert not report.ok and not by_name["data"].ok and by_name["l2"].ok
+    assert str(report).startswith("gradient check FAILED in term 'data'")
+
+
+def test_terms_option_catches_a_wrong_custom_rule_inside_a_term():
+    @jax.custom_vjp
+    def sq(v):
+        return v**2
+
+    sq.defvjp(lambda v: (v**2, v), lambda v, g: (2.002 * v * g,))  # 1e-3 too big
+    params = {"w": jnp.linspace(0.2, 1.0, 5)}
+    terms = {
+        "data": lambda p: jnp.sum(sq(p["w"])),
+        "l2": lambda p: 100.0 * jnp.sum(p["w"] ** 2),
+    }
+    report = jgc.check_grad(
+        lambda p: terms["data"](p) + terms["l2"](p), params, terms=terms
+    )
+    by_name = dict(report.terms)
+    assert not by_name["data"].ok and by_name["l2"].ok
+    assert by_name["data"].leaf("['w']").n_fail == 5
+
+
+@pytest.mark.parametrize(
+    "terms, error, match",
+    [
+        ([linear_loss], TypeError, "non-empty dict"),
+        ({}, TypeError, "non-empty dict"),
+        ({"data": 3.0}, TypeError, "names .str. to functions"),
+        ({"data": lambda p, x, y: x @ p["w"]}, ValueError, "term 'data' must return"),
+        ({"data": linear_loss}, ValueError, "do not add up to `loss`.*data="),
+    ],
+)
+def test_terms_option_rejects_bad_terms(terms, error, match):
+    loss, _, params, x, y = _scalar_terms_problem()
+    with pytest.raises(error, match=match):
+        jgc.check_grad(loss, params, x, y, terms=terms)
+
+
+def test_terms_option_and_a_dict_loss_are_exclusive():
+    loss, params, x, y = _terms_problem()
+    with pytest.raises(ValueError, match="not both"):
+        jgc.check_grad(loss, params, x, y, terms={"data": linear_loss})
