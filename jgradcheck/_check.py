@@ -213,6 +213,7 @@ def _check_leaf(
         # does not converge (steps wider than a high frequency's period):
         # continue it down to h/4096, until the extrapolation converges.
         deep = still_open() & ((round_part < 0.5 * error) | ~credible)
+        aliased = deep & ~credible  # a larger step would alias again (3b)
         if deep.any():
             at = np.flatnonzero(deep)
             sub = np.searchsorted(redo, at)
@@ -225,7 +226,9 @@ def _check_leaf(
         # ladder behaved like a Taylor series (a larger step is no use where
         # it did not: it would alias): an adaptive 4-point stencil at its
         # own, larger step, combined with the estimate so far.
-        again = np.flatnonzero(still_open() & (round_part >= 0.5 * error) & credible)
+        again = np.flatnonzero(
+            still_open() & (round_part >= 0.5 * error) & credible & ~aliased
+        )
         if again.size:
             est = ref.fixed_stencil(sw, idx[again], "central4", primed=True)
             numeric[again], error[again], took = _combine(

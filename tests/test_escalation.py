@@ -26,13 +26,17 @@ def test_high_frequency_every_method_passes_and_catches_a_sign_flip(method):
     assert bad.n_fail == 32
 
 
-def test_high_frequency_in_native_float32_is_never_a_pass_it_cannot_resolve():
-    # In float32 the phase of sin(3217·x) is only known to ~4e-4 rad: the
-    # finite differences cannot confirm the gradient everywhere. Whatever they
-    # say, a wrong entry is never reported as a pass.
+def test_high_frequency_in_native_float32_no_false_alarm_and_no_false_pass():
+    # In float32 the phase of sin(3217·x) is only known to ~5e-4 rad and the
+    # default step spans 5 periods: the finite differences resolve the
+    # gradient to ~3e-3 at best (unsure), and must not mistake the aliased
+    # estimate at the default step, or the rounding probe's u³·J‴, for a
+    # disagreement (they once failed 44 of 64 correct entries).
     x = jnp.linspace(-2.0, 2.0, 64, dtype=jnp.float32)
-    r = jgc.check_grad(hf, x, precision="native", grad=lambda p: -jax.grad(hf)(p))
-    assert r.n_fail + r.n_unsure == 64 and not r.ok
+    good = jgc.check_grad(hf, x, precision="native")
+    assert good.n_fail == 0, good
+    bad = jgc.check_grad(hf, x, precision="native", grad=lambda p: -jax.grad(hf)(p))
+    assert bad.n_fail + bad.n_unsure == 64 and bad.n_fail >= 48, bad
 
 
 def test_cancelling_sum_passes_in_float64():
