@@ -125,6 +125,7 @@ def _check_rule(args: argparse.Namespace) -> int:
         order=args.order,
         key=args.key,
         precision=args.precision,
+        method=args.method,
     )
     return _output(report, args)
 
@@ -137,6 +138,9 @@ EPILOG = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from ._check import METHODS
+
+    p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
     p.add_argument(
         "--precision",
         choices=["float64", "native"],
@@ -174,8 +178,6 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ._check import METHODS
-
     parser = argparse.ArgumentParser(
         prog="jgradcheck",
         description="Check JAX gradients against finite differences, with evidence.",
@@ -216,7 +218,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="check N coordinates drawn with --key (default: all)",
     )
-    p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
     p.add_argument("--rtol", type=float, help="explicit relative tolerance")
     p.add_argument("--atol", type=float, help="explicit absolute tolerance")
     _common(p)

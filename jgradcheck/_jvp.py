@@ -11,12 +11,13 @@ import numpy as np
 
 from ._coords import _seed
 from ._errors import raise_unless_ok
-from ._reference import check_precision, reference_precision
+from ._reference import reference_precision
 from ._report import LeafResult, Report, Settings, Timing
 from ._rules import (
     check_per_coordinate,
     check_primal,
     fd_directional,
+    fd_options,
     floats,
     held_paths,
     inputs,
@@ -41,7 +42,7 @@ def _real(x: Any) -> np.ndarray:
     return x.reshape(-1).astype(np.float64)
 
 
-def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, precision: str) -> Report:
+def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, fd: dict) -> Report:
     """Output entry ``k`` of output leaf ``pos``: the rule's ∂y_k/∂x (jacfwd) vs FD."""
 
     def loss(args):
@@ -53,7 +54,7 @@ def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, precision: str) -> R
             lambda xs: jax.tree_util.tree_leaves(g(xs))[pos].reshape(-1)[k]
         )(floats(fl))
 
-    return check_per_coordinate(loss, primals, flat, row, precision)
+    return check_per_coordinate(loss, primals, flat, row, fd)
 
 
 def _compare(
@@ -120,6 +121,10 @@ def check_jvp(
     order: int = 1,
     localize: int | None = 100_000,
     rows: int = 3,
+    method: str = "auto",
+    memory_budget: int | None = None,
+    devices: Any = None,
+    progress: Any = None,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -147,6 +152,12 @@ def check_jvp(
       localize: Jacobian rows are checked only when the inputs have at most
         this many coordinates in all (None: always).
       rows: how many failing output entries get their Jacobian row checked.
+      method: how the Jacobian rows' finite differences start, as in
+        :func:`check_grad` (default ``"auto"``); the tangent comparisons
+        always use Richardson extrapolation over four steps.
+      memory_budget: as in :func:`check_grad`, for the Jacobian rows' sweeps.
+      devices: as in :func:`check_grad`, for the Jacobian rows' sweeps.
+      progress: as in :func:`check_grad`, for the Jacobian rows' sweeps.
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.
@@ -161,7 +172,7 @@ def check_jvp(
       >>> jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5)).ok
       True
     """
-    check_precision(precision)
+    sweeps = fd_options(precision, method, memory_budget, devices, progress)
     if order not in (1, 2):
         raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
     flat = inputs(f, primals, tuple(nondiff_argnums))
@@ -223,7 +234,7 @@ def check_jvp(
             if e.path in by_path:
                 o = by_path[e.path]
                 k = int(np.ravel_multi_index(e.index, o.shape)) if o.shape else 0
-                rep = _jacobian_row(f, primals, flat, o.position, k, precision)
+                rep = _jacobian_row(f, primals, flat, o.position, k, sweeps)
                 localized.append((f"row {e.where} of the Jacobian (jacfwd)", rep))
 
     probe = [jnp.asarray(v) for v in u]
@@ -252,7 +263,7 @@ def check_jvp(
             *primals,
             nondiff_argnums=nondiff_argnums,
             key=key,
-            precision=precision,
+            **sweeps,
         )
     return RuleReport(
         kind="jvp",

@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._check import check_grad
+from ._check import METHODS, check_grad
 from ._coords import readable as readable
+from ._reference import check_precision
 from ._report import Report
 from ._rules_report import Check
 from ._stencil import Estimate, default_step, from_values, richardson
@@ -243,18 +244,39 @@ def structure(
     return checks
 
 
+def fd_options(
+    precision: str,
+    method: str,
+    memory_budget: int | None,
+    devices: Any,
+    progress: Any,
+) -> dict[str, Any]:
+    """check_vjp/check_jvp's options for their :func:`check_grad` sweeps, checked."""
+    check_precision(precision)
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    return dict(
+        precision=precision,
+        method=method,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
+
+
 def check_per_coordinate(
     f_scalar: Callable[..., Any],
     primals: tuple,
     flat: Flat,
     derivative: Callable[[Flat], list[Any]],
-    precision: str,
+    fd: dict[str, Any],
 ) -> Report:
     """:func:`check_grad` of ``f_scalar(args)`` over the differentiated leaves.
 
     ``derivative(fl)`` gives the rule's derivative of ``f_scalar`` for each
     differentiated leaf of ``fl`` (the primals, possibly cast); held leaves get
-    zeros and are not swept, fixed and static leaves are left alone.
+    zeros and are not swept, fixed and static leaves are left alone. ``fd``:
+    :func:`check_grad`'s options (:func:`fd_options`).
     """
 
     def grad(args: tuple) -> Any:
@@ -268,6 +290,4 @@ def check_per_coordinate(
     mask = flat.rebuild(
         [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
-    return check_grad(
-        f_scalar, tuple(primals), grad=grad, coords=mask, precision=precision
-    )
+    return check_grad(f_scalar, tuple(primals), grad=grad, coords=mask, **fd)

@@ -116,6 +116,9 @@ def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any
             "rounding": s.rounding,
             "rtol": number(s.rtol),
             "atol": number(s.atol),
+            "method": s.method,
+            "mode": s.mode,
+            "directions": s.directions,
         },
         "timing": {
             "compile_seconds": number(t.compile_seconds),

@@ -11,12 +11,13 @@ import numpy as np
 
 from ._coords import _seed
 from ._errors import raise_unless_ok
-from ._reference import check_precision, reference_precision
+from ._reference import reference_precision
 from ._report import Report
 from ._rules import (
     check_per_coordinate,
     check_primal,
     fd_directional,
+    fd_options,
     floats,
     held_paths,
     inputs,
@@ -129,7 +130,7 @@ def _pulled_back(
 
 
 def _localize(
-    f, primals, flat: Flat, out_infos, out_def, seed, only: int, precision
+    f, primals, flat: Flat, out_infos, out_def, seed, only: int, fd: dict
 ) -> Report:
     """check_grad of L(x) = ⟨ȳ, f(x)⟩ against the rule's Jᵀȳ, every input coordinate."""
     ct = _cotangent(out_infos, out_def, seed, 0, only)
@@ -141,7 +142,7 @@ def _localize(
         return jnp.real(jnp.sum(ct_leaf * out))
 
     return check_per_coordinate(
-        loss, primals, flat, lambda fl: pull(*fl.rebuild(fl.leaves)), precision
+        loss, primals, flat, lambda fl: pull(*fl.rebuild(fl.leaves)), fd
     )
 
 
@@ -178,6 +179,10 @@ def check_vjp(
     localize: int | None = 100_000,
     precision: str = "float64",
     order: int = 1,
+    method: str = "auto",
+    memory_budget: int | None = None,
+    devices: Any = None,
+    progress: Any = None,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -205,6 +210,12 @@ def check_vjp(
         will be differentiated again): ``x ↦ Jᵀ(x)·ȳ`` is checked with
         check_vjp against finite differences of the rule's own output; the
         result is in ``report.second_order``.
+      method: how the localisation's finite differences start, as in
+        :func:`check_grad` (default ``"auto"``); the dot-product tests always
+        use Richardson extrapolation over four steps.
+      memory_budget: as in :func:`check_grad`, for the localisation sweeps.
+      devices: as in :func:`check_grad`, for the localisation sweeps.
+      progress: as in :func:`check_grad`, for the localisation sweeps.
 
     Returns:
       A ``RuleReport``.
@@ -219,7 +230,7 @@ def check_vjp(
       >>> jgc.check_vjp(softplus, jnp.linspace(-3.0, 3.0, 7)).ok
       True
     """
-    check_precision(precision)
+    sweeps = fd_options(precision, method, memory_budget, devices, progress)
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
     if order not in (1, 2):
@@ -240,7 +251,7 @@ def check_vjp(
     for o, d in zip([o for o in out_infos if o.is_checked], dots):
         if localize is None or n_in <= localize or not d.ok:
             rep = _localize(
-                f, primals, flat, out_infos, out_def, seed, o.position, precision
+                f, primals, flat, out_infos, out_def, seed, o.position, sweeps
             )
             localized.append((f"cotangent on output {o.path or '<root>'} only", rep))
 
@@ -264,7 +275,7 @@ def check_vjp(
             pairs=pairs,
             key=key,
             localize=localize,
-            precision=precision,
+            **sweeps,
         )
     return RuleReport(
         kind="vjp",

@@ -384,13 +384,21 @@ def test_check_vjp(files, capsys, primals):
     assert code == 0, err
     assert out.startswith("check_vjp: passed")
     code, out, err = run(
-        capsys, "check-vjp", "rules.py:softplus_bad", "--primals", primals, "--json"
+        capsys,
+        "check-vjp",
+        "rules.py:softplus_bad",
+        "--primals",
+        primals,
+        "--json",
+        "--method",
+        "central4",
     )
     assert code == 1, err
     d = json.loads(out)
     assert d["kind"] == "vjp" and d["ok"] is False
     assert any(not t["ok"] for t in d["dot_tests"])
     assert d["localized"][0]["report"]["counts"]["fail"] > 0
+    assert d["localized"][0]["report"]["settings"]["method"] == "central4"
 
 
 def test_check_jvp(files, capsys):

@@ -423,3 +423,31 @@ def test_jvp_jacobian_rows_name_the_input_index():
         assert label.startswith("row [") and ", 1]" in label
         assert {e.index for e in r.failures()} <= {(0, 2), (1, 2)}
         assert r.failures()
+
+
+# ------------------------------------------------------- check_grad options
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_rule_checks_pass_check_grad_options_to_their_sweeps(check):
+    import io
+
+    stream = io.StringIO()
+    bad = softplus_bad if check is jgc.check_vjp else None
+    if bad is None:
+        bad = jvp_rule(
+            jnp.sin, lambda p, t: (jnp.sin(p[0]), 1.01 * jnp.cos(p[0]) * t[0])
+        )
+    report = check(bad, X7, method="central4", devices=1, progress=stream)
+    assert not report.ok
+    # check_vjp's localisation and check_jvp's Jacobian rows are check_grad sweeps.
+    sweeps = [
+        r for label, r in report.localized if label.startswith(("cotangent", "row"))
+    ]
+    assert sweeps and all(r.settings.method == "central4" for r in sweeps)
+    assert {d for r in sweeps for d in r.timing.devices} == {str(jax.devices()[0])}
+    assert stream.getvalue()  # the progress bars were written there
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        check(bad, X7, method="five-point")
+    with pytest.raises(ValueError, match="`precision`"):
+        check(bad, X7, precision="float16")

@@ -58,6 +58,9 @@ def test_report_dict_matches_the_report():
         "rounding": s.rounding,
         "rtol": None,
         "atol": None,
+        "method": "auto",
+        "mode": "full",
+        "directions": s.directions,
     }
     assert d["timing"]["evaluations"] == report.timing.evaluations
     assert d["timing"]["sweep_seconds"] == report.timing.sweep_seconds
