@@ -30,6 +30,8 @@ from ._stencil import (
     descend,
     kinks,
     ladder,
+    probe_offsets,
+    probe_rounding,
     richardson,
     stencil,
     stencil_step,
@@ -42,9 +44,6 @@ PRECISIONS = ("float64", "native")
 
 NOISE_PROBES = 8
 """Coordinates per leaf at which J's rounding is measured."""
-
-NOISE_SCALES = (1.0, 1.0 / 16, 1.0 / 256)
-"""Steps of the rounding probes, relative to :func:`NOISE_STEP`."""
 
 
 def NOISE_STEP(dtype: np.dtype) -> float:  # noqa: N802
@@ -192,13 +191,17 @@ class Reference:
         self._groups: dict[int, tuple[LeafInfo, ...]] | None = None
         self._group_sweeps: dict[tuple[int, ...], LeafSweep] = {}
 
-    def _same_value(self, other: float, how: str) -> None:
-        """Raise when J(θ) evaluated again differs by more than rounding."""
-        # Compiled and eager evaluations may round differently (fusion), by
-        # ulps of the terms J sums, which can exceed ulps of J itself when the
-        # terms cancel (J = 0 exactly, say): hence the floor of 1. A random
-        # loss differs by far more than this.
+    def _same_value(self, other: float, how: str, noise: float = 0.0) -> None:
+        """Raise when J(θ) evaluated again differs by more than rounding.
+
+        ``noise`` is J's measured rounding near θ, when known.
+        """
+        # Two compiled programs may round differently (fusion, FMA), by ulps
+        # of the terms J sums, which can exceed ulps of J itself when the
+        # terms cancel (J = 0 exactly, say): hence the floor of 1 and the
+        # measured rounding. A random loss differs by far more than this.
         tol = 2**10 * self.eps_j * max(abs(self.value), abs(other), 1.0)
+        tol = max(tol, 64.0 * noise)
         if abs(other - self.value) <= tol:
             return
         rel = abs(other - self.value) / max(abs(self.value), abs(other))
@@ -309,44 +312,30 @@ class Reference:
         do not share is rounding. ``u = √eps·max(1, |θᵢ|)`` is large enough
         to move intermediates much larger than θ by an ulp; where ``u³·J‴``
         is not negligible there (a high frequency), the smaller scales
-        ``u/16`` and ``u/256`` (:data:`NOISE_SCALES`) shrink it 4096-fold
+        ``u/16`` and ``u/256`` (:func:`jgradcheck._stencil.probe_rounding`) shrink it 4096-fold
         each, and the smallest scale at which the four values of J still
         differ is used. A loss that sums large terms which cancel rounds far
         more than ``eps·|J|``; the error bars of every stencil then include it.
         """
         k = np.unique(np.linspace(0, sw.base.size - 1, NOISE_PROBES).astype(np.int64))
         theta = sw.base[k]
-        u0 = NOISE_STEP(sw.dtype) * np.maximum(1.0, np.abs(theta))
-        idx, vals = [np.zeros(2, np.int64)], [sw.base[:1], sw.base[:1]]
-        for scale in NOISE_SCALES:
-            u = (u0 * scale).astype(sw.dtype)
-            idx += [k] * 4
-            vals += [theta + u, theta - u, theta + 2 * u, theta - 2 * u]
-        j = sw(np.concatenate(idx).astype(np.int32), np.concatenate(vals))
+        u = NOISE_STEP(sw.dtype) * np.maximum(1.0, np.abs(theta))
+        offsets = probe_offsets(u)  # [12, probes]
+        idx = np.concatenate([[0, 0], np.tile(k, offsets.shape[0])]).astype(np.int32)
+        vals = np.concatenate(
+            [sw.base[:1], sw.base[:1], (theta + offsets).astype(sw.dtype).reshape(-1)]
+        )
+        j = sw(idx, vals)
         sw.j0 = float(j[0])
+        # The 75th percentile, not the max: a probe next to a jump must not
+        # pass for noise.
+        d = probe_rounding(j[2:].reshape(offsets.shape))
+        d = d[np.isfinite(d)]
+        sw.noise = float(np.quantile(d, 0.75)) if d.size else 0.0
         for v in j[:2]:
             self._same_value(
-                float(v), f"the compiled sweep of {sw.info.path or 'params'}"
+                float(v), f"the compiled sweep of {sw.info.path or 'params'}", sw.noise
             )
-        # J(θ+2u) − J(θ−2u) − 2·(J(θ+u) − J(θ−u)) is O(u³·J‴) plus the
-        # rounding that central differences see (a symmetric probe such as
-        # J(θ+u) + J(θ−u) − 2J(θ) can cancel it exactly). Each of the four
-        # values rounds by up to d, so this is at most 6d; half of it is a
-        # generous estimate of d. The 75th percentile, not the max: a probe
-        # next to a jump must not pass for noise.
-        gap = None
-        for block in np.split(j[2:], len(NOISE_SCALES)):
-            jp1, jm1, jp2, jm2 = np.split(block, 4)
-            g = np.abs((jp2 - jm2) - 2.0 * (jp1 - jm1))
-            if gap is None:
-                gap = g
-                continue
-            # A smaller scale counts only where it still moves J at all four
-            # points (else it sees less rounding, not less truncation).
-            moved = (jp1 != jm1) & (jp2 != jm2) & (jp1 != jp2) & (jm1 != jm2)
-            gap = np.where(moved & np.isfinite(g), g, gap)
-        gap = gap[np.isfinite(gap)]
-        sw.noise = float(np.quantile(gap, 0.75)) / 2.0 if gap.size else 0.0
 
     @staticmethod
     def _finite(

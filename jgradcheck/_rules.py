@@ -33,7 +33,14 @@ from ._coords import readable as readable
 from ._reference import check_precision
 from ._report import Report
 from ._rules_report import Check
-from ._stencil import Estimate, default_step, from_values, richardson
+from ._stencil import (
+    Estimate,
+    default_step,
+    from_values,
+    probe_offsets,
+    probe_rounding,
+    richardson,
+)
 from ._tree import Flat, LeafInfo, flatten_params, with_offsets
 
 PyTree = Any
@@ -141,9 +148,13 @@ def fd_directional(
 ) -> list[tuple[Estimate, np.ndarray]]:
     """Richardson-refined d/dt g(x + t·u) at t = 0 for each direction u, in float64.
 
-    One jitted, doubly vmapped call evaluates every direction at steps ±h/2^k.
-    Returns, per output leaf, the estimate (arrays shaped [P, *leaf shape]) and
-    the roundoff bound at the first step. Must run inside the reference precision.
+    One jitted, doubly vmapped call evaluates every direction at steps ±h/2^k,
+    and at the rounding probes of :func:`jgradcheck._stencil.probe_rounding`
+    (t = ±u, ±2u at three scales of u = √eps·max(1, |x|)/|u|): the rounding of
+    each output entry is measured, not assumed to be eps·|y| (an output that
+    sums large terms which cancel rounds far more). Returns, per output leaf,
+    the estimate (arrays shaped [P, *leaf shape]) and the roundoff bound at the
+    first step. Must run inside the reference precision.
     """
     x64 = x
     eps = max(float(np.finfo(v.dtype).eps) for v in x)
@@ -152,6 +163,8 @@ def fd_directional(
     h0 = default_step(_widest(x)) * max(1.0, xmax)
     P, levels = len(directions), 4
     steps = np.array([[h0 / m / 2.0**k for k in range(levels)] for m in umax])  # [P, L]
+    u0 = np.sqrt(eps) * max(1.0, xmax) / np.asarray(umax)
+    probes = probe_offsets(u0).T  # [P, 12]
     us = [
         jnp.asarray(np.stack([u[i] for u in directions]), x[i].dtype)
         for i in range(len(x))
@@ -160,19 +173,24 @@ def fd_directional(
     def at(t, u):
         return g([xi + t * ui for xi, ui in zip(x64, u)])
 
-    ts = np.concatenate([steps, -steps], axis=1)  # [P, 2L]
+    ts = np.concatenate([steps, -steps, probes], axis=1)  # [P, 2L + 12]
     f_all = jax.jit(jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)))(
         jnp.asarray(ts), us
     )
     leaves = jax.tree_util.tree_leaves(f_all)
     out = []
     for leaf in leaves:
-        arr = wide_np(leaf)  # [P, 2L, *shape]
+        arr = wide_np(leaf)  # [P, 2L + 12, *shape]
         extra = (1,) * (arr.ndim - 2)
+        noise = probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0))
+        noise = np.where(np.isfinite(noise), noise, 0.0)
+        # One probe per entry can see no rounding by chance: the leaf's median
+        # is a floor (its entries come from the same computation).
+        noise = np.maximum(noise, np.median(noise)) if noise.size else noise
         ds = []
         for k in range(levels):
             width = (2.0 * steps[:, k]).reshape((P,) + extra)
-            ds.append(from_values(arr[:, k], arr[:, levels + k], width, eps))
+            ds.append(from_values(arr[:, k], arr[:, levels + k], width, eps, noise))
         out.append((richardson(ds), ds[0].roundoff))
     return out
 

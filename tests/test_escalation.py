@@ -111,3 +111,62 @@ def test_complex_step_catches_one_bad_coordinate_confirmed_by_differences():
     with jax.enable_x64(True):
         r = jgc.check_grad(f, jnp.linspace(-2.0, 2.0, 40), method="complex", grad=bad)
     assert [e.where for e in r.failures()] == ["[3]"]
+
+
+# ------------------------------------------- rounding through a large intermediate
+
+BIG = 1e6
+
+
+def _through_big(p):
+    # (p + C)² − C²: p + C rounds to ulps of C (1.2e-10), so J rounds by
+    # ~1e-4 while |J| ~ 1e6·|p|: eps·|J| says nothing of it. The probe's
+    # power-of-two steps once moved p + C by whole ulps and saw no rounding.
+    return (p + BIG) ** 2 - BIG**2
+
+
+def test_rounding_of_a_large_intermediate_is_measured_by_every_check():
+    with jax.enable_x64(True):
+        x = jnp.linspace(-1.0, 1.0, 20)
+        for method in ("auto", "central4", "richardson"):
+            r = jgc.check_grad(lambda p: jnp.sum(_through_big(p)), x, method=method)
+            assert r.ok, (method, r)
+        jvp_rule = jax.custom_jvp(_through_big)
+        jvp_rule.defjvp(lambda p, t: (_through_big(p[0]), 2 * (p[0] + BIG) * t[0]))
+        vjp_rule = jax.custom_vjp(_through_big)
+        vjp_rule.defvjp(
+            lambda p: (_through_big(p), p), lambda p, g: (2 * (p + BIG) * g,)
+        )
+        assert jgc.check_jvp(jvp_rule, x).ok
+        assert jgc.check_vjp(vjp_rule, x).ok
+        # ... and a 1e-3 relative error is still caught by each.
+        bad_jvp = jax.custom_jvp(_through_big)
+        bad_jvp.defjvp(lambda p, t: (_through_big(p[0]), 2.002 * (p[0] + BIG) * t[0]))
+        bad_vjp = jax.custom_vjp(_through_big)
+        bad_vjp.defvjp(
+            lambda p: (_through_big(p), p), lambda p, g: (2.002 * (p + BIG) * g,)
+        )
+        assert not jgc.check_jvp(bad_jvp, x).ok
+        assert not jgc.check_vjp(bad_vjp, x).ok
+        bad = jgc.check_grad(
+            lambda p: jnp.sum(_through_big(p)), x, grad=lambda p: 2.002 * (p + BIG)
+        )
+        assert bad.n_fail == 20
+
+
+def test_probe_drops_only_scales_where_the_cube_term_dominates():
+    from jgradcheck._stencil import NOISE_SCALES, probe_offsets, probe_rounding
+
+    u = np.full(8, 1e-3)
+    offsets = probe_offsets(u)  # [12, 8]
+    # A pure cube: the gaps fall by 15.7³ per scale; no rounding at all.
+    cube = probe_rounding((1e3 * offsets) ** 3)
+    # Half the smallest scale's gap 12·(a·v)³: the two larger scales are dropped.
+    smallest = 6 * (1e3 * NOISE_SCALES[-1] * 1e-3) ** 3
+    np.testing.assert_allclose(cube, smallest, rtol=1e-6)
+    # Quantised values (J on a grid of 1e-4): no cube law, the largest gap.
+    rng = np.random.default_rng(0)
+    grid = np.round((2e6 * offsets + rng.uniform(0, 1, 8)) / 1e-4) * 1e-4
+    d = probe_rounding(grid)
+    # (what check_grad uses: the 75th percentile over the probes)
+    assert np.all(d <= 3e-4) and np.quantile(d, 0.75) >= 2.5e-5
