@@ -195,7 +195,8 @@ def probe_offsets(u: np.ndarray) -> np.ndarray:
 
 
 def probe_rounding(j: np.ndarray) -> np.ndarray:
-    """J's rounding per probe from J at :func:`probe_offsets` (axis 0, 12 values).
+    """J's rounding per probe from J at :func:`probe_offsets` (axis 0, 12 values;
+    complex J: the modulus of the complex gaps).
 
     ``J(θ+2u) − J(θ−2u) − 2·(J(θ+u) − J(θ−u))`` is O(u³·J‴) plus the rounding
     that central differences see (a symmetric probe such as
@@ -208,7 +209,9 @@ def probe_rounding(j: np.ndarray) -> np.ndarray:
     ~4000-fold (``15.7³``) to the next scale, as a cube does, and that scale
     is dropped.
     """
-    blocks = np.split(np.asarray(j, np.float64), len(NOISE_SCALES), axis=0)
+    j = np.asarray(j)
+    j = j.astype(np.complex128 if np.iscomplexobj(j) else np.float64)
+    blocks = np.split(j, len(NOISE_SCALES), axis=0)
     gaps = np.stack(
         [np.abs((jp2 - jm2) - 2.0 * (jp1 - jm1)) for jp1, jm1, jp2, jm2 in blocks]
     )
