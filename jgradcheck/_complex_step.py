@@ -14,7 +14,7 @@ coordinates of the leaf are estimated both ways, and the leaf falls back to
 ``method="auto"`` with a note naming the reason when they disagree or when the
 loss cannot be evaluated at complex parameters at all. After the sweep, an entry
 the complex step calls wrong is re-estimated by finite differences like every
-other method's (see ``_check_leaf``), so no failure rests on the complex step
+other method's (see ``jgradcheck._escalate.check_leaf``), so no failure rests on the complex step
 alone.
 
 The perturbed leaf is a complex copy of the parameter; the sweep engine only

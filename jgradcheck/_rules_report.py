@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._report import Report, _g, _table
+from ._report import Report
+from ._report_text import _g, _table
 from ._verdict import PASS, STATUS_NAMES
 
 

@@ -86,7 +86,7 @@ def skipped_dict(info: LeafInfo) -> dict[str, Any]:
 
 def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any]:
     """See :meth:`jgradcheck.Report.to_dict`."""
-    from ._report import _headline
+    from ._report_text import _headline
 
     if max_entries is not None and max_entries < 0:
         raise ValueError(f"`max_entries` must be >= 0 or None; got {max_entries}.")
