@@ -208,3 +208,57 @@ def test_smooth_functions_have_no_kinks():
 
     report = jgc.check_grad(mlp_loss, params, x, y, grad=grad)
     assert report.n_kink == 0 and report.n_fail > 0
+
+
+def test_a_rule_that_jit_cannot_trace_is_differentiated_eagerly():
+    # The backward pass branches on a concrete value: fine eagerly, an error
+    # under jit. The gradient under test is taken compiled when possible and
+    # eagerly otherwise; the sweeps only evaluate the (traceable) forward.
+    @jax.custom_vjp
+    def scaled(x):
+        return 3.0 * x
+
+    def bwd(_, g):
+        if float(jnp.max(jnp.abs(g))) > 1e9:  # concrete only outside jit
+            raise ValueError("huge cotangent")
+        return (3.0 * g,)
+
+    scaled.defvjp(lambda x: (scaled(x), None), bwd)
+    loss = lambda p: jnp.sum(jnp.sin(scaled(p)))  # noqa: E731
+    x = jnp.linspace(-1.0, 1.0, 7)
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        jax.jit(jax.grad(loss))(x)
+    assert jgc.check_grad(loss, x).ok
+
+    def wrong(_, g):
+        float(jnp.max(g))
+        return (-3.0 * g,)
+
+    scaled.defvjp(lambda x: (scaled(x), None), wrong)
+    assert jgc.check_grad(loss, x).n_fail == 7
+
+
+def test_small_leaves_of_two_dtypes_in_native_precision():
+    # Small leaves share a compiled sweep per dtype; float32 and float64
+    # leaves are never mixed in one.
+    with jax.enable_x64(True):
+        params = {
+            "a32": jnp.linspace(0.1, 0.9, 5, dtype=jnp.float32),
+            "b32": jnp.linspace(-0.5, 0.5, 3, dtype=jnp.float32),
+            "a64": jnp.linspace(0.2, 0.8, 4),
+            "b64": jnp.linspace(-0.3, 0.3, 2),
+        }
+
+        def loss(p):
+            s32 = jnp.sum(jnp.tanh(p["a32"])) * jnp.sum(p["b32"] ** 2)
+            s64 = jnp.sum(jnp.sin(p["a64"])) + jnp.sum(jnp.exp(p["b64"]))
+            return s32.astype(jnp.float64) + s64
+
+        assert jgc.check_grad(loss, params, precision="native").ok
+
+        def grad(p):
+            g = jax.grad(loss)(p)
+            return {**g, "a64": g["a64"].at[2].multiply(1.001)}
+
+        r = jgc.check_grad(loss, params, precision="native", grad=grad)
+    assert [(e.path, e.index) for e in r.failures()] == [("['a64']", (2,))]
