@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,22 @@ from ._verdict import PASS, STATUS_NAMES
 
 def _g(x: float) -> str:
     return f"{x:.3e}" if np.isfinite(x) else str(x)
+
+
+def comparison_row(name: str, d: Any, k: int) -> list[str]:
+    """One row of a directional or dot-product table: entry ``k`` of ``d``'s
+    ``rule``, ``numeric``, ``error_bar``, ``tolerance`` and ``status``."""
+    a, n = float(d.rule[k]), float(d.numeric[k])
+    return [
+        name,
+        str(k),
+        _g(a),
+        _g(n),
+        _g(float(d.error_bar[k])),
+        _g(abs(a - n)),
+        _g(float(d.tolerance[k])),
+        STATUS_NAMES[int(d.status[k])],
+    ]
 
 
 def _headline(report: Report) -> str:
@@ -206,18 +223,7 @@ def _direction_rows(report: Report, k: int) -> list[list[str]]:
     rows[0].append("status")
     for _, _, leaf, j in picked[:k]:
         d = leaf.directions
-        rows.append(
-            [
-                leaf.path or "<root>",
-                str(j),
-                _g(float(d.rule[j])),
-                _g(float(d.numeric[j])),
-                _g(float(d.error_bar[j])),
-                _g(abs(float(d.rule[j] - d.numeric[j]))),
-                _g(float(d.tolerance[j])),
-                STATUS_NAMES[int(d.status[j])],
-            ]
-        )
+        rows.append(comparison_row(leaf.path or "<root>", d, j))
     return rows
 
 

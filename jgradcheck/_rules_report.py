@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._report import Report
-from ._report_text import _g, _table
-from ._verdict import PASS, STATUS_NAMES
+from ._report_text import _g, _table, comparison_row
+from ._verdict import PASS
 
 
 class Check(NamedTuple):
@@ -152,18 +152,7 @@ def format_text(r: RuleReport) -> str:
         ]
         for d in r.dot_tests:
             for p in range(d.rule.shape[0]):
-                rows.append(
-                    [
-                        d.output or "<root>",
-                        str(p),
-                        _g(float(d.rule[p])),
-                        _g(float(d.numeric[p])),
-                        _g(float(d.error_bar[p])),
-                        _g(abs(float(d.rule[p] - d.numeric[p]))),
-                        _g(float(d.tolerance[p])),
-                        STATUS_NAMES[int(d.status[p])],
-                    ]
-                )
+                rows.append(comparison_row(d.output or "<root>", d, p))
         lines += _table(rows, right={2, 3, 4, 5, 6})
     lines += ["", "structure:"]
     lines += [f"  {_mark(c.ok):4s} {c.name} ({c.detail})" for c in r.structure]
