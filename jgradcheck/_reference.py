@@ -67,7 +67,10 @@ one full J. Past this, a leaf gets its own (sparse) sweep."""
 
 
 def plan_groups(
-    loss: Callable[..., Any], flat: Flat, args: Any
+    loss: Callable[..., Any],
+    flat: Flat,
+    args: Any,
+    measured: dict[tuple[int, ...], tuple[int, int]] | None = None,
 ) -> dict[int, tuple[LeafInfo, ...]]:
     """``{position: group}``: the small leaves swept by one compiled function.
 
@@ -75,6 +78,8 @@ def plan_groups(
     dense compiled sweep (biases, norm scales: one compile instead of one per
     leaf), smallest first, while the group's first pass stays within
     :data:`GROUP_BYTES` of intermediates. Groups have at least two leaves.
+    ``measured`` receives ``{group positions: eval_bytes}`` for the groups
+    whose evaluation was traced here, so their sweep need not trace it again.
     """
     params = split_static(flat.rebuild(flat.leaves))
     by_dtype: dict[np.dtype, list[LeafInfo]] = {}
@@ -88,7 +93,7 @@ def plan_groups(
             continue
         positions = tuple(i.position for i in small)
         one = group_evaluation(loss, params, args, positions)
-        per_eval, _ = eval_bytes(one, dtype, params.dynamic, args.dynamic)
+        per_eval, fixed = eval_bytes(one, dtype, params.dynamic, args.dynamic)
         kept, total = [], 0
         for info in sorted(small, key=lambda i: (i.size, i.position)):
             total += 2 * info.size * per_eval
@@ -98,6 +103,8 @@ def plan_groups(
         if len(kept) >= 2:
             group = tuple(sorted(kept, key=lambda i: i.position))
             out.update({i.position: group for i in group})
+            if measured is not None and len(kept) == len(small):
+                measured[positions] = (per_eval, fixed)
     return out
 
 
@@ -190,6 +197,7 @@ class Reference:
         self.sweeps: list[LeafSweep] = []
         self._groups: dict[int, tuple[LeafInfo, ...]] | None = None
         self._group_sweeps: dict[tuple[int, ...], LeafSweep] = {}
+        self._group_bytes: dict[tuple[int, ...], tuple[int, int]] = {}
 
     def _same_value(self, other: float, how: str, noise: float = 0.0) -> None:
         """Raise when J(θ) evaluated again differs by more than rounding.
@@ -272,7 +280,9 @@ class Reference:
             self.progress, info.path or "params", coords or n_evals, n_evals
         )
         if self._groups is None:
-            self._groups = plan_groups(self.loss, self.flat, self.args)
+            self._groups = plan_groups(
+                self.loss, self.flat, self.args, self._group_bytes
+            )
         group = self._groups.get(info.position)
         key = tuple(i.position for i in group or ())
         if key in self._group_sweeps:
@@ -291,6 +301,7 @@ class Reference:
                 operands=self._operands,
                 progress=progress,
                 group=group,
+                measured=self._group_bytes.get(key),
             )
             if group is not None:
                 self._group_sweeps[key] = sw

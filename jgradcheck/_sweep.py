@@ -267,6 +267,8 @@ class LeafSweep:
       group: leaves (``info`` among them) whose entries one dense compiled
         function sweeps (:func:`group_evaluation`): one compile for several
         small leaves; :meth:`view` gives the sweep of another of them.
+      measured: :func:`eval_bytes` of this sweep's evaluation, when already
+        traced (only to size ``batch``).
     """
 
     def __init__(
@@ -284,6 +286,7 @@ class LeafSweep:
         operands: tuple[Any, Any] | None = None,
         progress: LeafProgress | None = None,
         group: tuple[LeafInfo, ...] | None = None,
+        measured: tuple[int, int] | None = None,
     ):
         self.info = info
         self.layout = layout or Layout(resolve_devices(None))
@@ -306,7 +309,7 @@ class LeafSweep:
         self.dtype = np.dtype(flat.leaves[pos].dtype)
         self.per_eval, self.fixed_bytes = None, None
         if batch is None:
-            self.per_eval, self.fixed_bytes = eval_bytes(
+            self.per_eval, self.fixed_bytes = measured or eval_bytes(
                 one, self.dtype, params.dynamic, args.dynamic
             )
             batch = choose_batch(
