@@ -36,6 +36,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/fast.py
+	$(BIN)/python bench/cache.py
 
 # The docs tools are a separate extra and stamp, so `make test` stays lean.
 $(DOCS_STAMP): $(STAMP)

@@ -229,6 +229,12 @@ def check_grad(
       >>> fast = jgc.check_grad(loss, params, jnp.arange(6.0).reshape(2, 3), mode="fast")
       >>> fast.ok, [leaf.checked for leaf in fast.leaves]  # passed along 4 directions
       (True, [0, 0])
+      >>> l2 = lambda p, x: 0.1 * jnp.sum(p["w"] ** 2)
+      >>> total = lambda p, x: loss(p, x) + l2(p, x)
+      >>> r = jgc.check_grad(total, params, jnp.arange(6.0).reshape(2, 3),
+      ...                    terms={"fit": loss, "l2": l2})
+      >>> r.ok, [name for name, _ in r.terms]
+      (True, ['fit', 'l2'])
     """
     check_precision(precision)
     if method not in METHODS:

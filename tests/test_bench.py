@@ -93,3 +93,18 @@ def test_bad_arguments():
         timeout=120,
     )
     assert proc.returncode == 2 and "unknown method 'finite_guess'" in proc.stderr
+
+
+def test_cache_bench_runs_on_the_tiny_model():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "cache.py"), "--quick", "--hits", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("mlp")]
+    assert [r[1] for r in rows] == ["no", "fill", "hit"]  # "no cache" is two words
+    assert all(float(x) >= 0 for r in rows for x in r[-3:])
