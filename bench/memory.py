@@ -5,7 +5,7 @@
 Every measurement runs in a fresh child process, which prints its peak resident
 set size (``ru_maxrss``) before and after ``check_grad``, and the batch size the
 engine chose for every leaf with its estimate of the memory per evaluation
-(``per eval``, traced by ``jgradcheck._sweep.eval_bytes``) and XLA's own
+(``per eval``, traced by ``jgradcheck._engine.sweep.eval_bytes``) and XLA's own
 temporary buffer size for the compiled batch (``xla temp``, from
 ``memory_analysis()``).
 
@@ -59,7 +59,9 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
     import numpy as np
 
     import jgradcheck as jgc
-    from jgradcheck import _progress, _reference, _sweep
+    from jgradcheck._engine import context as _reference
+    from jgradcheck._engine import progress as _progress
+    from jgradcheck._engine import sweep as _sweep
 
     key = jax.random.PRNGKey(0)
     if model == "mlp":
@@ -194,14 +196,14 @@ def estimates() -> None:
     import jax
     import jax.numpy as jnp
 
-    from jgradcheck._devices import Layout
-    from jgradcheck._sweep import (
+    from jgradcheck._engine.devices import Layout
+    from jgradcheck._engine.sweep import (
         _jaxpr_bytes,
         choose_batch,
         eval_bytes,
         leaf_evaluation,
     )
-    from jgradcheck._tree import Split
+    from jgradcheck._pytree.flat import Split
 
     def split(*leaves):
         n = len(leaves)

@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 from models import MLP  # noqa: E402
 
 import jgradcheck as jgc  # noqa: E402
-from jgradcheck import _sweep  # noqa: E402
+from jgradcheck._engine import sweep as _sweep  # noqa: E402
 
 
 def make_mlp(widths, batch, seed=0):

@@ -1,26 +1,26 @@
 """jgradcheck: tells you, with evidence, whether your JAX gradients are right."""
 
-from ._check import assert_grad as assert_grad
-from ._check import check_grad as check_grad
-from ._check import numerical_grad as numerical_grad
-from ._eps import EpsSweep as EpsSweep
-from ._eps import eps_sweep as eps_sweep
+from ._checks.eps import EpsSweep as EpsSweep
+from ._checks.eps import eps_sweep as eps_sweep
+from ._checks.grad import assert_grad as assert_grad
+from ._checks.grad import check_grad as check_grad
+from ._checks.grad import numerical_grad as numerical_grad
+from ._checks.jvp import assert_jvp as assert_jvp
+from ._checks.jvp import check_jvp as check_jvp
+from ._checks.vjp import assert_vjp as assert_vjp
+from ._checks.vjp import check_vjp as check_vjp
+from ._checks.warmup import WarmUp as WarmUp
+from ._checks.warmup import warm_up as warm_up
+from ._engine.context import NondeterministicLossError as NondeterministicLossError
 from ._errors import GradCheckError as GradCheckError
-from ._jvp import assert_jvp as assert_jvp
-from ._jvp import check_jvp as check_jvp
-from ._plot import plot_report as plot_report
-from ._reference import NondeterministicLossError as NondeterministicLossError
-from ._report import Directions as Directions
-from ._report import Entry as Entry
-from ._report import LeafResult as LeafResult
-from ._report import Report as Report
-from ._rules_report import Check as Check
-from ._rules_report import DotTest as DotTest
-from ._rules_report import RuleReport as RuleReport
-from ._vjp import assert_vjp as assert_vjp
-from ._vjp import check_vjp as check_vjp
-from ._warmup import WarmUp as WarmUp
-from ._warmup import warm_up as warm_up
+from ._report.plot import plot_report as plot_report
+from ._report.records import Directions as Directions
+from ._report.records import Entry as Entry
+from ._report.records import LeafResult as LeafResult
+from ._report.records import Report as Report
+from ._report.rule_report import Check as Check
+from ._report.rule_report import DotTest as DotTest
+from ._report.rule_report import RuleReport as RuleReport
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jgradcheck._cli import main
+from jgradcheck._interfaces.cli import main
 
 MODEL = """
 import jax
@@ -416,7 +416,9 @@ def test_check_jvp(files, capsys):
 def test_console_script_exit_codes_cross_the_process_boundary(files):
     script = Path(sys.executable).parent / "jgradcheck"
     cmd = (
-        [str(script)] if script.exists() else [sys.executable, "-m", "jgradcheck._cli"]
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-m", "jgradcheck._interfaces.cli"]
     )
     wrong = subprocess.run(
         [*cmd, *CHECK, *BATCH, "--grad", "model.py:wrong_grad"],

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 import jgradcheck as jgc
-from jgradcheck._devices import resolve_devices
+from jgradcheck._engine.devices import resolve_devices
 
 # Runs in a fresh process with four forced host (CPU) devices: the device
 # count is fixed when JAX starts, so it cannot be changed in this process.

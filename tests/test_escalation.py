@@ -155,7 +155,7 @@ def test_rounding_of_a_large_intermediate_is_measured_by_every_check():
 
 
 def test_probe_drops_only_scales_where_the_cube_term_dominates():
-    from jgradcheck._stencil import NOISE_SCALES, probe_offsets, probe_rounding
+    from jgradcheck._numerics.stencil import NOISE_SCALES, probe_offsets, probe_rounding
 
     u = np.full(8, 1e-3)
     offsets = probe_offsets(u)  # [12, 8]

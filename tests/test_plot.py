@@ -14,7 +14,7 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
-from jgradcheck._plot import error_ratio
+from jgradcheck._report.plot import error_ratio
 
 matplotlib.use("Agg")
 

@@ -119,7 +119,7 @@ def test_failure_shows_the_report_and_the_test_line_only(pytester):
     )
     out = result.stdout.str()
     for internal in [
-        "_check.py",
+        "_checks/",
         "_errors.py",
         "raise_unless_ok",
         "jax/_src",

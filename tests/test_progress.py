@@ -9,7 +9,7 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
-from jgradcheck import _progress
+from jgradcheck._engine import progress as _progress
 
 PARAMS = mlp_params([3, 4, 2])
 ARGS = data((2, 3), (2, 2))

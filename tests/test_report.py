@@ -8,7 +8,8 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
-from jgradcheck import _cli, _demo
+from jgradcheck._interfaces import cli as _cli
+from jgradcheck._interfaces import demo as _demo
 
 
 def _broken_report():

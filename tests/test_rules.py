@@ -256,7 +256,7 @@ def test_vjp_bad_input():
 
 
 def test_draws_are_readable_and_per_leaf():
-    from jgradcheck._rules import readable
+    from jgradcheck._checks.rules import readable
 
     a = readable((5,), np.float32, [0, 1, 2, 0])
     assert np.all(np.abs(a) >= 0.01) and np.all(np.abs(a) <= 9.0)

@@ -12,8 +12,8 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
-from jgradcheck._serialize import number
-from jgradcheck._verdict import UNSURE
+from jgradcheck._numerics.verdict import UNSURE
+from jgradcheck._report.serialize import number
 
 
 def _round_trip(d):

@@ -9,15 +9,20 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
-from jgradcheck._devices import Layout
-from jgradcheck._reference import (
+from jgradcheck._engine.context import (
     GROUP_LEAF_MAX,
     Reference,
     plan_groups,
     reference_precision,
 )
-from jgradcheck._sweep import LeafSweep, choose_batch, eval_bytes, leaf_evaluation
-from jgradcheck._tree import Split, flatten_params
+from jgradcheck._engine.devices import Layout
+from jgradcheck._engine.sweep import (
+    LeafSweep,
+    choose_batch,
+    eval_bytes,
+    leaf_evaluation,
+)
+from jgradcheck._pytree.flat import Split, flatten_params
 
 
 @jax.custom_vjp
@@ -314,7 +319,7 @@ def test_small_leaves_share_one_compiled_sweep():
 
 def test_group_size_follows_the_byte_budget(monkeypatch):
     loss, params, x = _small_leaves_model()
-    import jgradcheck._reference as reference
+    import jgradcheck._engine.context as reference
 
     with reference_precision("float64"):
         flat = flatten_params(params)

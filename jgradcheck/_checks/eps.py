@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ._check import _prepare
-from ._coords import select
-from ._gradient import autodiff_gradient, user_gradient
-from ._reference import Reference, check_precision, reference_precision
+from .._engine.context import Reference, check_precision, reference_precision
+from .._engine.gradient import autodiff_gradient, user_gradient
+from .._pytree.coords import select
+from .grad import _prepare
 
 PyTree = Any
 

@@ -9,11 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._coords import _seed
-from ._errors import raise_unless_ok
-from ._reference import reference_precision
-from ._report import LeafResult, Report, Settings, Timing
-from ._rules import (
+from .._engine.context import reference_precision
+from .._errors import raise_unless_ok
+from .._numerics.stencil import default_step
+from .._numerics.verdict import judge, leaf_scale
+from .._pytree.coords import _seed
+from .._pytree.flat import Flat, LeafInfo
+from .._report.records import LeafResult, Report, Settings, Timing
+from .._report.rule_report import RuleReport
+from .rules import (
     check_per_coordinate,
     check_primal,
     fd_directional,
@@ -27,11 +31,7 @@ from ._rules import (
     structure,
     wide_np,
 )
-from ._rules import wide as widen
-from ._rules_report import RuleReport
-from ._stencil import default_step
-from ._tree import Flat, LeafInfo
-from ._verdict import judge, leaf_scale
+from .rules import wide as widen
 
 
 def _real(x: Any) -> np.ndarray:

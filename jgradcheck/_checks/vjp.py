@@ -9,11 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._coords import _seed
-from ._errors import raise_unless_ok
-from ._reference import reference_precision
-from ._report import Report
-from ._rules import (
+from .._engine.context import reference_precision
+from .._errors import raise_unless_ok
+from .._numerics.verdict import judge
+from .._pytree.coords import _seed
+from .._pytree.flat import Flat, LeafInfo
+from .._report.records import Report
+from .._report.rule_report import Check, DotTest, RuleReport
+from .rules import (
     check_per_coordinate,
     check_primal,
     fd_directional,
@@ -27,10 +30,7 @@ from ._rules import (
     structure,
     wide_np,
 )
-from ._rules import wide as widen
-from ._rules_report import Check, DotTest, RuleReport
-from ._tree import Flat, LeafInfo
-from ._verdict import judge
+from .rules import wide as widen
 
 
 def _cotangent(

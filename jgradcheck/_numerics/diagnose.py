@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tree import LeafInfo
-from ._verdict import FAIL
+from .._pytree.flat import LeafInfo
+from .verdict import FAIL
 
 
 def _integer_hint(c: float) -> str:

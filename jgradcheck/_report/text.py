@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._report import Directions, Entry, Report
-from ._verdict import PASS, STATUS_NAMES
+from .._numerics.verdict import PASS, STATUS_NAMES
+from .records import Directions, Entry, Report
 
 # ----------------------------------------------------------------- formatting
 

@@ -16,7 +16,7 @@ does not agree within roundoff (steps t/2, t/4, t/8 and Richardson
 extrapolation with an error bar). ``t`` is a power of two with
 ``t·max|u| ≈ cbrt(eps)·max(1, max|θ|)``, the full mode's step.
 
-The verdict on a direction mirrors :mod:`jgradcheck._verdict`::
+The verdict on a direction mirrors :mod:`jgradcheck._numerics.verdict`::
 
     tolerance = SAFETY · err + ρ + (log₂ n + 2) · eps₆₄ · Σ|aᵢuᵢ|
     ρ = max(GRAD_ULPS · eps · S, min(2·|⟨a − a₆₄, u⟩|, ROUNDING_CAP · S))
@@ -60,13 +60,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._coords import Selection, readable, select
-from ._reference import Reference
-from ._report import Directions, LeafResult
-from ._stencil import Central, from_values, kinks, richardson
-from ._sweep import batch_bytes, choose_batch
-from ._tree import Flat, LeafInfo, split_static
-from ._verdict import (
+from .._engine.context import Reference
+from .._engine.sweep import batch_bytes, choose_batch
+from .._numerics.stencil import Central, from_values, kinks, richardson
+from .._numerics.verdict import (
     FAIL,
     GRAD_ULPS,
     PASS,
@@ -75,6 +72,9 @@ from ._verdict import (
     UNSURE,
     UNSURE_REL,
 )
+from .._pytree.coords import Selection, readable, select
+from .._pytree.flat import Flat, LeafInfo, split_static
+from .._report.records import Directions, LeafResult
 
 MODES = ("full", "fast")
 DEFAULT_DIRECTIONS = 4
@@ -202,7 +202,7 @@ class DirectionSweep:
 
     Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
     (``τ = 0`` leaves it exactly as it is). Keeps the counters of a
-    :class:`jgradcheck._sweep.LeafSweep`, so a :class:`Reference` that lists it
+    :class:`jgradcheck._engine.sweep.LeafSweep`, so a :class:`Reference` that lists it
     in ``sweeps`` reports its time and evaluations.
     """
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._load import (
+from .load import (
     Loader,
     UsageError,
     call,
@@ -75,7 +75,7 @@ def _output(report: Any, args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._check import check_grad
+    from .._checks.grad import check_grad
 
     load = Loader()
     loss = load.function(args.loss, "LOSS")
@@ -106,8 +106,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _check_rule(args: argparse.Namespace) -> int:
-    from ._jvp import check_jvp
-    from ._vjp import check_vjp
+    from .._checks.jvp import check_jvp
+    from .._checks.vjp import check_vjp
 
     name, check = (
         ("check_vjp", check_vjp)
@@ -138,7 +138,7 @@ EPILOG = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from ._check import METHODS
+    from .._checks.grad import METHODS
 
     p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
     p.add_argument(
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     if args.command == "demo":
-        from ._demo import run
+        from .demo import run
 
         return EXIT_OK if run() else EXIT_FAILED
     try:

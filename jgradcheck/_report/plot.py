@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._verdict import FAIL, KINK, PASS, SAFETY, STATUS_NAMES, UNSURE
+from .._numerics.verdict import FAIL, KINK, PASS, SAFETY, STATUS_NAMES, UNSURE
 
 COLORS = {PASS: "#1a7f37", KINK: "#0969da", UNSURE: "#9a6700", FAIL: "#cf222e"}
 """Point colour per status (the HTML report's green, amber and red; kinks blue)."""

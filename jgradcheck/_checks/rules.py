@@ -9,7 +9,7 @@ held fixed) and compare the rule with finite differences computed in float64:
   leaf, never all ones);
 * a dot-product test per output leaf: ⟨ȳ, FD(J·u)⟩ against ⟨Jᵀȳ, u⟩ (VJP), or
   FD(J·u) against the rule's J·u entry by entry (JVP), each finite difference
-  Richardson-refined with an error bar and judged by :mod:`jgradcheck._verdict`;
+  Richardson-refined with an error bar and judged by :mod:`jgradcheck._numerics.verdict`;
 * localisation: for a VJP, the numeric Jᵀȳ for every input coordinate through
   the sweep engine (:func:`jgradcheck.check_grad` on ⟨ȳ, f⟩), one output leaf at
   a time so a bug in one output's cotangent is attributed to that output; for a
@@ -28,12 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._check import METHODS, check_grad
-from ._coords import readable as readable
-from ._reference import check_precision
-from ._report import Report
-from ._rules_report import Check
-from ._stencil import (
+from .._engine.context import check_precision
+from .._numerics.stencil import (
     Estimate,
     default_step,
     from_values,
@@ -41,7 +37,11 @@ from ._stencil import (
     probe_rounding,
     richardson,
 )
-from ._tree import Flat, LeafInfo, flatten_params, with_offsets
+from .._pytree.coords import readable as readable
+from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
+from .._report.records import Report
+from .._report.rule_report import Check
+from .grad import METHODS, check_grad
 
 PyTree = Any
 
@@ -149,7 +149,7 @@ def fd_directional(
     """Richardson-refined d/dt g(x + t·u) at t = 0 for each direction u, in float64.
 
     One jitted, doubly vmapped call evaluates every direction at steps ±h/2^k,
-    and at the rounding probes of :func:`jgradcheck._stencil.probe_rounding`
+    and at the rounding probes of :func:`jgradcheck._numerics.stencil.probe_rounding`
     (t = ±u, ±2u at three scales of u = √eps·max(1, |x|)/|u|): the rounding of
     each output entry is measured, not assumed to be eps·|y| (an output that
     sums large terms which cancel rounds far more). Returns, per output leaf,

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._gradient import loss_output_check
-from ._tree import flatten_params, split_static
+from .._engine.gradient import loss_output_check
+from .._pytree.flat import flatten_params, split_static
 
 PyTree = Any
 

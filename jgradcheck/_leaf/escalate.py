@@ -12,14 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from ._complex_step import Fallback, complex_step
-from ._diagnose import diagnose
-from ._reference import Reference
-from ._report import LeafResult
-from ._stencil import Central, Estimate, converging, steps_for
-from ._sweep import LeafSweep
-from ._tree import LeafInfo
-from ._verdict import (
+from .._engine.context import Reference
+from .._engine.sweep import LeafSweep
+from .._numerics.diagnose import diagnose
+from .._numerics.stencil import Central, Estimate, converging, steps_for
+from .._numerics.verdict import (
     FAIL,
     GRAD_ULPS,
     PASS,
@@ -28,6 +25,9 @@ from ._verdict import (
     judge_kinks,
     leaf_scale,
 )
+from .._pytree.flat import LeafInfo
+from .._report.records import LeafResult
+from .complex_step import Fallback, complex_step
 
 
 def _combine(

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._tree import Flat
+from .flat import Flat
 
 Selection = dict[int, np.ndarray]
 """Leaf position -> sorted flat indices within that leaf."""

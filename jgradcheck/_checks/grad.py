@@ -10,11 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._coords import _seed, select
-from ._errors import raise_unless_ok, where_list
-from ._escalate import METHODS, check_leaf
-from ._fast import check_fast, fast_selection, validate
-from ._gradient import (
+from .._engine.context import (
+    NOISE_STEP,
+    Reference,
+    check_precision,
+    reference_precision,
+)
+from .._engine.gradient import (
     evaluate,
     loss_output_check,
     nonfinite_places,
@@ -22,15 +24,13 @@ from ._gradient import (
     user_gradient,
     value_and_gradient,
 )
-from ._reference import (
-    NOISE_STEP,
-    Reference,
-    check_precision,
-    reference_precision,
-)
-from ._report import Report, Settings, Timing
-from ._terms import check_terms, returns_terms, validate_terms
-from ._tree import Flat, as_real, flatten_params, real_view
+from .._errors import raise_unless_ok, where_list
+from .._leaf.escalate import METHODS, check_leaf
+from .._leaf.fast import check_fast, fast_selection, validate
+from .._pytree.coords import _seed, select
+from .._pytree.flat import Flat, as_real, flatten_params, real_view
+from .._report.records import Report, Settings, Timing
+from .terms import check_terms, returns_terms, validate_terms
 
 PyTree = Any
 

@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._report import Report
-from ._report_text import _g, _table, comparison_row
-from ._verdict import PASS
+from .._numerics.verdict import PASS
+from .records import Report
+from .text import _g, _table, comparison_row
 
 
 class Check(NamedTuple):
@@ -116,7 +116,7 @@ class RuleReport:
           >>> json.loads(json.dumps(d))["localized"][0]["report"]["counts"]["checked"]
           2
         """
-        from ._serialize import rule_report_dict
+        from .serialize import rule_report_dict
 
         return rule_report_dict(self, max_entries)
 

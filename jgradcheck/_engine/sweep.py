@@ -7,7 +7,7 @@ leaves and ``args`` are passed as unbatched arguments, so work that does not
 depend on ``L`` is done once per batch, not once per coordinate. Batches have a
 fixed size (the last one is padded), so each leaf compiles exactly once. Small
 leaves (biases, norm scales) share one dense compiled function, compiled once
-for all of them (``group``; :func:`jgradcheck._reference.plan_groups`): on a
+for all of them (``group``; :func:`jgradcheck._engine.context.plan_groups`): on a
 CPU a compile costs ~0.2 s whatever the leaf, more than sweeping a small leaf.
 
 With several devices the batch axis is split over them (:mod:`._devices`).
@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._devices import Layout, resolve_devices
-from ._progress import LeafProgress
-from ._sparse import CALLS, sparse_loss
-from ._tree import Flat, LeafInfo, Split, split_static
+from .._pytree.flat import Flat, LeafInfo, Split, split_static
+from .devices import Layout, resolve_devices
+from .progress import LeafProgress
+from .sparse import CALLS, sparse_loss
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Default bound on the memory one batch of evaluations may take (bytes)."""
@@ -221,7 +221,7 @@ def leaf_evaluation(
 
     ``pdyn`` and ``adyn`` are the dynamic leaves of ``params`` and ``args``.
     With ``sparse`` (default :data:`SPARSE`) the leaf goes through
-    :mod:`jgradcheck._sparse`, sharing its matrix products across a batch;
+    :mod:`jgradcheck._engine.sparse`, sharing its matrix products across a batch;
     otherwise a perturbed copy of the leaf is made per coordinate.
     """
     if not (SPARSE if sparse is None else sparse):
@@ -255,7 +255,7 @@ class LeafSweep:
       info: the leaf to perturb.
       batch: evaluations per compiled call (fixed, so one compile); None
         chooses it from ``memory_budget`` and ``n_evals`` (:func:`choose_batch`).
-      sparse: evaluate through :mod:`jgradcheck._sparse`, sharing the leaf's
+      sparse: evaluate through :mod:`jgradcheck._engine.sparse`, sharing the leaf's
         matrix products across the batch (False: perturb a dense copy;
         None: the module default ``SPARSE``).
       n_evals: evaluations expected (only to size ``batch``).

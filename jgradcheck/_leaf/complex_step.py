@@ -14,7 +14,7 @@ coordinates of the leaf are estimated both ways, and the leaf falls back to
 ``method="auto"`` with a note naming the reason when they disagree or when the
 loss cannot be evaluated at complex parameters at all. After the sweep, an entry
 the complex step calls wrong is re-estimated by finite differences like every
-other method's (see ``jgradcheck._escalate.check_leaf``), so no failure rests on the complex step
+other method's (see ``jgradcheck._leaf.escalate.check_leaf``), so no failure rests on the complex step
 alone.
 
 The perturbed leaf is a complex copy of the parameter; the sweep engine only
@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ._reference import Reference
-from ._stencil import Estimate
-from ._sweep import LeafSweep
-from ._tree import Flat, LeafInfo
+from .._engine.context import Reference
+from .._engine.sweep import LeafSweep
+from .._numerics.stencil import Estimate
+from .._pytree.flat import Flat, LeafInfo
 
 PROBES = 8
 """Coordinates per leaf on which the complex step is compared with finite differences."""

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._verdict import STATUS_NAMES
+from .._numerics.verdict import STATUS_NAMES
 
 if TYPE_CHECKING:
-    from ._report import Entry, LeafResult, Report
-    from ._rules_report import Check, DotTest, RuleReport
-    from ._tree import LeafInfo
+    from .._pytree.flat import LeafInfo
+    from .records import Entry, LeafResult, Report
+    from .rule_report import Check, DotTest, RuleReport
 
 
 def number(x: Any) -> float | str | None:
@@ -86,7 +86,7 @@ def skipped_dict(info: LeafInfo) -> dict[str, Any]:
 
 def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any]:
     """See :meth:`jgradcheck.Report.to_dict`."""
-    from ._report_text import _headline
+    from .text import _headline
 
     if max_entries is not None and max_entries < 0:
         raise ValueError(f"`max_entries` must be >= 0 or None; got {max_entries}.")

@@ -1,7 +1,7 @@
 """Reports: what was checked, what disagreed, and where.
 
 The engine and the verdict fill these immutable records; this module holds
-them and :mod:`jgradcheck._report_text` formats them. In every table ``a`` is the gradient under test, ``n`` the
+them and :mod:`jgradcheck._report.text` formats them. In every table ``a`` is the gradient under test, ``n`` the
 finite-difference estimate and ``±err`` the estimate's own error bar.
 """
 
@@ -12,8 +12,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._tree import LeafInfo
-from ._verdict import FAIL, KINK, PASS, STATUS_NAMES, UNSURE, norm_ratio, rel_error
+from .._numerics.verdict import (
+    FAIL,
+    KINK,
+    PASS,
+    STATUS_NAMES,
+    UNSURE,
+    norm_ratio,
+    rel_error,
+)
+from .._pytree.flat import LeafInfo
 
 
 class Entry(NamedTuple):
@@ -62,7 +70,7 @@ class Directions(NamedTuple):
     evaluations: int
     """Evaluations of J spent on this leaf's directions."""
     seed: int
-    """Direction k is ``jgradcheck._fast.direction(seed, info, k, support)``."""
+    """Direction k is ``jgradcheck._leaf.fast.direction(seed, info, k, support)``."""
 
     @property
     def count(self) -> int:
@@ -376,12 +384,12 @@ class Report:
           >>> d["failures"][0]["a"], round(d["failures"][0]["n"], 6)
           (6.0, 4.0)
         """
-        from ._serialize import report_dict
+        from .serialize import report_dict
 
         return report_dict(self, max_entries)
 
     def __str__(self) -> str:
-        from ._report_text import format_text
+        from .text import format_text
 
         return format_text(self)
 
@@ -392,7 +400,7 @@ class Report:
         )
 
     def _repr_html_(self) -> str:
-        from ._report_text import format_html
+        from .text import format_html
 
         return format_html(self)
 
@@ -401,6 +409,6 @@ class Report:
 
         See :func:`jgradcheck.plot_report`, which this calls; returns the Axes.
         """
-        from ._plot import plot_report
+        from .plot import plot_report
 
         return plot_report(self, ax, terms=terms)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._check import check_grad
+from .._checks.grad import check_grad
 
 
 def sigmoid(t):

@@ -23,7 +23,7 @@ class UsageError(Exception):
     """Nothing could be checked; the message says why (exit code 2)."""
 
 
-PACKAGE_DIR = str(Path(__file__).resolve().parent)
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 _LIBRARY_DIRS = tuple(
     {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
 )

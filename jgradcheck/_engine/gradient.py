@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._errors import where_list
-from ._tree import Flat, describe_paths, split_static
+from .._errors import where_list
+from .._pytree.flat import Flat, describe_paths, split_static
 
 
 def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any:

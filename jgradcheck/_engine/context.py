@@ -16,11 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._devices import Layout, resolve_devices
-from ._errors import where_list
-from ._gradient import evaluate
-from ._progress import LeafProgress, check_progress
-from ._stencil import (
+from .._errors import where_list
+from .._numerics.stencil import (
     STENCILS,
     Central,
     Estimate,
@@ -37,8 +34,11 @@ from ._stencil import (
     stencil_step,
     steps_for,
 )
-from ._sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, eval_bytes, group_evaluation
-from ._tree import Flat, LeafInfo, split_static
+from .._pytree.flat import Flat, LeafInfo, split_static
+from .devices import Layout, resolve_devices
+from .gradient import evaluate
+from .progress import LeafProgress, check_progress
+from .sweep import DEFAULT_MEMORY_BUDGET, LeafSweep, eval_bytes, group_evaluation
 
 PRECISIONS = ("float64", "native")
 
@@ -143,8 +143,8 @@ class Reference:
     """J at reference precision and the machinery to difference it, leaf by leaf.
 
     Must be created and used inside :func:`reference_precision`. ``devices``
-    and ``progress`` are ``check_grad``'s options (:mod:`jgradcheck._devices`,
-    :mod:`jgradcheck._progress`); call :meth:`close` when done.
+    and ``progress`` are ``check_grad``'s options (:mod:`jgradcheck._engine.devices`,
+    :mod:`jgradcheck._engine.progress`); call :meth:`close` when done.
     """
 
     def __init__(
@@ -323,7 +323,7 @@ class Reference:
         do not share is rounding. ``u = √eps·max(1, |θᵢ|)`` is large enough
         to move intermediates much larger than θ by an ulp; where ``u³·J‴``
         is not negligible there (a high frequency), the smaller scales
-        ``u/16`` and ``u/256`` (:func:`jgradcheck._stencil.probe_rounding`) shrink it 4096-fold
+        ``u/16`` and ``u/256`` (:func:`jgradcheck._numerics.stencil.probe_rounding`) shrink it 4096-fold
         each, and the smallest scale at which the four values of J still
         differ is used. A loss that sums large terms which cancel rounds far
         more than ``eps·|J|``; the error bars of every stencil then include it.
@@ -394,7 +394,7 @@ class Reference:
     def fixed_stencil(
         self, sw: LeafSweep, idx: np.ndarray, method: str, *, primed: bool = False
     ) -> Estimate:
-        """Every coordinate with one stencil (see :func:`jgradcheck._stencil.stencil`).
+        """Every coordinate with one stencil (see :func:`jgradcheck._numerics.stencil.stencil`).
 
         The step is ``eps^(1/(p+1))·max(1, |θ|)``, shrunk per coordinate where
         the measured truncation error calls for it.

@@ -1,0 +1,1 @@
+"""Interfaces: the command line, file loading, the demo, the pytest variant."""

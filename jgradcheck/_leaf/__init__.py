@@ -1,0 +1,1 @@
+"""Per-leaf checks: one leaf's estimates, escalation and verdict (full, complex step, fast)."""

@@ -1,0 +1,1 @@
+"""Pure numerics on NumPy arrays: stencils, rounding, the verdict and the diagnosis."""

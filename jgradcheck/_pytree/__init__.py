@@ -1,0 +1,1 @@
+"""Pytree bookkeeping: params flattened into leaves with paths, and coordinate selection."""

@@ -1,0 +1,1 @@
+"""Report records and their renderings (text, HTML, JSON, plots)."""
