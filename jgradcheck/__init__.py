@@ -17,10 +17,10 @@ from ._report.plot import plot_report as plot_report
 from ._report.records import Directions as Directions
 from ._report.records import Entry as Entry
 from ._report.records import LeafResult as LeafResult
-from ._report.records import Report as Report
-from ._report.rule_report import Check as Check
-from ._report.rule_report import DotTest as DotTest
-from ._report.rule_report import RuleReport as RuleReport
+from ._report.report import Report as Report
+from ._report.report import RuleReport as RuleReport
+from ._report.rule_records import Check as Check
+from ._report.rule_records import DotTest as DotTest
 
 __version__ = "0.1.0"
 

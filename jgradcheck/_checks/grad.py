@@ -29,7 +29,8 @@ from .._leaf.escalate import METHODS, check_leaf
 from .._leaf.fast import check_fast, fast_selection, validate
 from .._pytree.coords import _seed, select
 from .._pytree.flat import Flat, as_real, flatten_params, real_view
-from .._report.records import Report, Settings, Timing
+from .._report.records import Settings, Timing
+from .._report.report import Report
 from .terms import check_terms, returns_terms, validate_terms
 
 PyTree = Any

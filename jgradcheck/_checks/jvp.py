@@ -15,8 +15,8 @@ from .._numerics.stencil import default_step
 from .._numerics.verdict import judge, leaf_scale
 from .._pytree.coords import _seed
 from .._pytree.flat import Flat, LeafInfo
-from .._report.records import LeafResult, Report, Settings, Timing
-from .._report.rule_report import RuleReport
+from .._report.records import LeafResult, Settings, Timing
+from .._report.report import Report, RuleReport
 from .rules import (
     check_per_coordinate,
     check_primal,

@@ -39,8 +39,8 @@ from .._numerics.stencil import (
 )
 from .._pytree.coords import readable as readable
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
-from .._report.records import Report
-from .._report.rule_report import Check
+from .._report.report import Report
+from .._report.rule_records import Check
 from .grad import METHODS, check_grad
 
 PyTree = Any

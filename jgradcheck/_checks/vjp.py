@@ -14,8 +14,8 @@ from .._errors import raise_unless_ok
 from .._numerics.verdict import judge
 from .._pytree.coords import _seed
 from .._pytree.flat import Flat, LeafInfo
-from .._report.records import Report
-from .._report.rule_report import Check, DotTest, RuleReport
+from .._report.report import Report, RuleReport
+from .._report.rule_records import Check, DotTest
 from .rules import (
     check_per_coordinate,
     check_primal,

@@ -22,8 +22,7 @@ from .._checks.grad import check_grad
 from .._checks.jvp import check_jvp
 from .._checks.vjp import check_vjp
 from .._errors import raise_unless_ok
-from .._report.records import Report
-from .._report.rule_report import RuleReport
+from .._report.report import Report, RuleReport
 
 PyTree = Any
 

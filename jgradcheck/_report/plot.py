@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._numerics.verdict import FAIL, KINK, PASS, SAFETY, STATUS_NAMES, UNSURE
+from .records import LeafResult, ReportRecord
 
 COLORS = {PASS: "#1a7f37", KINK: "#0969da", UNSURE: "#9a6700", FAIL: "#cf222e"}
 """Point colour per status (the HTML report's green, amber and red; kinks blue)."""
@@ -34,7 +35,7 @@ def _matplotlib() -> Any:
     return plt
 
 
-def _strips(report: Any, terms: bool) -> list[tuple[str, Any, bool]]:
+def _strips(report: ReportRecord, terms: bool) -> list[tuple[str, LeafResult, bool]]:
     """(label, LeafResult, explicit tolerance?) for each strip, in order."""
     explicit = report.settings.rtol is not None or report.settings.atol is not None
     prefix = "sum: " if terms and report.terms else ""
@@ -48,7 +49,7 @@ def _strips(report: Any, terms: bool) -> list[tuple[str, Any, bool]]:
     return out
 
 
-def error_ratio(leaf: Any, explicit: bool) -> np.ndarray:
+def error_ratio(leaf: LeafResult, explicit: bool) -> np.ndarray:
     """``|a − n| / allowed`` per checked entry; above 1 means the entry failed.
 
     ``allowed`` is the tolerance (plus ten error bars when the tolerance was
@@ -61,7 +62,7 @@ def error_ratio(leaf: Any, explicit: bool) -> np.ndarray:
     return np.where(np.isnan(ratio), np.inf, ratio)
 
 
-def plot_report(report: Any, ax: Any = None, *, terms: bool = True) -> Any:
+def plot_report(report: ReportRecord, ax: Any = None, *, terms: bool = True) -> Any:
     """Draw each checked entry's ``|a − n|`` against the difference allowed.
 
     One vertical strip per leaf (and, with ``terms=True`` and a loss of named

@@ -1,14 +1,19 @@
-"""Reports: what was checked, what disagreed, and where.
+"""The records of a gradient check: what was checked, what disagreed, and where.
 
-The engine and the verdict fill these immutable records; this module holds
-them and :mod:`jgradcheck._report.text` formats them. In every table ``a`` is the gradient under test, ``n`` the
-finite-difference estimate and ``±err`` the estimate's own error bar.
+The engine and the verdict fill these immutable records; they hold data and
+what follows from it (counts, verdicts, the worst entries) and import no
+presentation. :mod:`jgradcheck._report.sections` says what a report says,
+:mod:`~jgradcheck._report.text`, :mod:`~jgradcheck._report.html`,
+:mod:`~jgradcheck._report.serialize` and :mod:`~jgradcheck._report.plot` render
+it, and :mod:`jgradcheck._report.report` assembles the public
+:class:`jgradcheck.Report`. In every table ``a`` is the gradient under test,
+``n`` the finite-difference estimate and ``±err`` the estimate's own error bar.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,6 +27,7 @@ from .._numerics.verdict import (
     rel_error,
 )
 from .._pytree.flat import LeafInfo
+from .._typing import Method, Mode
 
 
 class Entry(NamedTuple):
@@ -233,15 +239,17 @@ class Settings(NamedTuple):
     """How the gradient under test's own rounding was allowed for."""
     rtol: float | None
     atol: float | None
-    mode: str = "full"
+    mode: Mode = "full"
     """``"full"`` (every selected entry) or ``"fast"`` (random directions)."""
     directions: int | None = None
     """Fast mode: random directions per leaf."""
-    method: str = "auto"
+    method: Method = "auto"
     """The ``method=`` asked for."""
 
 
 class Timing(NamedTuple):
+    """What the check cost: seconds, evaluations of J and the devices used."""
+
     compile_seconds: float
     sweep_seconds: float
     evaluations: int
@@ -251,13 +259,12 @@ class Timing(NamedTuple):
     """The devices the sweeps ran on (their results' shardings)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """The result of :func:`jgradcheck.check_grad`.
+@dataclasses.dataclass(frozen=True, repr=False)
+class ReportRecord:
+    """The data of a :class:`jgradcheck.Report` and what follows from it.
 
-    ``report.ok`` is True when every checked entry agrees. ``print(report)``
-    shows one row per leaf and the worst entries; ``report.worst(k)`` and
-    ``report.failures()`` return :class:`Entry` records for programmatic use.
+    :class:`jgradcheck.Report` adds the renderings (``str``, HTML, ``to_dict``,
+    ``plot``); renderers take this record, so they never import the public class.
     """
 
     leaves: tuple[LeafResult, ...]
@@ -268,7 +275,7 @@ class Report:
     """How the check was made: gradient source, reference dtype, step, tolerance."""
     timing: Timing
     """Compile and sweep seconds, and evaluations of J."""
-    terms: tuple[tuple[str, Report], ...] = ()
+    terms: tuple[tuple[str, ReportRecord], ...] = ()
     """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
 
     @property
@@ -309,7 +316,7 @@ class Report:
         raise KeyError(f"no checked leaf at path {path!r}; checked leaves: {known}")
 
     def _entries(self, status: int | None) -> list[Entry]:
-        out = []
+        out: list[Entry] = []
         for leaf in self.leaves:
             ks = (
                 range(leaf.checked)
@@ -321,7 +328,7 @@ class Report:
 
     def worst(self, k: int = 10) -> tuple[Entry, ...]:
         """The ``k`` worst entries: failures first, then by ``|a − n| / tolerance``."""
-        scored = []
+        scored: list[tuple[bool, float, LeafResult, int]] = []
         for leaf in self.leaves:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = leaf.abs_err / np.where(
@@ -343,72 +350,3 @@ class Report:
     def unsure(self) -> tuple[Entry, ...]:
         """Every entry whose finite-difference error bar was too wide to judge."""
         return tuple(self._entries(UNSURE))
-
-    def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
-        """The report as a plain dict that :func:`json.dumps` accepts.
-
-        Only ``bool``, ``int``, ``float``, ``str``, ``None``, lists and dicts
-        appear. Non-finite floats are the strings ``"nan"``, ``"inf"`` and
-        ``"-inf"``; ``None`` means "not set" (``rtol``/``atol`` under the
-        error-bar rule, a leaf with no diagnosis, the dtype of a non-array leaf).
-
-        Keys: ``kind`` (``"grad"``), ``ok``, ``summary`` (the headline),
-        ``counts`` (``checked``, ``fail``, ``unsure``, ``kink``), ``settings``
-        (``gradient``, ``reference_dtype``, ``rel_step``, ``rounding``,
-        ``rtol``, ``atol``), ``timing`` (``compile_seconds``,
-        ``sweep_seconds``, ``evaluations``), ``leaves`` (one dict per checked
-        leaf: ``path``, ``shape``, ``dtype``, ``grad_dtype``, ``checked``,
-        ``total``, ``max_abs_err``, ``max_rel_err``, ``norm_ratio``, ``fail``,
-        ``unsure``, ``kink``, ``ok``, ``verdict``, ``diagnosis``, ``note``),
-        ``failures`` (worst first), ``unsure`` and ``kinks`` (entries: ``where``,
-        ``path``, ``index``, ``flat_index``, ``a`` the gradient under test,
-        ``n`` the finite-difference estimate, ``err`` its error bar,
-        ``abs_err``, ``rel_err``, ``tolerance``, ``status``), ``skipped``
-        (``path``, ``shape``, ``dtype``, ``kind`` of each leaf not checked) and
-        ``terms`` (term name → that term's dict, for a loss of named terms).
-
-        Args:
-          max_entries: keep at most this many entries in each of ``failures``,
-            ``unsure`` and ``kinks`` (``counts`` stay complete). Default: all.
-
-        Returns:
-          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
-
-        Example:
-          >>> import json, jax.numpy as jnp, jgradcheck as jgc
-          >>> loss = lambda p: jnp.sum(p ** 2)
-          >>> report = jgc.check_grad(loss, jnp.array([1.0, 2.0]), grad=lambda p: 3 * p)
-          >>> d = json.loads(json.dumps(report.to_dict()))
-          >>> d["ok"], d["counts"]["fail"], d["failures"][0]["where"]
-          (False, 2, '[1]')
-          >>> d["failures"][0]["a"], round(d["failures"][0]["n"], 6)
-          (6.0, 4.0)
-        """
-        from .serialize import report_dict
-
-        return report_dict(self, max_entries)
-
-    def __str__(self) -> str:
-        from .text import format_text
-
-        return format_text(self)
-
-    def __repr__(self) -> str:
-        return (
-            f"Report(ok={self.ok}, checked={self.n_checked}, failed={self.n_fail}, "
-            f"unsure={self.n_unsure}, leaves={len(self.leaves)})"
-        )
-
-    def _repr_html_(self) -> str:
-        from .text import format_html
-
-        return format_html(self)
-
-    def plot(self, ax: Any = None, *, terms: bool = True) -> Any:
-        """Per leaf, each entry's ``|a − n|`` against its tolerance (matplotlib).
-
-        See :func:`jgradcheck.plot_report`, which this calls; returns the Axes.
-        """
-        from .plot import plot_report
-
-        return plot_report(self, ax, terms=terms)

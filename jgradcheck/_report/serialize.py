@@ -10,19 +10,19 @@ without a diagnosis, the dtype of a non-array leaf).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._numerics.verdict import STATUS_NAMES
+from .._pytree.flat import LeafInfo
+from .records import Entry, LeafResult, ReportRecord
+from .rule_records import Check, DotTest, RuleReportRecord
+from .rule_sections import rule_failure_lines, rule_headline
+from .sections import headline
 
-if TYPE_CHECKING:
-    from .._pytree.flat import LeafInfo
-    from .records import Entry, LeafResult, Report
-    from .rule_report import Check, DotTest, RuleReport
 
-
-def number(x: Any) -> float | str | None:
+def number(x: float | np.floating[Any] | None) -> float | str | None:
     """A float for JSON: finite values as floats, NaN/inf as strings, None kept."""
     if x is None:
         return None
@@ -34,11 +34,12 @@ def number(x: Any) -> float | str | None:
     return "inf" if x > 0 else "-inf"
 
 
-def _dtype(dtype: Any) -> str | None:
+def _dtype(dtype: np.dtype | None) -> str | None:
     return None if dtype is None else str(dtype)
 
 
 def entry_dict(e: Entry) -> dict[str, Any]:
+    """One entry: where it is, ``a``, ``n``, ``err``, errors, tolerance, status."""
     return {
         "where": e.where,
         "path": e.path,
@@ -55,6 +56,7 @@ def entry_dict(e: Entry) -> dict[str, Any]:
 
 
 def leaf_dict(leaf: LeafResult) -> dict[str, Any]:
+    """One checked leaf: shape, dtypes, counts, largest errors and verdict."""
     return {
         "path": leaf.path,
         "shape": [int(s) for s in leaf.info.shape],
@@ -76,6 +78,7 @@ def leaf_dict(leaf: LeafResult) -> dict[str, Any]:
 
 
 def skipped_dict(info: LeafInfo) -> dict[str, Any]:
+    """One leaf that was not checked: path, shape, dtype and kind."""
     return {
         "path": info.path,
         "shape": [int(s) for s in info.shape],
@@ -84,10 +87,8 @@ def skipped_dict(info: LeafInfo) -> dict[str, Any]:
     }
 
 
-def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any]:
+def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[str, Any]:
     """See :meth:`jgradcheck.Report.to_dict`."""
-    from .text import _headline
-
     if max_entries is not None and max_entries < 0:
         raise ValueError(f"`max_entries` must be >= 0 or None; got {max_entries}.")
 
@@ -102,7 +103,7 @@ def report_dict(report: Report, max_entries: int | None = None) -> dict[str, Any
     return {
         "kind": "grad",
         "ok": report.ok,
-        "summary": _headline(report),
+        "summary": headline(report),
         "counts": {
             "checked": report.n_checked,
             "fail": n_fail,
@@ -139,7 +140,7 @@ def _check_dict(c: Check) -> dict[str, Any]:
 
 
 def _dot_test_dict(d: DotTest) -> dict[str, Any]:
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for p in range(d.rule.shape[0]):
         rule, fd = float(d.rule[p]), float(d.numeric[p])
         pairs.append(
@@ -155,15 +156,17 @@ def _dot_test_dict(d: DotTest) -> dict[str, Any]:
     return {"output": d.output, "ok": d.ok, "pairs": pairs}
 
 
-def rule_report_dict(r: RuleReport, max_entries: int | None = None) -> dict[str, Any]:
+def rule_report_dict(
+    r: RuleReportRecord, max_entries: int | None = None
+) -> dict[str, Any]:
     """See :meth:`jgradcheck.RuleReport.to_dict`."""
-    failures = r.failures()
+    failures = rule_failure_lines(r)
     if max_entries is not None:
         failures = failures[:max_entries]
     return {
         "kind": r.kind,
         "ok": r.ok,
-        "summary": f"check_{r.kind}: {'passed' if r.ok else 'FAILED'}",
+        "summary": rule_headline(r),
         "failures": failures,
         "primal": _check_dict(r.primal),
         "dot_tests": [_dot_test_dict(d) for d in r.dot_tests],

@@ -1,0 +1,158 @@
+"""The public report classes: records with their renderings.
+
+:class:`Report` and :class:`RuleReport` are the records of
+:mod:`jgradcheck._report.records` and :mod:`jgradcheck._report.rule_records`
+plus the ways to show them: ``str`` (plain text), ``_repr_html_`` (notebooks),
+``to_dict`` (JSON) and ``plot``. This is the one module that imports both the
+records and their renderings; the checks build these classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from typing import Any
+
+from .html import render_html
+from .plot import plot_report
+from .records import ReportRecord
+from .rule_records import RuleReportRecord
+from .rule_sections import rule_failure_lines, rule_report_sections
+from .sections import report_sections
+from .serialize import report_dict, rule_report_dict
+from .text import render_text
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Report(ReportRecord):
+    """The result of :func:`jgradcheck.check_grad`.
+
+    ``report.ok`` is True when every checked entry agrees. ``print(report)``
+    shows one row per leaf and the worst entries; ``report.worst(k)`` and
+    ``report.failures()`` return :class:`Entry` records for programmatic use.
+    """
+
+    terms: tuple[tuple[str, Report], ...] = ()
+    """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
+
+    def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
+        """The report as a plain dict that :func:`json.dumps` accepts.
+
+        Only ``bool``, ``int``, ``float``, ``str``, ``None``, lists and dicts
+        appear. Non-finite floats are the strings ``"nan"``, ``"inf"`` and
+        ``"-inf"``; ``None`` means "not set" (``rtol``/``atol`` under the
+        error-bar rule, a leaf with no diagnosis, the dtype of a non-array leaf).
+
+        Keys: ``kind`` (``"grad"``), ``ok``, ``summary`` (the headline),
+        ``counts`` (``checked``, ``fail``, ``unsure``, ``kink``), ``settings``
+        (``gradient``, ``reference_dtype``, ``rel_step``, ``rounding``,
+        ``rtol``, ``atol``), ``timing`` (``compile_seconds``,
+        ``sweep_seconds``, ``evaluations``), ``leaves`` (one dict per checked
+        leaf: ``path``, ``shape``, ``dtype``, ``grad_dtype``, ``checked``,
+        ``total``, ``max_abs_err``, ``max_rel_err``, ``norm_ratio``, ``fail``,
+        ``unsure``, ``kink``, ``ok``, ``verdict``, ``diagnosis``, ``note``),
+        ``failures`` (worst first), ``unsure`` and ``kinks`` (entries: ``where``,
+        ``path``, ``index``, ``flat_index``, ``a`` the gradient under test,
+        ``n`` the finite-difference estimate, ``err`` its error bar,
+        ``abs_err``, ``rel_err``, ``tolerance``, ``status``), ``skipped``
+        (``path``, ``shape``, ``dtype``, ``kind`` of each leaf not checked) and
+        ``terms`` (term name → that term's dict, for a loss of named terms).
+
+        Args:
+          max_entries: keep at most this many entries in each of ``failures``,
+            ``unsure`` and ``kinks`` (``counts`` stay complete). Default: all.
+
+        Returns:
+          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
+
+        Example:
+          >>> import json, jax.numpy as jnp, jgradcheck as jgc
+          >>> loss = lambda p: jnp.sum(p ** 2)
+          >>> report = jgc.check_grad(loss, jnp.array([1.0, 2.0]), grad=lambda p: 3 * p)
+          >>> d = json.loads(json.dumps(report.to_dict()))
+          >>> d["ok"], d["counts"]["fail"], d["failures"][0]["where"]
+          (False, 2, '[1]')
+          >>> d["failures"][0]["a"], round(d["failures"][0]["n"], 6)
+          (6.0, 4.0)
+        """
+        return report_dict(self, max_entries)
+
+    def __str__(self) -> str:
+        return render_text(report_sections(self))
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(ok={self.ok}, checked={self.n_checked}, failed={self.n_fail}, "
+            f"unsure={self.n_unsure}, leaves={len(self.leaves)})"
+        )
+
+    def _repr_html_(self) -> str:
+        return render_html(report_sections(self))
+
+    def plot(self, ax: Any = None, *, terms: bool = True) -> Any:
+        """Per leaf, each entry's ``|a − n|`` against its tolerance (matplotlib).
+
+        See :func:`jgradcheck.plot_report`, which this calls; returns the Axes.
+        """
+        return plot_report(self, ax, terms=terms)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RuleReport(RuleReportRecord):
+    """The result of :func:`jgradcheck.check_vjp` or :func:`jgradcheck.check_jvp`.
+
+    ``ok`` is True when the primal, every dot-product test, every localised
+    comparison and every structural check passed. ``localized`` holds
+    :class:`jgradcheck.Report` objects that point at leaf paths and indices:
+    for a VJP one per output leaf (numeric Jᵀȳ per input coordinate), for a JVP
+    one for the random tangent (per output entry) and, when it fails, one per
+    input leaf with the tangent on that leaf only.
+    """
+
+    localized: tuple[tuple[str, Report], ...]
+    second_order: RuleReport | None = None
+    """With ``order=2``: the same checks on the rule's own output as a function."""
+
+    def failures(self) -> list[str]:
+        """One line per failed part, most specific first."""
+        return rule_failure_lines(self)
+
+    def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
+        """The report as a plain dict that :func:`json.dumps` accepts.
+
+        The same conventions as :meth:`jgradcheck.Report.to_dict` (non-finite
+        floats as ``"nan"``/``"inf"``/``"-inf"``, ``None`` for "not set").
+
+        Keys: ``kind`` (``"vjp"`` or ``"jvp"``), ``ok``, ``summary``,
+        ``failures`` (the lines of :meth:`failures`), ``primal`` and
+        ``structure`` (checks: ``name``, ``ok``, ``detail``), ``dot_tests``
+        (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
+        ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
+        ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held`` and
+        ``second_order`` (the same dict for ``order=2``, else ``None``).
+
+        Args:
+          max_entries: passed to each localised report's ``to_dict``; also
+            caps ``failures``. Default: all.
+
+        Returns:
+          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
+
+        Example:
+          >>> import json, jax.numpy as jnp, jgradcheck as jgc
+          >>> d = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0])).to_dict()
+          >>> d["kind"], d["ok"], d["primal"]["ok"]
+          ('vjp', True, True)
+          >>> json.loads(json.dumps(d))["localized"][0]["report"]["counts"]["checked"]
+          2
+        """
+        return rule_report_dict(self, max_entries)
+
+    def __str__(self) -> str:
+        return render_text(rule_report_sections(self))
+
+    def __repr__(self) -> str:
+        return f"RuleReport(kind={self.kind!r}, ok={self.ok})"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + html.escape(str(self)) + "</pre>"

@@ -1,0 +1,75 @@
+"""The records of check_vjp and check_jvp: checks, dot-product tests, localisation.
+
+Data and what follows from it only; :mod:`jgradcheck._report.sections` says what
+a rule report says and :mod:`jgradcheck._report.report` assembles the public
+:class:`jgradcheck.RuleReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple, TypeAlias
+
+import numpy as np
+
+from .._numerics.verdict import PASS
+from .records import ReportRecord
+
+RuleKind: TypeAlias = Literal["vjp", "jvp"]
+"""Which derivative rule a :class:`RuleReportRecord` tested."""
+
+
+class Check(NamedTuple):
+    """One yes/no check with the evidence behind it."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class DotTest(NamedTuple):
+    """⟨ȳ, FD(J·u)⟩ against ⟨Jᵀȳ, u⟩ for random pairs, for one output leaf."""
+
+    output: str
+    """Path of the output leaf whose cotangent was used (others were zero)."""
+    rule: np.ndarray
+    """⟨Jᵀȳ, u⟩ with the rule's Jᵀȳ, one per pair."""
+    numeric: np.ndarray
+    """⟨ȳ, FD(J·u)⟩, one per pair."""
+    error_bar: np.ndarray
+    tolerance: np.ndarray
+    status: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.all(self.status == PASS))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RuleReportRecord:
+    """The data of a :class:`jgradcheck.RuleReport` and its verdict.
+
+    :class:`jgradcheck.RuleReport` adds the renderings (``str``, HTML,
+    ``to_dict``) and the failure lines; renderers take this record.
+    """
+
+    kind: RuleKind
+    """``"vjp"`` or ``"jvp"``."""
+    primal: Check
+    dot_tests: tuple[DotTest, ...]
+    localized: tuple[tuple[str, ReportRecord], ...]
+    structure: tuple[Check, ...]
+    held: tuple[str, ...]
+    """Inputs held fixed (not differentiated), by path."""
+    second_order: RuleReportRecord | None = None
+    """With ``order=2``: the same checks on the rule's own output as a function."""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.primal.ok
+            and all(d.ok for d in self.dot_tests)
+            and all(r.ok for _, r in self.localized)
+            and all(c.ok for c in self.structure)
+            and (self.second_order is None or self.second_order.ok)
+        )

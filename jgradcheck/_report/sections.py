@@ -1,0 +1,281 @@
+"""What a gradient-check report says, as a list of sections, before any format.
+
+:func:`report_sections` turns a :class:`~jgradcheck._report.records.ReportRecord`
+into :class:`Section` records (a headline, lines, tables, named terms); the text
+and HTML renderers (:mod:`jgradcheck._report.text`, :mod:`jgradcheck._report.html`)
+only lay them out, so the two always say the same thing. In every table ``a`` is
+the gradient under test, ``n`` the finite-difference estimate and ``±err`` the
+estimate's own error bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple, TypeAlias
+
+from .records import ReportRecord
+from .tables import (
+    Table,
+    direction_table,
+    directions_agree,
+    entry_table,
+    has_directions,
+    leaf_table,
+    path_label,
+)
+
+SectionKind: TypeAlias = Literal["headline", "lines", "table", "term", "part"]
+"""``headline``: the verdict (``title``) and lines right under it; ``lines``: an
+optional title over lines; ``table``: a title over a table; ``term``: one named
+term of the loss (``nested``: its own report, when it failed); ``part``: a
+nested report of a rule check (localisation, second order)."""
+
+Tone: TypeAlias = Literal["pass", "fail", "unsure"]
+"""How a headline reads: passed, FAILED or UNSURE."""
+
+
+class Section(NamedTuple):
+    """One block of a report, in the order it is shown."""
+
+    kind: SectionKind
+    title: str = ""
+    """The heading (the headline itself for ``kind="headline"``); ``""``: none."""
+    lines: tuple[str, ...] = ()
+    table: Table | None = None
+    nested: tuple[Section, ...] = ()
+    """``term`` and ``part``: the sections of the nested report (``()``: none)."""
+    tone: Tone | None = None
+    """``headline`` only: passed, FAILED or UNSURE."""
+
+
+# ----------------------------------------------------------------- headline
+
+
+def headline(report: ReportRecord) -> str:
+    """The report's first line: passed, FAILED or UNSURE, and why."""
+    bad_terms = [repr(name) for name, r in report.terms if not r.ok]
+    if bad_terms:
+        own = headline(dataclasses.replace(report, terms=()))
+        return (
+            f"gradient check FAILED in term {', '.join(bad_terms)} "
+            f"(sum of the terms: {own.removeprefix('gradient check ')})"
+        )
+    bad = [leaf for leaf in report.leaves if leaf.n_fail or leaf.n_fail_directions]
+    if bad:
+        paths = ", ".join(path_label(leaf.path) for leaf in bad)
+        if not report.n_fail:
+            return (
+                "gradient check FAILED: the gradient disagrees with finite "
+                f"differences along random directions in {paths}, though no "
+                "single swept entry is wrong beyond its tolerance"
+            )
+        return (
+            f"gradient check FAILED: {report.n_fail} of {report.n_checked} checked "
+            f"entries disagree, in {paths}"
+        )
+    if report.n_unsure:
+        return (
+            f"gradient check UNSURE: {report.n_unsure} of {report.n_checked} entries "
+            "could not be judged (finite-difference error bar too wide: a kink, a "
+            "discontinuity or a noisy loss near them)"
+        )
+    unsure = [leaf for leaf in report.leaves if not leaf.ok]
+    if unsure:
+        paths = ", ".join(path_label(leaf.path) for leaf in unsure)
+        return (
+            "gradient check UNSURE: along some random directions in "
+            f"{paths} the finite-difference error bar was too wide, and the "
+            "sampled sweep of those leaves does not cover every entry"
+        )
+    if report.settings.mode == "fast":
+        return _fast_headline(report)
+    if report.n_kink:
+        return (
+            f"gradient check passed: {report.n_checked - report.n_kink} entries agree; "
+            f"{report.n_kink} sit at a kink of the loss (the gradient lies between the "
+            "one-sided slopes there: not judged)"
+        )
+    return f"gradient check passed: {report.n_checked} entries agree"
+
+
+def headline_tone(report: ReportRecord) -> Tone:
+    """Whether :func:`headline` says passed, FAILED or UNSURE."""
+    if report.ok:
+        return "pass"
+    failed = (
+        report.n_fail
+        or any(leaf.n_fail_directions for leaf in report.leaves)
+        or any(not r.ok for _, r in report.terms)
+    )
+    return "fail" if failed else "unsure"
+
+
+def _count_leaves(n: int) -> str:
+    return f"{n} leaf" if n == 1 else f"{n} leaves"
+
+
+def _fast_headline(report: ReportRecord) -> str:
+    k = report.settings.directions
+    unswept = [leaf for leaf in report.leaves if not leaf.checked]
+    parts = []
+    if unswept:
+        parts.append(
+            f"{len(unswept)} of {_count_leaves(len(report.leaves))} agree along {k} "
+            f"random directions each (their {sum(leaf.total for leaf in unswept)} "
+            "entries were not checked one by one; docs/fast_mode.md: what this can "
+            "miss)"
+        )
+    if report.n_checked:
+        swept = len(report.leaves) - len(unswept)
+        kinks = f", {report.n_kink} at kinks" if report.n_kink else ""
+        parts.append(
+            f"{report.n_checked} entries of {_count_leaves(swept)} swept one by one "
+            f"agree{kinks}"
+        )
+    return "gradient check passed (fast mode): " + "; ".join(parts)
+
+
+# ----------------------------------------------------------------- how it was made
+
+
+def _estimate_lines(report: ReportRecord) -> list[str]:
+    """The ``n = ...`` lines: how the finite-difference estimates were made."""
+    s = report.settings
+    if s.mode == "fast":
+        return [
+            f"n   = finite differences in {s.reference_dtype} along {s.directions} "
+            "random directions u per leaf: (J(θ+tu)−J(θ−tu))/2t against ⟨a,u⟩,",
+            "      Richardson-refined where needed; leaves that disagree along u "
+            f"are swept entry by entry (step {s.rel_step:.2g}·max(1,|θ|))",
+        ]
+    if s.method == "complex":
+        return [
+            f"n   = complex step Im J(θ+ih)/h in {s.reference_dtype}, probed against "
+            "central differences; entries that disagree re-estimated by them"
+        ]
+    if s.method != "auto":
+        return [
+            f"n   = method {s.method!r} in {s.reference_dtype}; entries that disagree "
+            f"re-estimated from step {s.rel_step:.2g}·max(1,|θ|) down, Richardson"
+        ]
+    return [
+        f"n   = central finite differences in {s.reference_dtype}, step "
+        f"{s.rel_step:.2g}·max(1,|θ|), Richardson-refined where needed"
+    ]
+
+
+def about_lines(report: ReportRecord) -> list[str]:
+    """What ``a``, ``n`` and ``err`` are, the tolerance rule and the cost."""
+    s, t = report.settings, report.timing
+    tol = (
+        f"rtol={s.rtol}, atol={s.atol}"
+        if s.rtol is not None or s.atol is not None
+        else "error-bar rule (README: 'How close is close enough?')"
+    )
+    return [
+        f"a   = gradient under test: {s.gradient}",
+        *_estimate_lines(report),
+        f"err = error bar of n (truncation + roundoff); tolerance: {tol}",
+        f"rounding of a: {s.rounding}",
+        f"{t.evaluations} evaluations of J, {t.sweep_seconds:.2f} s "
+        f"(+ {t.compile_seconds:.2f} s compile)"
+        + (f" on {len(t.devices)} devices" if len(t.devices) > 1 else ""),
+    ]
+
+
+def skipped_line(report: ReportRecord) -> str | None:
+    """The leaves held fixed (not floating point), or None when there are none."""
+    if not report.skipped:
+        return None
+    parts = []
+    for info in report.skipped:
+        what = str(info.dtype) if info.dtype is not None else info.kind
+        parts.append(f"{path_label(info.path)} ({what})")
+    return "not checked (not floating point): " + ", ".join(parts)
+
+
+# ----------------------------------------------------------------- sections
+
+
+def _direction_section(report: ReportRecord, k: int) -> Section:
+    title = (
+        "closest directional call per leaf"
+        if directions_agree(report)
+        else "directions that disagree"
+    )
+    return Section(
+        "table",
+        f"{title} (u = direction k of the leaf; |a-n| = |⟨a,u⟩ − n along u|):",
+        table=direction_table(report, k),
+    )
+
+
+def _leaf_lines(report: ReportRecord, title: str, field: str) -> list[Section]:
+    """A titled ``path: text`` line for each leaf with a ``field`` (diagnosis, note)."""
+    lines = tuple(
+        f"{path_label(leaf.path)}: {getattr(leaf, field)}"
+        for leaf in report.leaves
+        if getattr(leaf, field)
+    )
+    return [Section("lines", title, lines)] if lines else []
+
+
+def _term_sections(report: ReportRecord, k: int) -> list[Section]:
+    if not report.terms:
+        return []
+    out = [
+        Section(
+            "lines",
+            "the loss has named terms; the report above is their sum. Each term:",
+        )
+    ]
+    for name, term in report.terms:
+        if term.ok:
+            title = f"term {name!r}: ok, {term.n_checked} entries agree"
+            out.append(Section("term", title))
+        else:
+            out.append(
+                Section("term", f"term {name!r}:", nested=report_sections(term, k=k))
+            )
+    return out
+
+
+def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
+    """What a gradient-check report says, section by section.
+
+    Args:
+      report: the report.
+      k: rows of the worst-entries and directions tables.
+
+    Returns:
+      The sections in the order they are shown: headline, how the check was
+      made, one row per leaf, directions (fast mode), diagnosis, notes, the
+      worst entries (the closest calls when the report passed), the skipped
+      leaves and the named terms.
+    """
+    out = [
+        Section("headline", headline(report), tone=headline_tone(report)),
+        Section("lines", lines=tuple(about_lines(report))),
+        Section(
+            "table",
+            "per leaf (norm ratio = ‖a−n‖/(‖a‖+‖n‖), rel = |a−n|/max(|a|,|n|)):",
+            table=leaf_table(report),
+        ),
+    ]
+    if has_directions(report):
+        out.append(_direction_section(report, k))
+    out += _leaf_lines(report, "diagnosis:", "diagnosis")
+    out += _leaf_lines(report, "notes:", "note")
+    worst = report.worst(k)
+    if worst:
+        title = (
+            "worst entries:"
+            if not report.ok
+            else "closest calls (largest |a-n| / tolerance):"
+        )
+        out.append(Section("table", title, table=entry_table(worst)))
+    skipped = skipped_line(report)
+    if skipped:
+        out.append(Section("lines", lines=(skipped,)))
+    out += _term_sections(report, k)
+    return tuple(out)
