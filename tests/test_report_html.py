@@ -1,9 +1,13 @@
-"""The HTML report (Jupyter) carries the diagnosis and the named terms."""
+"""The HTML report (Jupyter) says what the text says: headings, diagnosis, terms."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import jax
 import jax.numpy as jnp
+import pytest
 
 import jgradcheck as jgc
 from helpers import data
@@ -27,3 +31,51 @@ def test_html_has_diagnosis_and_failing_term():
     # The failing term's own report is nested, with its diagnosis.
     assert "<b>term &#x27;data&#x27;:</b>" in page and "diagnosis:" in page
     assert "scaled: a ≈ 0.5·n" in page
+
+
+def _text_headings(text: str) -> list[str]:
+    """Top-level headings of a text report: a line ending in ':' after a blank."""
+    lines = text.splitlines()
+    return [
+        line
+        for before, line in zip(lines, lines[1:])
+        if not before and line.endswith(":") and not line.startswith(" ")
+    ]
+
+
+def _html_headings(page: str) -> list[str]:
+    """Headings of an HTML report: a paragraph (or its first line) ending in ':'."""
+    return [html.unescape(h) for h in re.findall(r"<p>([^<]*:)(?:</p>|<br>)", page)]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5], ids=["passing", "failing"])
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_html_and_text_say_the_same_headings(mode, scale):
+    x, y = data((6, 3), (6, 2))
+
+    def loss(p, x, y):
+        return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+    def grad(p, x, y):
+        g = jax.grad(loss)(p, x, y)
+        return {"w": g["w"].at[1, 0].multiply(scale), "b": g["b"]}
+
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    report = jgc.check_grad(loss, params, x, y, grad=grad, mode=mode)
+    assert report.ok == (scale == 1.0)
+    text, page = str(report), report._repr_html_()
+    headings = _text_headings(text)
+    assert headings == _html_headings(page)
+    assert headings[0].startswith("per leaf (norm ratio")
+    if report.n_checked:  # a passing fast check compares no single entry
+        entries = "worst entries:" if scale != 1.0 else "closest calls (largest"
+        assert any(h.startswith(entries) for h in headings), headings
+    if mode == "fast":
+        directions = (
+            "directions that disagree" if scale != 1.0 else "closest directional call"
+        )
+        assert any(h.startswith(directions) for h in headings), headings
+    # The headline and its colour agree with the text's verdict.
+    first = text.splitlines()[0]
+    assert f"<b>{html.escape(first)}</b>" in page
+    assert ("#1a7f37" in page) == report.ok and ("#cf222e" in page) != report.ok
