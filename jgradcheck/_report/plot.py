@@ -100,7 +100,9 @@ def plot_report(report: ReportRecord, ax: Any = None, *, terms: bool = True) -> 
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(strips) + 2.5), 4.0))
     rng = np.random.default_rng(0)  # the same jitter every time
-    points = {s: ([], []) for s in (PASS, KINK, UNSURE, FAIL)}
+    points: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        s: ([], []) for s in (PASS, KINK, UNSURE, FAIL)
+    }
     ratios = [error_ratio(leaf, explicit) for _, leaf, explicit in strips]
     finite = [r[np.isfinite(r)] for r in ratios]
     top = 10 * max([1.0] + [float(r.max()) for r in finite if r.size])
@@ -109,12 +111,12 @@ def plot_report(report: ReportRecord, ax: Any = None, *, terms: bool = True) -> 
         # tolerance (always a failure) at the top.
         ratio = np.clip(np.where(np.isfinite(ratio), ratio, top), FLOOR, top)
         x = k + rng.uniform(-0.3, 0.3, ratio.shape)
-        for s, (xs, ys) in points.items():
+        for s, (x_parts, y_parts) in points.items():
             m = leaf.status == s
-            xs.append(x[m])
-            ys.append(ratio[m])
-    for s, (xs, ys) in points.items():
-        xs, ys = np.concatenate(xs), np.concatenate(ys)
+            x_parts.append(x[m])
+            y_parts.append(ratio[m])
+    for s, (x_parts, y_parts) in points.items():
+        xs, ys = np.concatenate(x_parts), np.concatenate(y_parts)
         if not xs.size:
             continue
         ax.scatter(

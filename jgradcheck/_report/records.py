@@ -36,7 +36,7 @@ class Entry(NamedTuple):
     where: str
     """Path and full index, e.g. ``['decoder'][3, 17]``."""
     path: str
-    index: tuple[int, ...]
+    index: tuple[int, ...]  # type: ignore[assignment]  # public name; shadows tuple.index
     flat_index: int
     """Index into the raveled vector of checked leaves (``ravel_pytree`` order)."""
     grad: float
@@ -79,7 +79,8 @@ class Directions(NamedTuple):
     """Direction k is ``jgradcheck._leaf.fast.direction(seed, info, k, support)``."""
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # public name; shadows tuple.count
+        """How many directions were checked."""
         return int(self.status.shape[0])
 
     @property
@@ -199,7 +200,7 @@ class LeafResult(NamedTuple):
             return f"FAIL ({d.n_fail} of {d.count} directions)"
         if self.n_unsure:
             return f"unsure ({self.n_unsure})"
-        if not self.ok:
+        if not self.ok and d is not None:  # only directions can be left unsure here
             return f"unsure ({d.n_unsure} of {d.count} directions)"
         if self.n_kink:
             return f"ok ({self.n_kink} at kinks)"

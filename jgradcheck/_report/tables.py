@@ -70,7 +70,7 @@ def _agree(d: Directions | None) -> str:
 def leaf_table(report: ReportRecord) -> Table:
     """One row per checked leaf: sizes, largest errors and the verdict."""
     fast = has_directions(report)
-    header = ("leaf", "shape", "dtype", "checked")
+    header: tuple[str, ...] = ("leaf", "shape", "dtype", "checked")
     header += ("directions",) if fast else ()
     header += ("max|a-n|", "max rel", "norm ratio", "verdict")
     rows = []
