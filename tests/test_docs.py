@@ -114,7 +114,11 @@ def _public_docstrings():
         obj = getattr(jgradcheck, name)
         yield name, inspect.getdoc(obj) or ""
         if inspect.isclass(obj):
-            for attr, member in vars(obj).items():
+            members: dict = {}  # the class's own and its jgradcheck bases' members
+            for klass in reversed(obj.__mro__):
+                if klass.__module__.startswith("jgradcheck"):
+                    members.update(vars(klass))
+            for attr, member in members.items():
                 if attr.startswith("_"):
                     continue
                 member = getattr(member, "fget", member)  # properties

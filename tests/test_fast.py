@@ -417,7 +417,7 @@ def test_report_api_in_fast_mode():
         assert needle in text, needle
     assert "ok=False" in repr(report)
     html = report._repr_html_()
-    assert "directional checks" in html and "#cf222e" in html
+    assert "directions that disagree" in html and "#cf222e" in html
     with pytest.raises(jgc.GradCheckError):
         jgc.assert_grad(mlp_loss, params, x, y, grad=grad, mode="fast")
 
