@@ -333,6 +333,40 @@ class BatchRunner:
         return out
 
 
+class BatchedSweep:
+    """Base of a sweep that runs its batches through a :class:`BatchRunner`.
+
+    Gives a sweep the counters the evaluation context sums over its sweeps
+    (``compile_seconds``, ``run_seconds``, ``n_evals``, ``ran_on``) and its
+    ``batch``, all read from ``self.runner``.
+    """
+
+    runner: BatchRunner
+
+    @property
+    def batch(self) -> int:
+        """Rows per compiled call (a multiple of the device count)."""
+        return self.runner.batch
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.runner.timing.compile_seconds
+
+    @property
+    def run_seconds(self) -> float:
+        return self.runner.timing.run_seconds
+
+    @property
+    def n_evals(self) -> int:
+        """Evaluations made so far (counted batch by batch)."""
+        return self.runner.timing.n_evals
+
+    @property
+    def ran_on(self) -> frozenset[jax.Device]:
+        """The devices the batches' results came from."""
+        return self.runner.timing.ran_on
+
+
 def _temp_bytes(compiled: Any) -> int | None:
     try:
         analysis = compiled.memory_analysis()

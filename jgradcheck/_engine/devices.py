@@ -125,7 +125,7 @@ class Layout:
 
     def jit(
         self, one: Callable[..., Any], *, batched: int = 2, shared: int = 2
-    ) -> Callable[..., Any]:
+    ) -> jax.stages.Wrapped:
         """``jit`` of ``one`` vmapped over its first ``batched`` arguments, split
         over the devices.
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from .._options import DEFAULT_MEMORY_BUDGET, EngineSettings
 from .._pytree.flat import Flat, LeafInfo, Split, split_static
-from .batch import BatchRunner, batch_bytes, choose_batch
+from .batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
 from .devices import Layout, resolve_devices
 from .progress import LeafProgress
 from .sparse import sparse_loss
@@ -91,7 +91,7 @@ def group_evaluation(
     sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
 
-    def one(i, v, pdyn, adyn):
+    def one(i: jax.Array, v: jax.Array, pdyn: Any, adyn: Any) -> jax.Array:
         leaves = list(pdyn)
         for pos, shape, size, off in zip(positions, shapes, sizes, offsets):
             # A select, not a scatter: under vmap this is one fused pass that
@@ -158,7 +158,7 @@ def _evaluation(
     return group_evaluation(loss, params, args, positions), offsets
 
 
-class LeafSweep:
+class LeafSweep(BatchedSweep):
     """Evaluates J with single entries of one leaf replaced, in compiled batches.
 
     Args:
@@ -247,29 +247,6 @@ class LeafSweep:
         self._leaves = flat.leaves
         self.base = np.asarray(flat.leaves[info.position], self.dtype).reshape(-1)
         """The leaf's values at the reference precision, flattened."""
-
-    @property
-    def batch(self) -> int:
-        """Evaluations per compiled call (a multiple of the device count)."""
-        return self.runner.batch
-
-    @property
-    def compile_seconds(self) -> float:
-        return self.runner.timing.compile_seconds
-
-    @property
-    def run_seconds(self) -> float:
-        return self.runner.timing.run_seconds
-
-    @property
-    def n_evals(self) -> int:
-        """Evaluations made so far (counted batch by batch)."""
-        return self.runner.timing.n_evals
-
-    @property
-    def ran_on(self) -> frozenset[jax.Device]:
-        """The devices the batches' results came from."""
-        return self.runner.timing.ran_on
 
     @property
     def grouped(self) -> bool:

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.batch import BatchRunner, batch_bytes, choose_batch
+from .._engine.batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
 from .._engine.context import Reference
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
@@ -222,7 +222,7 @@ def direction_evaluation(
     return one
 
 
-class DirectionSweep:
+class DirectionSweep(BatchedSweep):
     """J(θ + τ·u) for directions u on single leaves; all leaves in one compiled vmap.
 
     Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
@@ -239,6 +239,9 @@ class DirectionSweep:
       n_evals: evaluations expected (only to size the batch).
       engine: the engine's knobs (``cpu_working_set``); default
         :class:`jgradcheck._options.EngineSettings`.
+      operands: ``ref.layout.replicate((params dynamic leaves, args dynamic
+        leaves))``, when the caller shares one copy with the leaf sweeps
+        (default: a copy of its own).
     """
 
     def __init__(
@@ -248,6 +251,7 @@ class DirectionSweep:
         n_evals: int,
         *,
         engine: EngineSettings | None = None,
+        operands: tuple[Any, Any] | None = None,
     ):
         engine = engine or EngineSettings()
         layout = ref.layout
@@ -260,7 +264,7 @@ class DirectionSweep:
         )
         one = direction_evaluation(ref.loss, params, ref.args, positions, dtypes)
         width = len(leaves)
-        tau_dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+        tau_dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64
         rows = (
             jax.ShapeDtypeStruct((width,), tau_dtype),
             jax.ShapeDtypeStruct((width,), jnp.int32),
@@ -282,31 +286,10 @@ class DirectionSweep:
             devices=layout.n,
             cpu_working_set=engine.cpu_working_set,
         )
-        self.runner = BatchRunner(
-            one, rows, layout.replicate(shared), batch=batch, layout=layout
-        )
-
-    @property
-    def batch(self) -> int:
-        """Rows per compiled call (a multiple of the device count)."""
-        return self.runner.batch
-
-    @property
-    def compile_seconds(self) -> float:
-        return self.runner.timing.compile_seconds
-
-    @property
-    def run_seconds(self) -> float:
-        return self.runner.timing.run_seconds
-
-    @property
-    def n_evals(self) -> int:
-        return self.runner.timing.n_evals
-
-    @property
-    def ran_on(self) -> frozenset[jax.Device]:
-        """The devices the batches' results came from."""
-        return self.runner.timing.ran_on
+        if operands is None:
+            operands = layout.replicate(shared[1:])
+        placed = (layout.replicate(us), *operands)
+        self.runner = BatchRunner(one, rows, placed, batch=batch, layout=layout)
 
     def close(self) -> None:
         """Nothing to close (no progress bar for the directional checks)."""
