@@ -7,7 +7,8 @@ set size (``ru_maxrss``) before and after ``check_grad``, and the batch size the
 engine chose for every leaf with its estimate of the memory per evaluation
 (``per eval``, traced by ``jgradcheck._engine.sweep.eval_bytes``) and XLA's own
 temporary buffer size for the compiled batch (``xla temp``, from
-``memory_analysis()``).
+``memory_analysis()``, kept by the sweep's batch runner). The sweeps are
+recorded through the engine's ``on_sweep`` callback (bench/engine.py).
 
 Models (float32 params; the reference runs in float64):
 
@@ -57,11 +58,9 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from engine import EngineSettings, check_grad_with_engine
 
-    import jgradcheck as jgc
-    from jgradcheck._engine import context as _reference
-    from jgradcheck._engine import progress as _progress
-    from jgradcheck._engine import sweep as _sweep
+    from jgradcheck._engine.batch import jaxpr_bytes
 
     key = jax.random.PRNGKey(0)
     if model == "mlp":
@@ -98,30 +97,6 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
 
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
     before = rss_mib()
-    leaves = []
-    done = {"evals": 0}
-
-    class Recorded(_sweep.LeafSweep):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            self.row = {
-                "path": self.info.path,
-                "size": self.info.size,
-                "batch": self.batch,
-                "per_eval_mib": self.per_eval / 2**20,
-                "fixed_mib": self.fixed_bytes / 2**20,
-                "old_batch": old_batch,
-                "leaf_f64_mib": self.info.size * 8 / 2**20,
-            }
-            leaves.append(self.row)
-
-        def _ensure_compiled(self):
-            fresh = self._compiled is None
-            super()._ensure_compiled()
-            if fresh:
-                mem = self._compiled.memory_analysis()
-                temp = getattr(mem, "temp_size_in_bytes", None)
-                self.row["xla_temp_mib"] = None if temp is None else temp / 2**20
 
     # The rule replaced by eval_bytes: every intermediate of one unperturbed
     # evaluation, no copy of the leaf, on CPU kept within 16 MiB.
@@ -131,18 +106,27 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
             a.astype(jnp.float64) if a.dtype == jnp.float32 else a for a in args
         )
         jaxpr = jax.make_jaxpr(lambda: loss(p64, *a64))().jaxpr
-    old_per = max(_sweep._jaxpr_bytes(jaxpr), 1)
-    old_budget = min(budget, _sweep._CPU_WORKING_SET)
+    old_per = max(jaxpr_bytes(jaxpr), 1)
+    old_budget = min(budget, EngineSettings().cpu_working_set)
     old_batch = 2 ** int(math.log2(max(2, min(512, old_budget // old_per))))
 
-    _reference.LeafSweep = Recorded
-    counted = _progress.LeafProgress.update
+    # Every sweep the check creates, read when the report is printed (its
+    # evaluations are counted batch by batch, so a stopped sweep shows them).
+    sweeps = []
+    engine = EngineSettings(on_sweep=sweeps.append)
 
-    def update(self, evals):
-        done["evals"] += int(evals)
-        counted(self, evals)
-
-    _progress.LeafProgress.update = update
+    def leaf_row(sw) -> dict:
+        temp = sw.runner.temp_bytes
+        return {
+            "path": sw.info.path,
+            "size": sw.info.size,
+            "batch": sw.batch,
+            "per_eval_mib": sw.per_eval / 2**20,
+            "fixed_mib": sw.fixed_bytes / 2**20,
+            "xla_temp_mib": None if temp is None else temp / 2**20,
+            "old_batch": old_batch,
+            "leaf_f64_mib": sw.info.size * 8 / 2**20,
+        }
 
     def report(stopped: bool, seconds_run: float) -> None:
         print(
@@ -156,8 +140,10 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
                     "rss_peak_mib": rss_mib(),
                     "seconds": seconds_run,
                     "stopped": stopped,
-                    "evals": done["evals"],
-                    "leaves": leaves,
+                    "evals": sum(sw.n_evals for sw in sweeps),
+                    "leaves": [
+                        leaf_row(sw) for sw in sweeps if getattr(sw, "per_eval", None)
+                    ],
                 }
             ),
             flush=True,
@@ -180,10 +166,14 @@ def child(model: str, mode: str, budget: int, coords: int, seconds: float) -> No
             os._exit(0)
 
         threading.Timer(seconds, stop).start()
-        jgc.check_grad(loss, params, *args, coords=mask, memory_budget=budget)
+        check_grad_with_engine(
+            loss, params, *args, engine=engine, coords=mask, memory_budget=budget
+        )
         report(False, time.perf_counter() - t0)
         os._exit(0)
-    r = jgc.check_grad(loss, params, *args, coords=coords, memory_budget=budget)
+    r = check_grad_with_engine(
+        loss, params, *args, engine=engine, coords=coords, memory_budget=budget
+    )
     assert r.ok, r
     report(False, time.perf_counter() - t0)
 
@@ -196,13 +186,9 @@ def estimates() -> None:
     import jax
     import jax.numpy as jnp
 
+    from jgradcheck._engine.batch import choose_batch, jaxpr_bytes
     from jgradcheck._engine.devices import Layout
-    from jgradcheck._engine.sweep import (
-        _jaxpr_bytes,
-        choose_batch,
-        eval_bytes,
-        leaf_evaluation,
-    )
+    from jgradcheck._engine.sweep import eval_bytes, leaf_evaluation
     from jgradcheck._pytree.flat import Split
 
     def split(*leaves):
@@ -270,7 +256,7 @@ def estimates() -> None:
                 per, 10**7, memory_budget=2**31, backend="gpu", fixed=fixed
             )
             unperturbed = jax.make_jaxpr(lambda p, a, f=loss: f((p,), a))(leaf, arg)
-            old_per = max(_jaxpr_bytes(unperturbed.jaxpr), 1)
+            old_per = max(jaxpr_bytes(unperturbed.jaxpr), 1)
             old = 2 ** int(math.log2(max(2, min(8192, 2**31 // old_per))))
             print(
                 f"  {name:32s} " + " | ".join(cells) + f"   gpu 2 GiB batch: {gpu} "

@@ -32,11 +32,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from engine import EngineSettings, check_grad_with_engine  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 from models import MLP  # noqa: E402
-
-import jgradcheck as jgc  # noqa: E402
-from jgradcheck._engine import sweep as _sweep  # noqa: E402
 
 
 def make_mlp(widths, batch, seed=0):
@@ -115,14 +113,11 @@ def best_of(repeat, fn):
 
 
 def jgc_run(params, x, y, sparse):
-    saved = _sweep.SPARSE
-    _sweep.SPARSE = sparse
-    try:
-        t0 = time.perf_counter()
-        report = jgc.check_grad(mlp_loss, params, x, y)
-        total = time.perf_counter() - t0
-    finally:
-        _sweep.SPARSE = saved
+    """check_grad with the leaves held sparse (the default) or as dense copies."""
+    engine = EngineSettings(sparse=sparse)
+    t0 = time.perf_counter()
+    report = check_grad_with_engine(mlp_loss, params, x, y, engine=engine)
+    total = time.perf_counter() - t0
     assert report.ok, report
     return report.timing.compile_seconds, report.timing.sweep_seconds, total
 

@@ -64,6 +64,38 @@ SCRIPT = textwrap.dedent(
             "identical": {k: same(r, one) for k, r in runs.items()},
         }
 
+    def same_directions(a, b):
+        return all(
+            (u.directions is None) == (v.directions is None)
+            and (
+                u.directions is None
+                or all(np.array_equal(p, q) for p, q in zip(u.directions, v.directions))
+            )
+            for u, v in zip(a.leaves, b.leaves)
+        )
+
+    # Fast mode: the directional sweep is split over the devices too. The right
+    # gradient passes along every direction (only the directional sweep runs);
+    # the wrong one also sweeps its failing leaf entry by entry.
+    facts["fast"] = {}
+    for name, grad in (("right", None), ("wrong", wrong)):
+        one = jgc.check_grad(mlp_loss, params, x, y, grad=grad, mode="fast", devices=1)
+        runs = {"all": jgc.check_grad(mlp_loss, params, x, y, grad=grad, mode="fast")}
+        if grad is None:
+            runs["other"] = jgc.check_grad(
+                mlp_loss, params, x, y, mode="fast", devices=jax.devices()[1:3]
+            )
+        facts["fast"][name] = {
+            "ok": [one.ok] + [r.ok for r in runs.values()],
+            "failures": sorted([e.path, list(e.index)] for e in one.failures()),
+            "swept": [leaf.checked for leaf in one.leaves],
+            "one_ran_on": list(one.timing.devices),
+            "ran_on": {k: list(r.timing.devices) for k, r in runs.items()},
+            "identical": {
+                k: same(r, one) and same_directions(r, one) for k, r in runs.items()
+            },
+        }
+
     @jax.custom_vjp
     def layer(x, w):
         return jnp.tanh(x @ w)
@@ -141,6 +173,20 @@ def test_check_vjp_localises_on_every_device(four_devices):
     assert vjp["failing_paths"] == ["[1]"]
 
 
+@pytest.mark.parametrize("name", ["right", "wrong"])
+def test_fast_mode_splits_its_directions_over_the_devices(four_devices, name):
+    facts, d = four_devices["fast"][name], four_devices["names"]
+    assert facts["identical"] == dict.fromkeys(facts["ran_on"], True)
+    assert facts["ok"] == [name == "right"] * len(facts["ok"])
+    assert facts["one_ran_on"] == d[:1]
+    if name == "right":  # only the directional sweep ran: no entry swept
+        assert facts["swept"] == [0] * 6
+        assert facts["ran_on"] == {"all": d, "other": d[1:3]}
+    else:
+        assert facts["failures"] == [["[1]['w']", [2, 3]]]
+        assert facts["ran_on"] == {"all": d}
+
+
 def test_too_many_devices_in_the_child(four_devices):
     assert "`devices` must be between 1 and 4" in four_devices["too_many"]
 
@@ -178,3 +224,10 @@ def test_resolve_devices():
 def test_one_device_report_names_it():
     r = jgc.check_grad(_quad, jnp.array([0.1, 0.2]), devices=1)
     assert r.ok and r.timing.devices == (str(jax.local_devices()[0]),)
+
+
+def test_fast_mode_report_names_its_device():
+    # Every direction agrees, so only the directional sweep ran.
+    r = jgc.check_grad(_quad, jnp.array([0.1, 0.2]), mode="fast", devices=1)
+    assert r.ok and r.leaves[0].checked == 0
+    assert r.timing.devices == (str(jax.local_devices()[0]),)

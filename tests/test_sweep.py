@@ -9,6 +9,7 @@ import pytest
 
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
+from jgradcheck._engine.batch import BatchRunner, choose_batch
 from jgradcheck._engine.context import (
     GROUP_LEAF_MAX,
     Reference,
@@ -16,12 +17,8 @@ from jgradcheck._engine.context import (
     reference_precision,
 )
 from jgradcheck._engine.devices import Layout
-from jgradcheck._engine.sweep import (
-    LeafSweep,
-    choose_batch,
-    eval_bytes,
-    leaf_evaluation,
-)
+from jgradcheck._engine.sweep import LeafSweep, eval_bytes, leaf_evaluation
+from jgradcheck._options import EngineSettings
 from jgradcheck._pytree.flat import Split, flatten_params
 
 
@@ -248,6 +245,90 @@ def test_choose_batch_rounds_to_the_device_count():
     assert choose_batch(100, 6, memory_budget=2**30, backend="gpu", devices=3) == 6
     assert choose_batch(10**12, 6, memory_budget=1, backend="gpu", devices=3) == 3
     assert choose_batch(100, 10**6, memory_budget=2**30, backend="cpu") == 512
+
+
+def test_choose_batch_keeps_cpu_batches_within_the_working_set():
+    kw = dict(memory_budget=2**30, backend="cpu")
+    assert choose_batch(2**16, 10**6, **kw) == 256  # 16 MiB by default
+    assert choose_batch(2**16, 10**6, cpu_working_set=2**20, **kw) == 16
+    assert choose_batch(2**16, 10**6, cpu_working_set=2**20, devices=4, **kw) == 16
+    assert choose_batch(2**16, 10**6, cpu_working_set=1, **kw) == 1
+    gpu = dict(memory_budget=2**30, backend="gpu")  # the working set is a CPU's
+    assert choose_batch(2**16, 10**6, cpu_working_set=1, **gpu) == 8192
+
+
+def _runner(batch, *, devices=1):
+    layout = Layout(tuple(jax.local_devices()[:devices]))
+    rows = (
+        jax.ShapeDtypeStruct((), jnp.int32),
+        jax.ShapeDtypeStruct((2,), jnp.float32),
+    )
+    shared = layout.replicate((jnp.arange(10.0, dtype=jnp.float32),))
+
+    def one(i, v, table):
+        return table[i] * v[0] + v[1]
+
+    return BatchRunner(one, rows, shared, batch=batch, layout=layout)
+
+
+def test_batch_runner_pads_batches_and_counts():
+    run = _runner(4)
+    idx = np.arange(10, dtype=np.int32) % 7
+    vals = np.stack([np.linspace(1, 2, 10), np.arange(10.0)], -1)
+    fetched = []
+    out = run(idx, vals, on_batch=fetched.append)
+    expected = (idx * vals[:, 0].astype(np.float32) + vals[:, 1]).astype(np.float32)
+    np.testing.assert_array_equal(out, expected.astype(np.float64))
+    assert out.dtype == np.float64 and fetched == [4, 4, 2]
+    assert run.timing.n_evals == 10 and run.timing.run_seconds > 0
+    assert run.timing.ran_on == {jax.local_devices()[0]}
+    assert run.compiled is not None and run.timing.compile_seconds > 0
+    # A padded row that would fail is never part of the result.
+    np.testing.assert_array_equal(run(idx[:1], vals[:1], fill=(9, (0, 0))), out[:1])
+    assert run.timing.n_evals == 11
+
+
+def test_batch_runner_views_share_one_compile():
+    run = _runner(2)
+    first = run(np.arange(3, dtype=np.int32), np.ones((3, 2), np.float32))
+    seconds = run.timing.compile_seconds
+    other = run.view()
+    again = other(np.arange(3, dtype=np.int32), np.ones((3, 2), np.float32))
+    np.testing.assert_array_equal(first, again)
+    assert other.timing.compile_seconds == 0 and other.timing.n_evals == 3
+    assert run.timing.compile_seconds == seconds and run.timing.n_evals == 3
+    run.release()  # frees the code of every view; a later call compiles again
+    assert other.compiled is None
+    other(np.arange(1, dtype=np.int32), np.ones((1, 2), np.float32))
+    assert other.timing.compile_seconds > 0 and run.compiled is not None
+
+
+def test_engine_settings_reach_the_leaf_sweep():
+    w = jax.random.normal(jax.random.PRNGKey(0), (200, 100)) / 10
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 200))
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(x @ p["w"]))
+
+    layout = Layout(tuple(jax.local_devices()[:1]))
+    with reference_precision("float64"):
+        flat = flatten_params({"w": w})
+        ref = Reference(loss, flat, (x,), precision="float64", memory_budget=None)
+
+        def sweep(engine):
+            info = ref.flat.checked[0]
+            return LeafSweep(
+                loss, ref.flat, ref.args, info, layout=layout, engine=engine
+            )
+
+        # Dense: every evaluation copies the leaf (20000 float64); sparse: a
+        # few activations.
+        leaf_bytes = 200 * 100 * 8
+        assert sweep(None).per_eval < leaf_bytes // 10
+        assert sweep(EngineSettings(sparse=False)).per_eval >= leaf_bytes
+        if layout.platform == "cpu":  # the working set bounds CPU batches only
+            assert sweep(None).batch == 512
+            assert sweep(EngineSettings(cpu_working_set=1)).batch == 1
 
 
 @pytest.mark.parametrize(

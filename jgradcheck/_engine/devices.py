@@ -1,12 +1,15 @@
 """Which devices the sweeps run on, and how a batch is laid out across them.
 
-With one device a batch of ``(index, value)`` pairs is one ``vmap``. With
-several, the batch axis is split over a one-axis :class:`jax.sharding.Mesh`
-(axis ``"coords"``) by :func:`jax.shard_map`: every device evaluates the same
-per-device program on its own slice of the batch, with the parameters and
-``args`` replicated. Each coordinate is evaluated by one device, with exactly
-the operations the single-device program uses, so the per-coordinate results
-do not depend on the number of devices.
+With one device a batch of rows (``(index, value)`` pairs for a leaf sweep,
+``(steps, directions)`` for fast mode's directional sweep) is one ``vmap``.
+With several, the batch axis is split over a one-axis
+:class:`jax.sharding.Mesh` (axis ``"coords"``) by :func:`jax.shard_map`: every
+device evaluates the same per-device program on its own slice of the batch,
+with the parameters and ``args`` replicated. Each row is evaluated by one
+device, with exactly the operations the single-device program uses, so the
+per-row results do not depend on the number of devices.
+:class:`jgradcheck._engine.batch.BatchRunner` runs every sweep's batches on a
+:class:`Layout`.
 
 Only this process's (local) devices are used: under
 ``jax.distributed.initialize`` every process runs its own sweep
@@ -120,33 +123,34 @@ class Layout:
         """A batch, its leading axis split over the devices."""
         return jax.device_put(x, self.batch_sharding)
 
-    def jit(self, one: Callable[..., Any]) -> Callable[..., Any]:
-        """``jit`` of ``one`` vmapped over ``(idx, values)``, split over devices.
+    def jit(
+        self, one: Callable[..., Any], *, batched: int = 2, shared: int = 2
+    ) -> jax.stages.Wrapped:
+        """``jit`` of ``one`` vmapped over its first ``batched`` arguments, split
+        over the devices.
 
-        ``one(i, v, pdyn, adyn)`` evaluates one coordinate; ``pdyn`` and
-        ``adyn`` are shared by the batch.
+        ``one(*row, *shared_args)`` evaluates one row: ``batched`` arguments
+        with a leading batch axis (split over the devices), then ``shared``
+        arguments every row reads (replicated). The leaf sweeps' ``one(i, v,
+        pdyn, adyn)`` is the default, two and two.
         """
+        axes = (0,) * batched + (None,) * shared
 
-        def batched(idx, vals, pdyn, adyn):
-            return jax.vmap(one, in_axes=(0, 0, None, None))(idx, vals, pdyn, adyn)
+        def batch_of(*operands: Any) -> Any:
+            return jax.vmap(one, in_axes=axes)(*operands)
 
         if self.mesh is None:
-            return jax.jit(batched)
+            return jax.jit(batch_of)
         spec, rep = PartitionSpec(AXIS), PartitionSpec()
         split = jax.shard_map(
-            batched,
+            batch_of,
             mesh=self.mesh,
-            in_specs=(spec, spec, rep, rep),
+            in_specs=(spec,) * batched + (rep,) * shared,
             out_specs=spec,
             check_vma=False,
         )
         return jax.jit(
             split,
-            in_shardings=(
-                self.batch_sharding,
-                self.batch_sharding,
-                self.replicated,
-                self.replicated,
-            ),
+            in_shardings=(self.batch_sharding,) * batched + (self.replicated,) * shared,
             out_shardings=self.batch_sharding,
         )

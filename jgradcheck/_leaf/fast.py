@@ -52,7 +52,6 @@ See docs/fast_mode.md.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -60,8 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._engine.batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
 from .._engine.context import Reference
-from .._engine.sweep import batch_bytes, choose_batch
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
@@ -72,8 +71,9 @@ from .._numerics.verdict import (
     UNSURE,
     UNSURE_REL,
 )
+from .._options import EngineSettings
 from .._pytree.coords import Selection, readable, select
-from .._pytree.flat import Flat, LeafInfo, split_static
+from .._pytree.flat import Flat, LeafInfo, Split, split_static
 from .._report.records import Directions, LeafResult
 
 MODES = ("full", "fast")
@@ -197,92 +197,106 @@ def _plan(
     )
 
 
-class DirectionSweep:
+def direction_evaluation(
+    loss: Callable[..., Any],
+    params: Split,
+    args: Split,
+    positions: tuple[int, ...],
+    dtypes: tuple[np.dtype, ...],
+) -> Callable[..., jax.Array]:
+    """``one(taus, cols, us, pdyn, adyn)``: J with leaf ``positions[j]`` moved by
+    ``taus[j] · us[j][cols[j]]`` for each j (``τ = 0`` leaves it as it is)."""
+
+    def one(
+        taus: jax.Array,
+        cols: jax.Array,
+        us: tuple[jax.Array, ...],
+        pdyn: Any,
+        adyn: Any,
+    ) -> jax.Array:
+        new = list(pdyn)
+        for j, (pos, dt) in enumerate(zip(positions, dtypes)):
+            new[pos] = new[pos] + taus[j].astype(dt) * us[j][cols[j]]
+        return loss(params.merge(new), *args.merge(adyn))
+
+    return one
+
+
+class DirectionSweep(BatchedSweep):
     """J(θ + τ·u) for directions u on single leaves; all leaves in one compiled vmap.
 
     Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
-    (``τ = 0`` leaves it exactly as it is). Keeps the counters of a
-    :class:`jgradcheck._engine.sweep.LeafSweep`, so a :class:`Reference` that lists it
-    in ``sweeps`` reports its time and evaluations.
+    (``τ = 0`` leaves it exactly as it is). The batches run through a
+    :class:`jgradcheck._engine.batch.BatchRunner` on the reference's devices
+    (``ref.layout``), like the leaf sweeps', and it keeps their counters, so a
+    :class:`Reference` that lists it in ``sweeps`` reports its time,
+    evaluations and devices.
+
+    Args:
+      ref: the reference: its loss, parameters, ``args``, memory budget and
+        devices.
+      leaves: the planned leaves, one column of ``taus``/``cols`` each.
+      n_evals: evaluations expected (only to size the batch).
+      engine: the engine's knobs (``cpu_working_set``); default
+        :class:`jgradcheck._options.EngineSettings`.
+      operands: ``ref.layout.replicate((params dynamic leaves, args dynamic
+        leaves))``, when the caller shares one copy with the leaf sweeps
+        (default: a copy of its own).
     """
 
-    def __init__(self, ref: Reference, leaves: list[_Leaf], n_evals: int):
-        self.compile_seconds = 0.0
-        self.run_seconds = 0.0
-        self.n_evals = 0
+    def __init__(
+        self,
+        ref: Reference,
+        leaves: list[_Leaf],
+        n_evals: int,
+        *,
+        engine: EngineSettings | None = None,
+        operands: tuple[Any, Any] | None = None,
+    ):
+        engine = engine or EngineSettings()
+        layout = ref.layout
         params = split_static(ref.flat.rebuild(ref.flat.leaves))
-        self._pdyn, self._adyn = params.dynamic, ref.args.dynamic
-        positions = [leaf.info.position for leaf in leaves]
-        dtypes = [np.dtype(ref.flat.leaves[p].dtype) for p in positions]
-        self._us = tuple(
+        positions = tuple(leaf.info.position for leaf in leaves)
+        dtypes = tuple(np.dtype(ref.flat.leaves[p].dtype) for p in positions)
+        us = tuple(
             jnp.asarray(leaf.u.reshape((-1,) + leaf.info.shape), dt)
             for leaf, dt in zip(leaves, dtypes)
         )
-        loss, args = ref.loss, ref.args
-
-        def one(taus, cols, us, pdyn, adyn):
-            new = list(pdyn)
-            for j, (pos, dt) in enumerate(zip(positions, dtypes)):
-                new[pos] = new[pos] + taus[j].astype(dt) * us[j][cols[j]]
-            return loss(params.merge(new), *args.merge(adyn))
-
-        self._fn = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
-        self._compiled = None
-        self._width = len(leaves)
-        self._tau_dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+        one = direction_evaluation(ref.loss, params, ref.args, positions, dtypes)
+        width = len(leaves)
+        tau_dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64
+        rows = (
+            jax.ShapeDtypeStruct((width,), tau_dtype),
+            jax.ShapeDtypeStruct((width,), jnp.int32),
+        )
+        shared = (us, params.dynamic, ref.args.dynamic)
         leaf_bytes = sum(
             leaf.info.size * dt.itemsize for leaf, dt in zip(leaves, dtypes)
         )
 
-        def rows(k: int) -> tuple[Any, Any]:
-            return (
-                jax.ShapeDtypeStruct((k, len(leaves)), self._tau_dtype),
-                jax.ShapeDtypeStruct((k, len(leaves)), jnp.int32),
-            )
+        def batched(k: int) -> tuple[jax.ShapeDtypeStruct, ...]:
+            return tuple(jax.ShapeDtypeStruct((k, *r.shape), r.dtype) for r in rows)
 
-        per, _ = batch_bytes(one, rows, (self._us, self._pdyn, self._adyn))
-        self.batch = choose_batch(
+        per, _ = batch_bytes(one, batched, shared)
+        batch = choose_batch(
             per + 2 * leaf_bytes,
             n_evals,
             memory_budget=ref.memory_budget,
-            backend=jax.default_backend(),
+            backend=layout.platform,
+            devices=layout.n,
+            cpu_working_set=engine.cpu_working_set,
         )
-        self.ran_on: frozenset = frozenset()
+        if operands is None:
+            operands = layout.replicate(shared[1:])
+        placed = (layout.replicate(us), *operands)
+        self.runner = BatchRunner(one, rows, placed, batch=batch, layout=layout)
 
     def close(self) -> None:
         """Nothing to close (no progress bar for the directional checks)."""
 
     def __call__(self, taus: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """J for each row of ``taus``/``cols`` ([N, leaves]), as float64."""
-        b, width = self.batch, self._width
-        if self._compiled is None:
-            t0 = time.perf_counter()
-            self._compiled = self._fn.lower(
-                np.zeros((b, width), self._tau_dtype),
-                np.zeros((b, width), np.int32),
-                self._us,
-                self._pdyn,
-                self._adyn,
-            ).compile()
-            self.compile_seconds += time.perf_counter() - t0
-        n = taus.shape[0]
-        out = np.empty((n,), np.float64)
-        t0 = time.perf_counter()
-        pending = []
-        for start in range(0, n, b):
-            stop = min(start + b, n)
-            bt = np.zeros((b, width), self._tau_dtype)
-            bc = np.zeros((b, width), np.int32)
-            bt[: stop - start] = taus[start:stop]
-            bc[: stop - start] = cols[start:stop]
-            pending.append(
-                (start, stop, self._compiled(bt, bc, self._us, self._pdyn, self._adyn))
-            )
-        for s0, s1, r in pending:
-            out[s0:s1] = np.asarray(r, np.float64)[: s1 - s0]
-        self.run_seconds += time.perf_counter() - t0
-        self.n_evals += n
-        return out
+        return self.runner(taus, cols)
 
 
 def _differences(
