@@ -1,21 +1,24 @@
-"""check_grad, assert_grad and numerical_grad: the public entry points."""
+"""check_grad, assert_grad and numerical_grad: the public entry points.
+
+:func:`check_grad` reads as its steps: validate the options (one
+:class:`~jgradcheck._options.Options`), prepare the params, take the gradient
+under test, select the entries, sweep the leaves at reference precision, and
+report. :func:`check_grad_with` is the same check for callers that already
+hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import (
-    NOISE_STEP,
-    Reference,
-    check_precision,
-    reference_precision,
-)
+from .._engine.context import NOISE_STEP, Reference, reference_precision
 from .._engine.gradient import (
     evaluate,
     loss_output_check,
@@ -25,17 +28,24 @@ from .._engine.gradient import (
     value_and_gradient,
 )
 from .._errors import raise_unless_ok, where_list
-from .._leaf.escalate import METHODS, check_leaf
-from .._leaf.fast import check_fast, fast_selection, validate
-from .._pytree.coords import _seed, select
+from .._leaf.escalate import check_leaf
+from .._leaf.fast import check_fast, fast_selection
+from .._options import Options
+from .._pytree.coords import Selection, seed_of, select
 from .._pytree.flat import Flat, as_real, flatten_params, real_view
 from .._report.records import Report, Settings, Timing
+from .._typing import Method, Mode, Precision, PyTree
 from .terms import check_terms, returns_terms, validate_terms
 
-PyTree = Any
 
+def prepare_params(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
+    """``params`` flattened, after checking there is something to check and that
+    ``loss(params, *args)`` is a real scalar.
 
-def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
+    Raises:
+      ValueError, TypeError: empty params, no floating-point leaves, or a loss
+        that is not a finite real scalar.
+    """
     flat = flatten_params(params)
     if not flat.infos:
         raise ValueError("`params` is empty: there is nothing to check.")
@@ -50,13 +60,78 @@ def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
     return flat
 
 
-def _complex_as_real(
+class GradientUnderTest(NamedTuple):
+    """The gradient under test at ``params``, and J at the params' own precision."""
+
+    value: float
+    """``loss(params, *args)`` at the params' own dtype."""
+    dtype: np.dtype
+    """The dtype of that value."""
+    grads: dict[int, jax.Array]
+    """Leaf position -> the gradient under test for that leaf."""
+    source: str
+    """Where it came from, for the report: ``jax.grad(loss) in float32``."""
+    dtypes: frozenset[np.dtype]
+    """The dtypes of the gradient's leaves."""
+
+
+class RealView(NamedTuple):
+    """The check with complex leaves seen as real (..., 2) leaves (see
+    :func:`complex_as_real`); the inputs themselves when no leaf is complex."""
+
+    flat: Flat
+    loss: Callable[..., Any]
+    grad: Callable[..., PyTree] | None
+    under_test: dict[int, jax.Array]
+    selection: Selection
+
+
+def _gradient_under_test(
+    loss: Callable[..., Any],
+    grad: Callable[..., PyTree] | None,
+    params: PyTree,
+    flat: Flat,
+    args: tuple,
+) -> GradientUnderTest:
+    """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
+
+    Raises:
+      ValueError: when it is not finite somewhere, naming the entries.
+    """
+    if grad is None:
+        native, under_test = value_and_gradient(loss, flat, args)
+        source = "jax.grad(loss)"
+    else:
+        native = evaluate(loss, flat, args)
+        under_test = user_gradient(grad, params, flat, args)
+        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+    bad = nonfinite_places(flat, under_test)
+    if bad:
+        raise ValueError(
+            f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
+            "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
+        )
+    dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
+    source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
+    return GradientUnderTest(
+        float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
+    )
+
+
+def _selection(flat: Flat, opts: Options) -> tuple[Selection, int | None]:
+    """The entries to check, and (fast mode) how many a failing leaf's sweep takes."""
+    if opts.mode == "fast":
+        return fast_selection(flat, opts.coords, opts.key)
+    return select(flat, opts.coords, opts.key), None
+
+
+def complex_as_real(
     flat: Flat,
     loss: Callable[..., Any],
-    grad: Callable[..., Any] | None,
-    grads: dict,
-    selection: dict,
-):
+    grad: Callable[..., PyTree] | None,
+    grads: dict[int, jax.Array],
+    selection: Selection,
+) -> RealView:
     """Check complex leaves as (real, imaginary) pairs of real coordinates.
 
     JAX's gradient of a real loss at a complex z is ∂L/∂x − i·∂L/∂y, so its
@@ -65,13 +140,14 @@ def _complex_as_real(
     """
     view, unview = as_real(flat)
     if view is flat:
-        return flat, loss, grad, grads, selection
+        return RealView(flat, loss, grad, grads, selection)
     complex_at = {i.position for i in flat.checked if i.kind == "complex"}
 
     def loss_of_view(params: PyTree, *args: Any) -> Any:
         return loss(unview(params), *args)
 
     def grad_of_view(params: PyTree, *args: Any) -> PyTree:
+        assert grad is not None
         g = jax.tree_util.tree_leaves(grad(unview(params), *args))
         g = [real_view(jnp.conj(x)) if k in complex_at else x for k, x in enumerate(g)]
         return jax.tree_util.tree_unflatten(flat.treedef, g)
@@ -82,7 +158,7 @@ def _complex_as_real(
             grads[info.position] = real_view(jnp.conj(grads[info.position]))
             idx = selection[info.position]
             selection[info.position] = np.stack([2 * idx, 2 * idx + 1], -1).reshape(-1)
-    return view, loss_of_view, grad and grad_of_view, grads, selection
+    return RealView(view, loss_of_view, grad and grad_of_view, grads, selection)
 
 
 def _native_noise(
@@ -118,12 +194,12 @@ def check_grad(
     grad: Callable[..., PyTree] | None = None,
     coords: int | PyTree | None = None,
     key: Any = 0,
-    precision: str = "float64",
+    precision: Precision = "float64",
     rtol: float | None = None,
     atol: float | None = None,
-    memory_budget: int | None = None,
-    method: str = "auto",
-    mode: str = "full",
+    memory_budget: int | str | None = None,
+    method: Method = "auto",
+    mode: Mode = "full",
     directions: int | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
@@ -236,59 +312,77 @@ def check_grad(
       >>> r.ok, [name for name, _ in r.terms]
       (True, ['fit', 'l2'])
     """
-    check_precision(precision)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    n_directions = validate(mode, directions)
+    opts = Options.build(
+        coords=coords,
+        key=key,
+        precision=precision,
+        rtol=rtol,
+        atol=atol,
+        memory_budget=memory_budget,
+        method=method,
+        mode=mode,
+        directions=directions,
+        devices=devices,
+        progress=progress,
+    )
+    return check_grad_with(loss, params, args, grad=grad, terms=terms, opts=opts)
+
+
+def check_grad_with(
+    loss: Callable[..., Any],
+    params: PyTree,
+    args: tuple,
+    *,
+    grad: Callable[..., PyTree] | None = None,
+    terms: dict[str, Callable[..., Any]] | None = None,
+    opts: Options,
+) -> Report:
+    """:func:`check_grad` with its options already validated in ``opts``.
+
+    The entry point of callers that hold an :class:`Options`: the named terms
+    (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
+    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments.
+    """
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
-        options = dict(
-            coords=coords, key=key, precision=precision, rtol=rtol, atol=atol
+        return check_terms(
+            check_grad_with, loss, params, args, grad=grad, terms=terms, opts=opts
         )
-        options.update(memory_budget=memory_budget, method=method)
-        options.update(mode=mode, directions=directions)
-        options.update(devices=devices, progress=progress)
-        return check_terms(check_grad, loss, params, args, grad, options, terms)
-    flat = _prepare(loss, params, args)
-    if grad is None:
-        native, under_test = value_and_gradient(loss, flat, args)
-        source = "jax.grad(loss)"
-    else:
-        native = evaluate(loss, flat, args)
-        under_test = user_gradient(grad, params, flat, args)
-        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
-    native_value, native_dtype = float(native), np.dtype(native.dtype)
-    bad = nonfinite_places(flat, under_test)
-    if bad:
-        raise ValueError(
-            f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
-            "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
-        )
-    dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
-    source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
-    explain = None
-    if mode == "fast":
-        selection, explain = fast_selection(flat, coords, key)
-    else:
-        selection = select(flat, coords, key)
-    flat, loss_of_view, grad_of_view, under_test, selection = _complex_as_real(
-        flat, loss, grad, under_test, selection
-    )
+    flat = prepare_params(loss, params, args)
+    tested = _gradient_under_test(loss, grad, params, flat, args)
+    selection, explain = _selection(flat, opts)
+    view = complex_as_real(flat, loss, grad, tested.grads, selection)
+    return _sweep_leaves(view, args, tested, explain, opts)
 
+
+def _sweep_leaves(
+    view: RealView,
+    args: tuple,
+    tested: GradientUnderTest,
+    explain: int | None,
+    opts: Options,
+) -> Report:
+    """Every selected entry swept and judged at reference precision (full or fast)."""
+    flat, loss_of_view, grad_of_view, under_test, selection = view
+    native_value, native_dtype, _, source, dtypes = tested
     results = []
     user_x64 = bool(jax.config.jax_enable_x64)
-    with reference_precision(precision):
+    judge_leaf = functools.partial(
+        check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
+    )
+    with reference_precision(opts.precision), contextlib.ExitStack() as release:
         ref = Reference(
             loss_of_view,
             flat,
             args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
+            precision=opts.precision,
+            memory_budget=opts.memory_budget,
+            devices=opts.devices,
+            progress=opts.progress,
         )
-        if precision == "float64":
+        release.callback(ref.close)
+        if opts.precision == "float64":
             ref.same_function_as(
                 native_value,
                 native_dtype,
@@ -297,25 +391,23 @@ def check_grad(
                 ),
             )
         measured = None
-        if precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
+        if opts.precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
             measured = reference_gradient(
                 loss_of_view, grad_of_view, ref.params, ref.flat, ref.args_tuple
             )
-        if mode == "fast":
+        if opts.mode == "fast":
             results = check_fast(
                 ref,
                 flat,
                 selection,
                 under_test,
                 measured,
-                directions=n_directions,
-                seed=_seed(key),
+                directions=opts.directions,
+                seed=seed_of(opts.key),
                 explain=explain,
-                check_leaf=functools.partial(
-                    check_leaf, rtol=rtol, atol=atol, method=method
-                ),
-                rtol=rtol,
-                atol=atol,
+                check_leaf=judge_leaf,
+                rtol=opts.rtol,
+                atol=opts.atol,
             )
         else:
             for info in flat.checked:
@@ -323,23 +415,10 @@ def check_grad(
                 if idx.size:
                     g = under_test[info.position]
                     g64 = None if measured is None else measured[info.position]
-                    results.append(
-                        check_leaf(
-                            ref, info, idx, g, g64, rtol=rtol, atol=atol, method=method
-                        )
-                    )
-        settings = Settings(
-            gradient=source,
-            reference_dtype=str(ref.j_dtype),
-            rel_step=ref.rel_step(flat.checked[0]),
-            rounding="measured against float64" if measured is not None else "fixed",
-            rtol=rtol,
-            atol=atol,
-            mode=mode,
-            directions=n_directions,
-            method=method,
+                    results.append(judge_leaf(ref, info, idx, g, g64))
+        settings = _settings(
+            source, ref.j_dtype, ref.rel_step(flat.checked[0]), measured, opts
         )
-        ref.close()
         timing = Timing(
             ref.compile_seconds, ref.sweep_seconds, ref.evaluations, ref.ran_on
         )
@@ -348,6 +427,27 @@ def check_grad(
         skipped=flat.skipped,
         settings=settings,
         timing=timing,
+    )
+
+
+def _settings(
+    source: str,
+    reference_dtype: np.dtype,
+    rel_step: float,
+    measured: dict[int, np.ndarray] | None,
+    opts: Options,
+) -> Settings:
+    """What the report says about how it was checked."""
+    return Settings(
+        gradient=source,
+        reference_dtype=str(reference_dtype),
+        rel_step=rel_step,
+        rounding="measured against float64" if measured is not None else "fixed",
+        rtol=opts.rtol,
+        atol=opts.atol,
+        mode=opts.mode,
+        directions=opts.directions,
+        method=opts.method,
     )
 
 
@@ -382,9 +482,9 @@ def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,
     *args: Any,
-    precision: str = "float64",
+    precision: Precision = "float64",
     with_error: bool = False,
-    memory_budget: int | None = None,
+    memory_budget: int | str | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
 ) -> PyTree | tuple[PyTree, PyTree]:
@@ -414,26 +514,31 @@ def numerical_grad(
       >>> [round(float(v), 6) for v in g]
       [3.0, 12.0]
     """
-    check_precision(precision)
-    flat = _prepare(loss, params, args)
+    opts = Options.build(
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
+    flat = prepare_params(loss, params, args)
     values, errors = {}, {}
-    with reference_precision(precision):
+    with reference_precision(opts.precision), contextlib.ExitStack() as release:
         ref = Reference(
             loss,
             flat,
             args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
+            precision=opts.precision,
+            memory_budget=opts.memory_budget,
+            devices=opts.devices,
+            progress=opts.progress,
         )
+        release.callback(ref.close)
         for info in flat.checked:
             idx = np.arange(info.size)
             sw = ref.sweep(info, 8 * idx.size, coords=idx.size)
             est = ref.refine(sw, idx, ref.first_pass(sw, idx))
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
-        ref.close()
 
     def tree(d: dict[int, np.ndarray]) -> PyTree:
         return flat.rebuild([d.get(i.position) for i in flat.infos])

@@ -1,4 +1,13 @@
-"""What check_vjp and check_jvp share: primals, draws, directional FD, structure.
+"""The one pipeline of check_vjp and check_jvp, and the steps they share.
+
+:func:`check_rule` runs the steps of both checks in order: options (one
+:class:`~jgradcheck._options.Options`), primals, the rule's primal output,
+output leaves, probe directions, directional finite differences at reference
+precision, comparisons, structure, order 2 and the report. What differs
+between reverse and forward mode (the probe directions, the dot test, the
+localisation, the structural probes, the rule's own derivative) is a
+:class:`Direction`: :class:`jgradcheck._checks.vjp.VJP` or
+:class:`jgradcheck._checks.jvp.JVP`.
 
 Both treat the positional arguments of ``f`` as a pytree of primals (floating
 point leaves are differentiated; integer, boolean, key and non-array leaves are
@@ -22,13 +31,13 @@ held fixed) and compare the rule with finite differences computed in float64:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import check_precision
+from .._engine.context import reference_precision
 from .._numerics.stencil import (
     Estimate,
     default_step,
@@ -37,21 +46,182 @@ from .._numerics.stencil import (
     probe_rounding,
     richardson,
 )
+from .._options import Options
 from .._pytree.coords import readable as readable
+from .._pytree.coords import seed_of
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
 from .._report.records import Report
-from .._report.rule_report import Check
-from .grad import METHODS, check_grad
+from .._report.rule_report import Check, DotTest, RuleReport
+from .._typing import PyTree
+from .grad import check_grad_with
 
-PyTree = Any
+# ------------------------------------------------------------- the pipeline
+
+
+class RuleInputs(NamedTuple):
+    """The primals of a rule check, flattened, and what every step reads."""
+
+    f: Callable[..., Any]
+    """The function whose rule is tested, ``f(*primals)``."""
+    primals: tuple
+    flat: Flat
+    """The primals as one pytree; held leaves have kind ``"held"``."""
+    of_floats: Callable[[list[Any]], Any]
+    """``f`` as a function of the differentiated leaves (:func:`of_floats`)."""
+    floats: list[Any]
+    """The differentiated leaves, at the primals' own dtypes."""
+    want: PyTree
+    """``f(*primals)`` itself, to compare the rule's primal output with."""
+    seed: int
+    """The int seed of every draw (``key=``)."""
+    opts: Options
+    """Precision, method and the sweeps' options."""
+
+
+class RuleRun(NamedTuple):
+    """Everything a :class:`Direction` compares, once the pipeline computed it."""
+
+    inputs: RuleInputs
+    out_infos: list[LeafInfo]
+    """The leaves of ``f``'s output."""
+    out_def: Any
+    """The treedef of ``f``'s output."""
+    directions: list[list[np.ndarray]]
+    """The probe directions (one array per differentiated leaf each)."""
+    apply: Callable[[Any], Any]
+    """The rule at the primals: cotangent ↦ Jᵀȳ (VJP) or tangent ↦ J·u (JVP)."""
+    at_reference: list[Any]
+    """The differentiated leaves at reference precision."""
+    differences: list[tuple[Estimate, np.ndarray]]
+    """:func:`fd_directional` along ``directions``, per output leaf."""
+
+
+class Direction(Protocol):
+    """The direction-specific parts of a rule check (reverse or forward mode)."""
+
+    kind: Literal["vjp", "jvp"]
+
+    def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
+        """Input directions ``u`` along which finite differences of ``f`` run."""
+        ...
+
+    def rule_at(
+        self, inputs: RuleInputs, directions: list[list[np.ndarray]]
+    ) -> tuple[PyTree, Callable[[Any], Any]]:
+        """The rule's primal output, and the rule at the primals (``apply``)."""
+        ...
+
+    def compare(
+        self, run: RuleRun
+    ) -> tuple[tuple[DotTest, ...], tuple[tuple[str, Report], ...]]:
+        """Dot-product tests, and localised reports (path and index)."""
+        ...
+
+    def structure(self, run: RuleRun) -> list[Check]:
+        """Zero in gives zero out, determinism, jit, vmap (and direction-specific)."""
+        ...
+
+    def derivative(self, run: RuleRun) -> Callable[..., Any]:
+        """The rule as a function of the primals, for ``order=2``."""
+        ...
+
+
+def check_order(order: Any) -> int:
+    """``order=`` of a rule check: 1 or 2."""
+    if order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
+    return int(order)
+
+
+def check_rule(
+    f: Callable[..., Any],
+    primals: tuple,
+    direction: Direction,
+    *,
+    nondiff_argnums: tuple[int, ...],
+    order: int,
+    opts: Options,
+) -> RuleReport:
+    """Test the rule of ``f`` at ``primals`` in ``direction``'s mode.
+
+    The steps of :func:`jgradcheck.check_vjp` and :func:`jgradcheck.check_jvp`
+    (whose docstrings say what is checked); ``opts`` holds ``key`` and the
+    options of the finite differences and of the localisation's sweeps.
+    """
+    check_order(order)
+    inputs = rule_inputs(f, primals, nondiff_argnums, opts)
+    directions = direction.probe_directions(inputs)
+    y, apply = direction.rule_at(inputs, directions)
+    primal = check_primal("primal", y, inputs.want)
+    out_infos, out_def = outputs(y)
+    if not any(o.is_checked for o in out_infos):
+        raise ValueError(
+            "`f` has no floating-point outputs: there is no "
+            f"{direction.kind.upper()} to test."
+        )
+    with reference_precision(opts.precision):
+        at_reference = [
+            widen(v) if opts.precision == "float64" else v for v in inputs.floats
+        ]
+        differences = fd_directional(inputs.of_floats, at_reference, directions)
+    run = RuleRun(
+        inputs, out_infos, out_def, directions, apply, at_reference, differences
+    )
+    dot_tests, localized = direction.compare(run)
+    checks = direction.structure(run)
+    second = None
+    if order == 2:
+        second = check_rule(
+            direction.derivative(run),
+            primals,
+            direction,
+            nondiff_argnums=nondiff_argnums,
+            order=1,
+            opts=opts,
+        )
+    return RuleReport(
+        kind=direction.kind,
+        primal=primal,
+        dot_tests=dot_tests,
+        localized=localized,
+        structure=tuple(checks),
+        held=held_paths(inputs.flat),
+        second_order=second,
+    )
+
+
+def within(localize: int | None, n: int) -> bool:
+    """Whether ``n`` input coordinates are few enough to localise (``localize=``)."""
+    return localize is None or n <= localize
 
 
 # --------------------------------------------------------------- primals
 
 
+def rule_inputs(
+    f: Callable[..., Any],
+    primals: tuple,
+    nondiff_argnums: tuple[int, ...],
+    opts: Options,
+) -> RuleInputs:
+    """The primals flattened and checked, ``f(*primals)`` and the seed."""
+    flat = inputs(f, primals, tuple(nondiff_argnums))
+    return RuleInputs(
+        f=f,
+        primals=tuple(primals),
+        flat=flat,
+        of_floats=of_floats(f, flat),
+        floats=floats(flat),
+        want=f(*flat.rebuild(flat.leaves)),
+        seed=seed_of(opts.key),
+        opts=opts,
+    )
+
+
 def inputs(
     f: Callable[..., Any], args: tuple, nondiff_argnums: tuple[int, ...]
 ) -> Flat:
+    """``args`` as one flattened pytree; ``nondiff_argnums`` leaves are held."""
     if not callable(f):
         raise TypeError(f"`f` must be callable; got {type(f).__name__}.")
     if not args:
@@ -76,12 +246,13 @@ def inputs(
 
 
 def of_floats(f: Callable[..., Any], flat: Flat) -> Callable[[list[Any]], Any]:
+    """``f`` as a function of the list of differentiated leaves (others fixed)."""
     positions = [i.position for i in flat.checked]
 
-    def g(floats: list[Any]) -> Any:
-        return f(*flat.replace(dict(zip(positions, floats))))
+    def on_floats(values: list[Any]) -> Any:
+        return f(*flat.rebuild_with(dict(zip(positions, values))))
 
-    return g
+    return on_floats
 
 
 def held_paths(flat: Flat) -> tuple[str, ...]:
@@ -90,21 +261,36 @@ def held_paths(flat: Flat) -> tuple[str, ...]:
 
 
 def floats(flat: Flat) -> list[Any]:
+    """The differentiated leaves of ``flat``."""
     return [flat.leaves[i.position] for i in flat.checked]
 
 
-def wide(x: Any) -> Any:
-    """``x`` as float64 (complex128 if complex): the reference precision."""
+def readable_directions(flat: Flat, seed: int, count: int) -> list[list[np.ndarray]]:
+    """``count`` readable input directions (one array per differentiated leaf),
+    drawn from the streams ``(seed, 1, leaf position, k)``."""
+    return [
+        [readable(i.shape, i.dtype, [seed, 1, i.position, k]) for i in flat.checked]
+        for k in range(count)
+    ]
+
+
+def widen(x: jax.typing.ArrayLike) -> jax.Array:
+    """``x`` as float64 (complex128 if complex): the reference precision.
+
+    Must run where 64-bit types are enabled (:func:`reference_precision`).
+    """
     dtype = jnp.complex128 if jnp.iscomplexobj(x) else jnp.float64
     return jnp.asarray(x, dtype)
 
 
-def wide_np(x: Any) -> np.ndarray:
+def widen_np(x: jax.typing.ArrayLike) -> np.ndarray:
+    """``x`` as a NumPy float64 (complex128 if complex) array."""
     x = np.asarray(x)
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
-def outputs(out: Any) -> tuple[list[LeafInfo], Any]:
+def outputs(out: PyTree) -> tuple[list[LeafInfo], Any]:
+    """The leaves of ``f``'s output, and its treedef."""
     flat_out = flatten_params(out)
     return list(flat_out.infos), flat_out.treedef
 
@@ -136,7 +322,7 @@ def check_primal(name: str, got: Any, want: Any) -> Check:
 # ------------------------------------------------------- finite differences
 
 
-def _widest(x: list[Any]) -> np.dtype:
+def narrowest_dtype(x: list[Any]) -> np.dtype:
     """The least precise dtype among ``x`` (it bounds the step)."""
     return max((np.dtype(v.dtype) for v in x), key=lambda d: np.finfo(d).eps)
 
@@ -160,7 +346,7 @@ def fd_directional(
     eps = max(float(np.finfo(v.dtype).eps) for v in x)
     xmax = max(float(jnp.max(jnp.abs(v))) if v.size else 0.0 for v in x64)
     umax = [max(float(np.max(np.abs(c))) for c in u) for u in directions]
-    h0 = default_step(_widest(x)) * max(1.0, xmax)
+    h0 = default_step(narrowest_dtype(x)) * max(1.0, xmax)
     P, levels = len(directions), 4
     steps = np.array([[h0 / m / 2.0**k for k in range(levels)] for m in umax])  # [P, L]
     u0 = np.sqrt(eps) * max(1.0, xmax) / np.asarray(umax)
@@ -180,7 +366,7 @@ def fd_directional(
     leaves = jax.tree_util.tree_leaves(f_all)
     out = []
     for leaf in leaves:
-        arr = wide_np(leaf)  # [P, 2L + 12, *shape]
+        arr = widen_np(leaf)  # [P, 2L + 12, *shape]
         extra = (1,) * (arr.ndim - 2)
         noise = probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0))
         noise = np.where(np.isfinite(noise), noise, 0.0)
@@ -262,50 +448,32 @@ def structure(
     return checks
 
 
-def fd_options(
-    precision: str,
-    method: str,
-    memory_budget: int | None,
-    devices: Any,
-    progress: Any,
-) -> dict[str, Any]:
-    """check_vjp/check_jvp's options for their :func:`check_grad` sweeps, checked."""
-    check_precision(precision)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    return dict(
-        precision=precision,
-        method=method,
-        memory_budget=memory_budget,
-        devices=devices,
-        progress=progress,
-    )
-
-
 def check_per_coordinate(
     f_scalar: Callable[..., Any],
     primals: tuple,
     flat: Flat,
     derivative: Callable[[Flat], list[Any]],
-    fd: dict[str, Any],
+    opts: Options,
 ) -> Report:
     """:func:`check_grad` of ``f_scalar(args)`` over the differentiated leaves.
 
     ``derivative(fl)`` gives the rule's derivative of ``f_scalar`` for each
     differentiated leaf of ``fl`` (the primals, possibly cast); held leaves get
-    zeros and are not swept, fixed and static leaves are left alone. ``fd``:
-    :func:`check_grad`'s options (:func:`fd_options`).
+    zeros and are not swept, fixed and static leaves are left alone. ``opts``:
+    the rule check's options (precision, method, memory, devices, progress).
     """
 
-    def grad(args: tuple) -> Any:
+    def grad(args: tuple) -> PyTree:
         fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
         new = dict(zip([i.position for i in fl.checked], derivative(fl)))
         for i in fl.infos:
             if i.kind == "held":
                 new[i.position] = jnp.zeros_like(fl.leaves[i.position])
-        return fl.replace(new)
+        return fl.rebuild_with(new)
 
     mask = flat.rebuild(
         [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
-    return check_grad(f_scalar, tuple(primals), grad=grad, coords=mask, **fd)
+    return check_grad_with(
+        f_scalar, tuple(primals), (), grad=grad, opts=opts.replace(coords=mask)
+    )
