@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -147,10 +147,11 @@ def _tangent_settings(run: RuleRun) -> Settings:
     """The settings the tangent comparisons report."""
     in_float64 = run.inputs.opts.precision == "float64"
     leaf = jax.tree_util.tree_leaves(run.differences[0][0].value)[0]
+    native = np.dtype(run.inputs.floats[0].dtype)
     return Settings(
         gradient="the rule's tangent J·u (jax.jvp)",
         reference_dtype="float64" if in_float64 else str(np.dtype(leaf.dtype)),
-        rel_step=default_step(np.float64 if in_float64 else run.inputs.floats[0].dtype),
+        rel_step=default_step(np.dtype(np.float64) if in_float64 else native),
         rounding="measured against float64" if in_float64 else "fixed",
         rtol=None,
         atol=None,
@@ -163,7 +164,8 @@ def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
     refs = _rule_at_reference(run)
     settings = _tangent_settings(run)
     evals = 8 * len(run.directions)
-    flat, localized = run.inputs.flat, []
+    flat = run.inputs.flat
+    localized: list[tuple[str, Report]] = []
     for p, d in enumerate(run.directions):
         if p > 0 and all(rep.ok for _, rep in localized):
             break
@@ -196,7 +198,7 @@ class JVP:
 
     localize: int | None = 100_000
     rows: int = 3
-    kind: Literal["jvp"] = "jvp"
+    kind: ClassVar[Literal["jvp"]] = "jvp"
 
     def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
         (u,) = readable_directions(inputs.flat, inputs.seed, 1)

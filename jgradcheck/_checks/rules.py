@@ -99,7 +99,10 @@ class RuleRun(NamedTuple):
 class Direction(Protocol):
     """The direction-specific parts of a rule check (reverse or forward mode)."""
 
-    kind: Literal["vjp", "jvp"]
+    @property
+    def kind(self) -> Literal["vjp", "jvp"]:
+        """``RuleReport.kind``."""
+        ...
 
     def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
         """Input directions ``u`` along which finite differences of ``f`` run."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ def _cotangent(
     out_infos: list[LeafInfo], out_def: Any, seed: int, pair: int, only: int | None
 ) -> PyTree:
     """A readable cotangent on output leaf ``only`` (None: on every float leaf)."""
-    leaves = []
+    leaves: list[Any] = []
     for o in out_infos:
         if not o.is_checked:
             leaves.append(np.zeros(o.shape, jax.dtypes.float0))
@@ -188,7 +188,7 @@ class VJP:
 
     pairs: int = 4
     localize: int | None = 100_000
-    kind: Literal["vjp"] = "vjp"
+    kind: ClassVar[Literal["vjp"]] = "vjp"
 
     def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
         return readable_directions(inputs.flat, inputs.seed, self.pairs)
