@@ -22,7 +22,7 @@ from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
 from .._typing import Precision, PyTree
-from .grad import prepare_params
+from .prepare import prepare_params
 
 STENCIL_ORDERS = {"central": 2, "central4": 4}
 """The stencils ``eps_sweep`` draws: name -> order p of its truncation error (∝ h^p)."""

@@ -19,6 +19,7 @@ from .._pytree.flat import Flat, LeafInfo
 from .._report.records import LeafResult, Report, Settings, Timing
 from .._report.rule_report import Check, DotTest, RuleReport
 from .._typing import Method, Precision, PyTree
+from .directional import widen_np
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -27,10 +28,9 @@ from .rules import (
     floats,
     of_floats,
     readable_directions,
-    structure,
-    widen_np,
     within,
 )
+from .structure import structure
 
 
 def _real(x: Any) -> np.ndarray:

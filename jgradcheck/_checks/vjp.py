@@ -18,6 +18,7 @@ from .._pytree.flat import Flat, LeafInfo
 from .._report.records import Report
 from .._report.rule_report import Check, DotTest, RuleReport
 from .._typing import Method, Precision, PyTree
+from .directional import widen, widen_np
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -27,11 +28,9 @@ from .rules import (
     of_floats,
     readable,
     readable_directions,
-    structure,
-    widen,
-    widen_np,
     within,
 )
+from .structure import structure
 
 
 def _cotangent(
