@@ -116,8 +116,9 @@ def check_grad(
       rtol: explicit relative tolerance: with ``atol``, the tolerance is
         ``atol + rtol·max(|a|, |n|)``, replacing the error-bar rule.
       atol: explicit absolute tolerance (see ``rtol``).
-      memory_budget: bytes one batch of evaluations may use (default 2 GiB;
-        on CPU batches are further kept cache-sized).
+      memory_budget: bytes one batch of evaluations may use, as an int or a
+        size such as ``"2GB"`` or ``"512MiB"`` (default 2 GiB; on CPU batches
+        are further kept cache-sized).
       method: how every entry is first estimated: ``"auto"`` (default:
         central differences at cbrt(eps), 2 evaluations); ``"central"``,
         ``"central4"`` or ``"central6"`` (2-, 4- or 6-point stencils at
