@@ -58,8 +58,25 @@ def test_theory_lines_and_plot():
     assert len(ax.get_lines()) == 3 * 3 and ax.get_xscale() == "log"
 
 
+def test_truncation_lines_match_the_stencils_theory():
+    # For exp, f''' = f^(5) = f', so at |θ| <= 1 (h = ε) the relative
+    # truncation error is ε²/6 for the 2-point stencil and ε⁴/30 for the 4-point
+    # one: the fitted lines must find these constants from the measured errors.
+    with jax.enable_x64(True):
+        s = jgc.eps_sweep(lambda p: jnp.sum(jnp.exp(p)), jnp.array([0.1, 0.3, 0.5]))
+    top = slice(-3, None)
+    assert np.allclose(s.truncation["central"][:, top], s.eps[top] ** 2 / 6, rtol=0.02)
+    assert np.allclose(s.truncation["central4"][:, top], s.eps[top] ** 4 / 30, rtol=0.1)
+    # Where truncation dominates, the measured errors follow the lines.
+    assert np.allclose(
+        s.errors["central"][:, top], s.truncation["central"][:, top], rtol=0.02
+    )
+
+
 def test_eps_sweep_bad_input():
     with pytest.raises(ValueError, match="`methods`"):
         jgc.eps_sweep(f, jnp.ones(3), methods=("forward",))
     with pytest.raises(ValueError, match="`eps`"):
         jgc.eps_sweep(f, jnp.ones(3), eps=[1e-3, -1.0])
+    with pytest.raises(ValueError, match="`precision`"):
+        jgc.eps_sweep(f, jnp.ones(3), precision="float16")

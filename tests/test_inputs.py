@@ -147,6 +147,41 @@ def test_bad_memory_budget():
         jgc.check_grad(quad, PARAMS, memory_budget=-1)
 
 
+@pytest.mark.parametrize("budget", [2**20, "1MiB", "0.5 GB", None])
+def test_memory_budget_as_bytes_or_a_size(budget):
+    assert jgc.check_grad(quad, PARAMS, memory_budget=budget).ok
+
+
+@pytest.mark.parametrize("budget", ["12 parsecs", "GB", "-1MB", True, [1]])
+def test_memory_budget_that_is_not_a_size(budget):
+    with pytest.raises(ValueError, match="`memory_budget`"):
+        jgc.check_grad(quad, PARAMS, memory_budget=budget)
+
+
+def test_options_are_checked_before_the_loss_runs_in_a_fixed_order():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return quad(p)
+
+    # precision, then method, then mode and directions, then memory_budget.
+    with pytest.raises(ValueError, match="`precision`"):
+        jgc.check_grad(loss, PARAMS, precision="x", method="y", mode="z")
+    with pytest.raises(ValueError, match="`method`"):
+        jgc.check_grad(loss, PARAMS, method="y", mode="z", memory_budget=-1)
+    with pytest.raises(ValueError, match="`mode`"):
+        jgc.check_grad(loss, PARAMS, mode="z", memory_budget=-1)
+    with pytest.raises(ValueError, match="`directions`"):
+        jgc.check_grad(loss, PARAMS, directions=3, memory_budget=-1)
+    for check in (jgc.numerical_grad, jgc.check_vjp, jgc.check_jvp):
+        with pytest.raises(ValueError, match="`precision`"):
+            check(loss, PARAMS, precision="float16")
+        with pytest.raises(ValueError, match="`memory_budget`"):
+            check(loss, PARAMS, memory_budget="lots")
+    assert not calls
+
+
 def test_numpy_randomness_in_the_loss_is_reported_not_checked():
     def loss(p):  # dropout with a fresh NumPy mask at every trace/call
         mask = np.random.rand(*p.shape) > 0.5

@@ -317,6 +317,17 @@ def test_assert_jvp_raises():
         jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
 
 
+def test_assert_jvp_returns_the_passing_report():
+    rule = jvp_rule(jnp.exp, lambda p, t: (jnp.exp(p[0]), jnp.exp(p[0]) * t[0]))
+    report = jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
+    assert isinstance(report, jgc.RuleReport) and report.ok and report.kind == "jvp"
+
+
+def test_assert_vjp_returns_the_passing_report():
+    report = jgc.assert_vjp(softplus_ok, X7)
+    assert isinstance(report, jgc.RuleReport) and report.ok and report.kind == "vjp"
+
+
 # --------------------------------------------------------------- order 2
 
 
@@ -352,6 +363,16 @@ def test_jvp_order_2():
     assert report.localized[0][1].ok and not report.second_order.ok
     with pytest.raises(ValueError, match="`order`"):
         jgc.check_jvp(rule, jnp.array([0.1]), order=3)
+
+
+def test_jvp_order_2_passes_a_rule_whose_own_derivative_is_right():
+    def jvp(p, t):
+        return jnp.exp(p[0]), jnp.exp(p[0]) * t[0]
+
+    report = jgc.check_jvp(jvp_rule(jnp.exp, jvp), jnp.array([0.1, 0.5]), order=2)
+    assert report.ok and report.second_order is not None
+    assert report.second_order.ok and report.second_order.second_order is None
+    assert "second order" in str(report)
 
 
 # ----------------------------------------------------------------- complex
@@ -451,3 +472,53 @@ def test_rule_checks_pass_check_grad_options_to_their_sweeps(check):
         check(bad, X7, method="five-point")
     with pytest.raises(ValueError, match="`precision`"):
         check(bad, X7, precision="float16")
+
+
+# ------------------------------------------------------------ one pipeline
+
+
+def _dense(x, w):
+    return jnp.tanh(x @ w)
+
+
+def _dense_jvp_transposed_tw(p, t):
+    (x, w), (tx, tw) = p, t
+    y = _dense(x, w)
+    return y, (1 - y**2) * (tx @ w + x @ tw.T)
+
+
+@pytest.mark.parametrize("kind", ["vjp", "jvp"])
+def test_check_rule_is_the_pipeline_of_both_public_checks(kind):
+    from jgradcheck._checks.jvp import JVP
+    from jgradcheck._checks.rules import check_rule
+    from jgradcheck._checks.vjp import VJP
+    from jgradcheck._options import Options
+
+    if kind == "vjp":
+        rule, inputs = _dense_rule(transpose_dw=True), _dense_inputs()
+    else:
+        rule = jvp_rule(_dense, _dense_jvp_transposed_tw)
+        inputs = (jnp.ones((2, 3)) * 0.2, jnp.eye(3) * 0.5 + 0.1)
+    direction = VJP(pairs=2) if kind == "vjp" else JVP(rows=1)
+    opts = Options.build(key=3, method="central")
+    report = check_rule(rule, inputs, direction, nondiff_argnums=(), order=1, opts=opts)
+    public = (
+        jgc.check_vjp(rule, *inputs, pairs=2, key=3, method="central")
+        if kind == "vjp"
+        else jgc.check_jvp(rule, *inputs, rows=1, key=3, method="central")
+    )
+    assert report.kind == public.kind == kind and not report.ok and not public.ok
+    assert str(report).splitlines()[:3] == str(public).splitlines()[:3]
+    assert [label for label, _ in report.localized] == [
+        label for label, _ in public.localized
+    ]
+    for (_, a), (_, b) in zip(report.localized, public.localized, strict=True):
+        assert {e.where for e in a.failures()} == {e.where for e in b.failures()}
+    assert report.structure == public.structure
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_rule_checks_take_memory_sizes(check):
+    assert check(jnp.sin, X7, memory_budget="64MiB").ok
+    with pytest.raises(ValueError, match="`memory_budget`"):
+        check(jnp.sin, X7, memory_budget="a lot")

@@ -9,21 +9,26 @@ eps·|J|/h on the left, and the best ε sits where they cross.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._engine.context import Reference, check_precision, reference_precision
+from .._engine.context import Reference, reference_precision
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._options import Options
 from .._pytree.coords import select
-from .grad import _prepare
+from .._pytree.flat import LeafInfo
+from .._typing import Precision, PyTree
+from .prepare import prepare_params
 
-PyTree = Any
+STENCIL_ORDERS = {"central": 2, "central4": 4}
+"""The stencils ``eps_sweep`` draws: name -> order p of its truncation error (∝ h^p)."""
 
-METHODS = {"central": 2, "central4": 4}
-"""Stencil name -> order p of its truncation error (∝ h^p)."""
+DEFAULT_GRID = np.logspace(-13, -1, 49)
+"""The relative steps tried unless ``eps=`` says: 49 from 1e-13 to 1e-1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +123,7 @@ def eps_sweep(
     key: Any = 0,
     eps: Any = None,
     methods: tuple[str, ...] = ("central", "central4"),
-    precision: str = "float64",
+    precision: Precision = "float64",
 ) -> EpsSweep:
     """The error of finite differences against the gradient under test, over ε.
 
@@ -145,75 +150,101 @@ def eps_sweep(
       >>> s.errors["central"].shape, bool(1e-4 < s.best_eps["central"][0] < 1e-1)
       ((2, 49), True)
     """
-    check_precision(precision)
-    unknown = [m for m in methods if m not in METHODS]
+    opts = Options.build(coords=coords, key=key, precision=precision)
+    unknown = [m for m in methods if m not in STENCIL_ORDERS]
     if unknown or not methods:
         raise ValueError(
-            f"`methods` must be a non-empty subset of {tuple(METHODS)}; got {methods!r}."
+            "`methods` must be a non-empty subset of "
+            f"{tuple(STENCIL_ORDERS)}; got {methods!r}."
         )
-    grid = (
-        np.logspace(-13, -1, 49)
-        if eps is None
-        else np.asarray(eps, np.float64).reshape(-1)
-    )
+    grid = DEFAULT_GRID if eps is None else np.asarray(eps, np.float64).reshape(-1)
     if grid.size == 0 or np.any(~(grid > 0)):
         raise ValueError("`eps` must be positive relative steps.")
-    flat = _prepare(loss, params, args)
+    flat = prepare_params(loss, params, args)
     g_all = (
         autodiff_gradient(loss, flat, args)
         if grad is None
         else user_gradient(grad, params, flat, args)
     )
+    coords = opts.coords
     if isinstance(coords, int) and not isinstance(coords, bool):
         coords = min(coords, flat.n_params)  # a sample size: at most every coordinate
-    selection = select(flat, coords, key)
+    selection = select(flat, coords, opts.key)
     offsets = (1.0, -1.0, 2.0, -2.0) if "central4" in methods else (1.0, -1.0)
-    where, grads, errors, rround = [], [], {m: [] for m in methods}, []
-    with reference_precision(precision):
-        ref = Reference(loss, flat, args, precision=precision, memory_budget=None)
+    rows = []
+    with reference_precision(opts.precision), contextlib.ExitStack() as release:
+        ref = Reference(
+            loss,
+            flat,
+            args,
+            precision=opts.precision,
+            memory_budget=opts.memory_budget,
+        )
+        release.callback(ref.close)
         for info in flat.checked:
             idx = selection[info.position]
-            if not idx.size:
-                continue
-            a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
-            sw = ref.sweep(info, idx.size * grid.size * len(offsets))
-            theta = sw.base[idx]
-            h = (
-                grid[None, :]
-                * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
-            )
-            ii = np.repeat(idx, grid.size)
-            vals, th = {}, {}
-            for o in offsets:
-                th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
-            flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
-            js = sw(np.tile(ii, len(offsets)), flat_vals)
-            n = ii.size
-            for k, o in enumerate(offsets):
-                vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
-                th[o] = th[o].astype(np.float64)
-            scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)[:, None]
-            for m in methods:
-                errors[m].append(np.abs(_stencil(vals, th, m) - a[:, None]) / scale)
-            jmag = np.maximum(np.abs(vals[1.0]), np.abs(vals[-1.0]))
-            rround.append(ref.eps_j * jmag / (h * scale))
-            where += [info.where(int(i)) for i in idx]
-            grads.append(a)
-        ref.close()
-    err = {m: np.concatenate(v) for m, v in errors.items()}
-    trunc = {}
-    for m, e in err.items():
-        p = METHODS[m]
-        top = slice(-4, None)  # the largest steps, where truncation dominates
-        c = np.nanmedian(e[:, top] / grid[top] ** p, axis=1)
-        trunc[m] = c[:, None] * grid[None, :] ** p
+            if idx.size:
+                a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
+                rows.append(_leaf_errors(ref, info, idx, a, grid, offsets, methods))
+    err = {m: np.concatenate([r.errors[m] for r in rows]) for m in methods}
     return EpsSweep(
         eps=grid,
-        where=tuple(where),
-        grad=np.concatenate(grads),
+        where=tuple(w for r in rows for w in r.where),
+        grad=np.concatenate([r.grad for r in rows]),
         errors=err,
-        roundoff=np.concatenate(rround),
-        truncation=trunc,
+        roundoff=np.concatenate([r.roundoff for r in rows]),
+        truncation={m: _truncation(e, grid, STENCIL_ORDERS[m]) for m, e in err.items()},
         best_eps={m: _best(grid, e) for m, e in err.items()},
         dtype=str(ref.j_dtype),
     )
+
+
+class _LeafErrors(NamedTuple):
+    """One leaf's rows of an :class:`EpsSweep`."""
+
+    where: list[str]
+    grad: np.ndarray
+    errors: dict[str, np.ndarray]
+    roundoff: np.ndarray
+
+
+def _leaf_errors(
+    ref: Reference,
+    info: LeafInfo,
+    idx: np.ndarray,
+    a: np.ndarray,
+    grid: np.ndarray,
+    offsets: tuple[float, ...],
+    methods: tuple[str, ...],
+) -> _LeafErrors:
+    """J at θ ± h·eᵢ (± 2h·eᵢ) for every step of ``grid`` in one sweep, and the
+    relative errors of each stencil against the gradient under test ``a``."""
+    sw = ref.sweep(info, idx.size * grid.size * len(offsets))
+    theta = sw.base[idx]
+    h = grid[None, :] * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
+    ii = np.repeat(idx, grid.size)
+    vals, th = {}, {}
+    for o in offsets:
+        th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
+    flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
+    js = sw(np.tile(ii, len(offsets)), flat_vals)
+    n = ii.size
+    for k, o in enumerate(offsets):
+        vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
+        th[o] = th[o].astype(np.float64)
+    scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)[:, None]
+    errors = {m: np.abs(_stencil(vals, th, m) - a[:, None]) / scale for m in methods}
+    jmag = np.maximum(np.abs(vals[1.0]), np.abs(vals[-1.0]))
+    return _LeafErrors(
+        where=[info.where(int(i)) for i in idx],
+        grad=a,
+        errors=errors,
+        roundoff=ref.eps_j * jmag / (h * scale),
+    )
+
+
+def _truncation(err: np.ndarray, grid: np.ndarray, p: int) -> np.ndarray:
+    """``C·h^p`` fitted per coordinate on the largest steps (truncation dominates)."""
+    top = slice(-4, None)
+    c = np.nanmedian(err[:, top] / grid[top] ** p, axis=1)
+    return c[:, None] * grid[None, :] ** p

@@ -1,7 +1,15 @@
-"""check_grad, assert_grad and numerical_grad: the public entry points."""
+"""check_grad, assert_grad and numerical_grad: the public entry points.
+
+:func:`check_grad` reads as its steps: validate the options (one
+:class:`~jgradcheck._options.Options`), prepare the params, take the gradient
+under test, select the entries, sweep the leaves at reference precision, and
+report. :func:`check_grad_with` is the same check for callers that already
+hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -10,80 +18,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import (
-    NOISE_STEP,
-    Reference,
-    check_precision,
-    reference_precision,
-)
-from .._engine.gradient import (
-    evaluate,
-    loss_output_check,
-    nonfinite_places,
-    reference_gradient,
-    user_gradient,
-    value_and_gradient,
-)
-from .._errors import raise_unless_ok, where_list
-from .._leaf.escalate import METHODS, check_leaf
-from .._leaf.fast import check_fast, fast_selection, validate
-from .._pytree.coords import _seed, select
-from .._pytree.flat import Flat, as_real, flatten_params, real_view
+from .._engine.context import NOISE_STEP, Reference, reference_precision
+from .._engine.gradient import reference_gradient
+from .._errors import raise_unless_ok
+from .._leaf.escalate import check_leaf
+from .._leaf.fast import check_fast
+from .._options import Options
+from .._pytree.coords import seed_of
+from .._pytree.flat import Flat
 from .._report.records import Settings, Timing
 from .._report.report import Report
+from .._typing import Method, Mode, Precision, PyTree
+from .prepare import (
+    GradientUnderTest,
+    RealView,
+    complex_as_real,
+    gradient_under_test,
+    prepare_params,
+    selection_of,
+)
 from .terms import check_terms, returns_terms, validate_terms
-
-PyTree = Any
-
-
-def _prepare(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
-    flat = flatten_params(params)
-    if not flat.infos:
-        raise ValueError("`params` is empty: there is nothing to check.")
-    if not flat.checked:
-        kinds = ", ".join(
-            f"{i.path or '<root>'} ({i.dtype or i.kind})" for i in flat.infos
-        )
-        raise ValueError(
-            f"`params` has no floating-point leaves to check; its leaves are: {kinds}."
-        )
-    loss_output_check(loss, flat.rebuild(flat.leaves), args)
-    return flat
-
-
-def _complex_as_real(
-    flat: Flat,
-    loss: Callable[..., Any],
-    grad: Callable[..., Any] | None,
-    grads: dict,
-    selection: dict,
-):
-    """Check complex leaves as (real, imaginary) pairs of real coordinates.
-
-    JAX's gradient of a real loss at a complex z is ∂L/∂x − i·∂L/∂y, so its
-    real view is (Re g, −Im g) = (∂L/∂x, ∂L/∂y), what finite differences of
-    the real and imaginary parts estimate.
-    """
-    view, unview = as_real(flat)
-    if view is flat:
-        return flat, loss, grad, grads, selection
-    complex_at = {i.position for i in flat.checked if i.kind == "complex"}
-
-    def loss_of_view(params: PyTree, *args: Any) -> Any:
-        return loss(unview(params), *args)
-
-    def grad_of_view(params: PyTree, *args: Any) -> PyTree:
-        g = jax.tree_util.tree_leaves(grad(unview(params), *args))
-        g = [real_view(jnp.conj(x)) if k in complex_at else x for k, x in enumerate(g)]
-        return jax.tree_util.tree_unflatten(flat.treedef, g)
-
-    grads, selection = dict(grads), dict(selection)
-    for info in flat.checked:
-        if info.kind == "complex":
-            grads[info.position] = real_view(jnp.conj(grads[info.position]))
-            idx = selection[info.position]
-            selection[info.position] = np.stack([2 * idx, 2 * idx + 1], -1).reshape(-1)
-    return view, loss_of_view, grad and grad_of_view, grads, selection
 
 
 def _native_noise(
@@ -119,12 +73,12 @@ def check_grad(
     grad: Callable[..., PyTree] | None = None,
     coords: int | PyTree | None = None,
     key: Any = 0,
-    precision: str = "float64",
+    precision: Precision = "float64",
     rtol: float | None = None,
     atol: float | None = None,
-    memory_budget: int | None = None,
-    method: str = "auto",
-    mode: str = "full",
+    memory_budget: int | str | None = None,
+    method: Method = "auto",
+    mode: Mode = "full",
     directions: int | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
@@ -163,8 +117,9 @@ def check_grad(
       rtol: explicit relative tolerance: with ``atol``, the tolerance is
         ``atol + rtol·max(|a|, |n|)``, replacing the error-bar rule.
       atol: explicit absolute tolerance (see ``rtol``).
-      memory_budget: bytes one batch of evaluations may use (default 2 GiB;
-        on CPU batches are further kept cache-sized).
+      memory_budget: bytes one batch of evaluations may use, as an int or a
+        size such as ``"2GB"`` or ``"512MiB"`` (default 2 GiB; on CPU batches
+        are further kept cache-sized).
       method: how every entry is first estimated: ``"auto"`` (default:
         central differences at cbrt(eps), 2 evaluations); ``"central"``,
         ``"central4"`` or ``"central6"`` (2-, 4- or 6-point stencils at
@@ -237,59 +192,77 @@ def check_grad(
       >>> r.ok, [name for name, _ in r.terms]
       (True, ['fit', 'l2'])
     """
-    check_precision(precision)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    n_directions = validate(mode, directions)
+    opts = Options.build(
+        coords=coords,
+        key=key,
+        precision=precision,
+        rtol=rtol,
+        atol=atol,
+        memory_budget=memory_budget,
+        method=method,
+        mode=mode,
+        directions=directions,
+        devices=devices,
+        progress=progress,
+    )
+    return check_grad_with(loss, params, args, grad=grad, terms=terms, opts=opts)
+
+
+def check_grad_with(
+    loss: Callable[..., Any],
+    params: PyTree,
+    args: tuple,
+    *,
+    grad: Callable[..., PyTree] | None = None,
+    terms: dict[str, Callable[..., Any]] | None = None,
+    opts: Options,
+) -> Report:
+    """:func:`check_grad` with its options already validated in ``opts``.
+
+    The entry point of callers that hold an :class:`Options`: the named terms
+    (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
+    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments.
+    """
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
-        options = dict(
-            coords=coords, key=key, precision=precision, rtol=rtol, atol=atol
+        return check_terms(
+            check_grad_with, loss, params, args, grad=grad, terms=terms, opts=opts
         )
-        options.update(memory_budget=memory_budget, method=method)
-        options.update(mode=mode, directions=directions)
-        options.update(devices=devices, progress=progress)
-        return check_terms(check_grad, loss, params, args, grad, options, terms)
-    flat = _prepare(loss, params, args)
-    if grad is None:
-        native, under_test = value_and_gradient(loss, flat, args)
-        source = "jax.grad(loss)"
-    else:
-        native = evaluate(loss, flat, args)
-        under_test = user_gradient(grad, params, flat, args)
-        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
-    native_value, native_dtype = float(native), np.dtype(native.dtype)
-    bad = nonfinite_places(flat, under_test)
-    if bad:
-        raise ValueError(
-            f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
-            "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
-        )
-    dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
-    source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
-    explain = None
-    if mode == "fast":
-        selection, explain = fast_selection(flat, coords, key)
-    else:
-        selection = select(flat, coords, key)
-    flat, loss_of_view, grad_of_view, under_test, selection = _complex_as_real(
-        flat, loss, grad, under_test, selection
-    )
+    flat = prepare_params(loss, params, args)
+    tested = gradient_under_test(loss, grad, params, flat, args)
+    selection, explain = selection_of(flat, opts)
+    view = complex_as_real(flat, loss, grad, tested.grads, selection)
+    return _sweep_leaves(view, args, tested, explain, opts)
 
+
+def _sweep_leaves(
+    view: RealView,
+    args: tuple,
+    tested: GradientUnderTest,
+    explain: int | None,
+    opts: Options,
+) -> Report:
+    """Every selected entry swept and judged at reference precision (full or fast)."""
+    flat, loss_of_view, grad_of_view, under_test, selection = view
+    native_value, native_dtype, _, source, dtypes = tested
     results = []
     user_x64 = bool(jax.config.jax_enable_x64)
-    with reference_precision(precision):
+    judge_leaf = functools.partial(
+        check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
+    )
+    with reference_precision(opts.precision), contextlib.ExitStack() as release:
         ref = Reference(
             loss_of_view,
             flat,
             args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
+            precision=opts.precision,
+            memory_budget=opts.memory_budget,
+            devices=opts.devices,
+            progress=opts.progress,
         )
-        if precision == "float64":
+        release.callback(ref.close)
+        if opts.precision == "float64":
             ref.same_function_as(
                 native_value,
                 native_dtype,
@@ -298,25 +271,23 @@ def check_grad(
                 ),
             )
         measured = None
-        if precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
+        if opts.precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
             measured = reference_gradient(
                 loss_of_view, grad_of_view, ref.params, ref.flat, ref.args_tuple
             )
-        if mode == "fast":
+        if opts.mode == "fast":
             results = check_fast(
                 ref,
                 flat,
                 selection,
                 under_test,
                 measured,
-                directions=n_directions,
-                seed=_seed(key),
+                directions=opts.directions,
+                seed=seed_of(opts.key),
                 explain=explain,
-                check_leaf=functools.partial(
-                    check_leaf, rtol=rtol, atol=atol, method=method
-                ),
-                rtol=rtol,
-                atol=atol,
+                check_leaf=judge_leaf,
+                rtol=opts.rtol,
+                atol=opts.atol,
             )
         else:
             for info in flat.checked:
@@ -324,23 +295,10 @@ def check_grad(
                 if idx.size:
                     g = under_test[info.position]
                     g64 = None if measured is None else measured[info.position]
-                    results.append(
-                        check_leaf(
-                            ref, info, idx, g, g64, rtol=rtol, atol=atol, method=method
-                        )
-                    )
-        settings = Settings(
-            gradient=source,
-            reference_dtype=str(ref.j_dtype),
-            rel_step=ref.rel_step(flat.checked[0]),
-            rounding="measured against float64" if measured is not None else "fixed",
-            rtol=rtol,
-            atol=atol,
-            mode=mode,
-            directions=n_directions,
-            method=method,
+                    results.append(judge_leaf(ref, info, idx, g, g64))
+        settings = _settings(
+            source, ref.j_dtype, ref.rel_step(flat.checked[0]), measured, opts
         )
-        ref.close()
         timing = Timing(
             ref.compile_seconds, ref.sweep_seconds, ref.evaluations, ref.ran_on
         )
@@ -349,6 +307,27 @@ def check_grad(
         skipped=flat.skipped,
         settings=settings,
         timing=timing,
+    )
+
+
+def _settings(
+    source: str,
+    reference_dtype: np.dtype,
+    rel_step: float,
+    measured: dict[int, np.ndarray] | None,
+    opts: Options,
+) -> Settings:
+    """What the report says about how it was checked."""
+    return Settings(
+        gradient=source,
+        reference_dtype=str(reference_dtype),
+        rel_step=rel_step,
+        rounding="measured against float64" if measured is not None else "fixed",
+        rtol=opts.rtol,
+        atol=opts.atol,
+        mode=opts.mode,
+        directions=opts.directions,
+        method=opts.method,
     )
 
 
@@ -383,9 +362,9 @@ def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,
     *args: Any,
-    precision: str = "float64",
+    precision: Precision = "float64",
     with_error: bool = False,
-    memory_budget: int | None = None,
+    memory_budget: int | str | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
 ) -> PyTree | tuple[PyTree, PyTree]:
@@ -415,26 +394,31 @@ def numerical_grad(
       >>> [round(float(v), 6) for v in g]
       [3.0, 12.0]
     """
-    check_precision(precision)
-    flat = _prepare(loss, params, args)
+    opts = Options.build(
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
+    flat = prepare_params(loss, params, args)
     values, errors = {}, {}
-    with reference_precision(precision):
+    with reference_precision(opts.precision), contextlib.ExitStack() as release:
         ref = Reference(
             loss,
             flat,
             args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
+            precision=opts.precision,
+            memory_budget=opts.memory_budget,
+            devices=opts.devices,
+            progress=opts.progress,
         )
+        release.callback(ref.close)
         for info in flat.checked:
             idx = np.arange(info.size)
             sw = ref.sweep(info, 8 * idx.size, coords=idx.size)
             est = ref.refine(sw, idx, ref.first_pass(sw, idx))
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
-        ref.close()
 
     def tree(d: dict[int, np.ndarray]) -> PyTree:
         return flat.rebuild([d.get(i.position) for i in flat.infos])

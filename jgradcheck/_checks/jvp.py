@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -11,27 +12,26 @@ import numpy as np
 
 from .._engine.context import reference_precision
 from .._errors import raise_unless_ok
-from .._numerics.stencil import default_step
+from .._numerics.stencil import Estimate, default_step
 from .._numerics.verdict import judge, leaf_scale
-from .._pytree.coords import _seed
+from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.records import LeafResult, Settings, Timing
 from .._report.report import Report, RuleReport
+from .._report.rule_records import Check, DotTest
+from .._typing import Method, Precision, PyTree
+from .directional import widen_np
 from .rules import (
+    RuleInputs,
+    RuleRun,
     check_per_coordinate,
-    check_primal,
-    fd_directional,
-    fd_options,
+    check_rule,
     floats,
-    held_paths,
-    inputs,
     of_floats,
-    outputs,
-    readable,
-    structure,
-    wide_np,
+    readable_directions,
+    within,
 )
-from .rules import wide as widen
+from .structure import structure
 
 
 def _real(x: Any) -> np.ndarray:
@@ -42,10 +42,25 @@ def _real(x: Any) -> np.ndarray:
     return x.reshape(-1).astype(np.float64)
 
 
-def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, fd: dict) -> Report:
+def _tangent_leaves(
+    g: Callable[[list[Any]], Any], xs: list[Any], tangent: list[Any]
+) -> tuple[PyTree, list[Any]]:
+    """The rule's ``(y, leaves of J·tangent)`` at ``xs`` (``jax.jvp``)."""
+    y, t = jax.jvp(g, (xs,), ([jnp.asarray(v) for v in tangent],))
+    return y, jax.tree_util.tree_leaves(t)
+
+
+def _jacobian_row(
+    f: Callable[..., Any],
+    primals: tuple,
+    flat: Flat,
+    pos: int,
+    k: int,
+    opts: Options,
+) -> Report:
     """Output entry ``k`` of output leaf ``pos``: the rule's ∂y_k/∂x (jacfwd) vs FD."""
 
-    def loss(args):
+    def loss(args: tuple) -> jax.Array:
         return jax.tree_util.tree_leaves(f(*args))[pos].reshape(-1)[k]
 
     def row(fl: Flat) -> list[Any]:
@@ -54,14 +69,14 @@ def _jacobian_row(f, primals, flat: Flat, pos: int, k: int, fd: dict) -> Report:
             lambda xs: jax.tree_util.tree_leaves(g(xs))[pos].reshape(-1)[k]
         )(floats(fl))
 
-    return check_per_coordinate(loss, primals, flat, row, fd)
+    return check_per_coordinate(loss, primals, flat, row, opts)
 
 
 def _compare(
     out_infos: list[LeafInfo],
     rule: list[np.ndarray],
     rule_ref: list[np.ndarray] | None,
-    fd: list[tuple[Any, np.ndarray]],
+    differences: list[tuple[Estimate, np.ndarray]],
     p: int,
     settings: Settings,
     evaluations: int,
@@ -71,7 +86,7 @@ def _compare(
     for o in out_infos:
         if not o.is_checked:
             continue
-        est, r0 = fd[o.position]
+        est, r0 = differences[o.position]
         # Complex outputs are compared as (real, imaginary) pairs.
         a = _real(rule[o.position])
         n = _real(est.value[p])
@@ -112,19 +127,157 @@ def _compare(
     return Report(tuple(results), skipped, settings, Timing(0.0, 0.0, evaluations))
 
 
+def _rule_at_reference(run: RuleRun) -> list[list[np.ndarray] | None]:
+    """The rule's J·u at reference precision per direction (None: native)."""
+    inputs = run.inputs
+    if inputs.opts.precision != "float64":
+        return [None] * len(run.directions)
+    with reference_precision(inputs.opts.precision):
+        return [
+            [
+                np.asarray(t)
+                for t in _tangent_leaves(
+                    inputs.of_floats, run.at_reference, [widen_np(v) for v in d]
+                )[1]
+            ]
+            for d in run.directions
+        ]
+
+
+def _tangent_settings(run: RuleRun) -> Settings:
+    """The settings the tangent comparisons report."""
+    in_float64 = run.inputs.opts.precision == "float64"
+    leaf = jax.tree_util.tree_leaves(run.differences[0][0].value)[0]
+    native = np.dtype(run.inputs.floats[0].dtype)
+    return Settings(
+        gradient="the rule's tangent J·u (jax.jvp)",
+        reference_dtype="float64" if in_float64 else str(np.dtype(leaf.dtype)),
+        rel_step=default_step(np.dtype(np.float64) if in_float64 else native),
+        rounding="measured against float64" if in_float64 else "fixed",
+        rtol=None,
+        atol=None,
+    )
+
+
+def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
+    """J·u against FD(J·u) along the random tangent, then (while it fails) along
+    it on one input leaf at a time."""
+    refs = _rule_at_reference(run)
+    settings = _tangent_settings(run)
+    evals = 8 * len(run.directions)
+    flat = run.inputs.flat
+    localized: list[tuple[str, Report]] = []
+    for p, d in enumerate(run.directions):
+        if p > 0 and all(rep.ok for _, rep in localized):
+            break
+        tangent = [
+            np.asarray(t)
+            for t in jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
+        ]
+        rep = _compare(
+            run.out_infos, tangent, refs[p], run.differences, p, settings, evals
+        )
+        label = (
+            "random tangent on every input"
+            if p == 0
+            else f"tangent on input {flat.checked[p - 1].path} only"
+        )
+        localized.append((label, rep))
+    return localized
+
+
+@dataclasses.dataclass(frozen=True)
+class JVP:
+    """Forward mode for :func:`jgradcheck._checks.rules.check_rule`.
+
+    Probes: a readable tangent ``u`` on every input, then (several inputs) the
+    same on one input leaf at a time. No dot test: J·u is compared with
+    FD(J·u) entry by entry. Localisation: the tangent on one input leaf at a
+    time, and the Jacobian rows of up to ``rows`` failing output entries when
+    the inputs have at most ``localize`` coordinates.
+    """
+
+    localize: int | None = 100_000
+    rows: int = 3
+    kind: ClassVar[Literal["jvp"]] = "jvp"
+
+    def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
+        (u,) = readable_directions(inputs.flat, inputs.seed, 1)
+        if len(u) == 1:
+            return [u]
+        return [u] + [
+            [v if k == j else np.zeros_like(v) for k, v in enumerate(u)]
+            for j in range(len(u))
+        ]
+
+    def rule_at(
+        self, inputs: RuleInputs, directions: list[list[np.ndarray]]
+    ) -> tuple[PyTree, Callable[[Any], Any]]:
+        g, x = inputs.of_floats, inputs.floats
+        y, _ = _tangent_leaves(g, x, directions[0])
+
+        def apply(tangent: list[Any]) -> PyTree:
+            return jax.jvp(g, (x,), (tangent,))[1]
+
+        return y, apply
+
+    def compare(
+        self, run: RuleRun
+    ) -> tuple[tuple[DotTest, ...], tuple[tuple[str, Report], ...]]:
+        localized = _tangent_comparisons(run)
+        first = localized[0][1]
+        inputs = run.inputs
+        if not first.ok and within(self.localize, inputs.flat.n_params):
+            by_path = {o.path: o for o in run.out_infos if o.kind == "float"}
+            for e in first.failures()[: self.rows]:
+                if e.path in by_path:
+                    o = by_path[e.path]
+                    k = int(np.ravel_multi_index(e.index, o.shape)) if o.shape else 0
+                    rep = _jacobian_row(
+                        inputs.f,
+                        inputs.primals,
+                        inputs.flat,
+                        o.position,
+                        k,
+                        inputs.opts,
+                    )
+                    localized.append((f"row {e.where} of the Jacobian (jacfwd)", rep))
+        return (), tuple(localized)
+
+    def structure(self, run: RuleRun) -> list[Check]:
+        g, x = run.inputs.of_floats, run.inputs.floats
+        probe = [jnp.asarray(v) for v in run.directions[0]]
+        zero = [jnp.zeros_like(v) for v in probe]
+        jitted = jax.jit(lambda xs, tan: jax.jvp(g, (xs,), (tan,))[1])
+        return structure("tangent", run.apply, lambda tan: jitted(x, tan), probe, zero)
+
+    def derivative(self, run: RuleRun) -> Callable[..., Any]:
+        f, flat, u = run.inputs.f, run.inputs.flat, run.directions[0]
+
+        def pushed(*args: Any) -> list[Any]:
+            fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
+            xs = floats(fl)
+            tangent = [jnp.asarray(v, xi.dtype) for v, xi in zip(u, xs)]
+            return jax.tree_util.tree_leaves(
+                jax.jvp(of_floats(f, fl), (xs,), (tangent,))[1]
+            )
+
+        return pushed
+
+
 def check_jvp(
     f: Callable[..., Any],
     *primals: Any,
     nondiff_argnums: tuple[int, ...] = (),
     key: Any = 0,
-    precision: str = "float64",
+    precision: Precision = "float64",
     order: int = 1,
     localize: int | None = 100_000,
     rows: int = 3,
-    method: str = "auto",
-    memory_budget: int | None = None,
-    devices: Any = None,
-    progress: Any = None,
+    method: Method = "auto",
+    memory_budget: int | str | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool | TextIO | None = None,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -172,107 +325,21 @@ def check_jvp(
       >>> jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5)).ok
       True
     """
-    sweeps = fd_options(precision, method, memory_budget, devices, progress)
-    if order not in (1, 2):
-        raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
-    flat = inputs(f, primals, tuple(nondiff_argnums))
-    g, x = of_floats(f, flat), floats(flat)
-    want = f(*flat.rebuild(flat.leaves))
-    seed = _seed(key)
-    u = [readable(i.shape, i.dtype, [seed, 1, i.position, 0]) for i in flat.checked]
-    n_in = len(u)
-    directions = [u]
-    if n_in > 1:
-        directions += [
-            [v if k == j else np.zeros_like(v) for k, v in enumerate(u)]
-            for j in range(n_in)
-        ]
-
-    def rule(xs: list[Any], tan: list[Any]) -> tuple[Any, list[Any]]:
-        y, t = jax.jvp(g, (xs,), ([jnp.asarray(v) for v in tan],))
-        return y, jax.tree_util.tree_leaves(t)
-
-    y, _ = rule(x, u)
-    primal = check_primal("primal", y, want)
-    out_infos, _ = outputs(y)
-    if not any(o.is_checked for o in out_infos):
-        raise ValueError("`f` has no floating-point outputs: there is no JVP to test.")
-    wide = precision == "float64"
-    with reference_precision(precision):
-        x_ref = [widen(v) if wide else v for v in x]
-        fd = fd_directional(g, x_ref, directions)
-        refs = []
-        for d in directions:
-            tan = [wide_np(v) if wide else v for v in d]
-            refs.append([np.asarray(t) for t in rule(x_ref, tan)[1]] if wide else None)
-        ref_dtype = str(np.dtype(jax.tree_util.tree_leaves(fd[0][0].value)[0].dtype))
-    settings = Settings(
-        gradient="the rule's tangent J·u (jax.jvp)",
-        reference_dtype="float64" if wide else ref_dtype,
-        rel_step=default_step(np.float64 if wide else x[0].dtype),
-        rounding="measured against float64" if wide else "fixed",
-        rtol=None,
-        atol=None,
+    opts = Options.build(
+        key=key,
+        precision=precision,
+        method=method,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
     )
-    evals = 8 * len(directions)
-    localized = []
-    for p, d in enumerate(directions):
-        if p > 0 and all(rep.ok for _, rep in localized):
-            break
-        tangent = [np.asarray(t) for t in rule(x, d)[1]]
-        rep = _compare(out_infos, tangent, refs[p], fd, p, settings, evals)
-        label = (
-            "random tangent on every input"
-            if p == 0
-            else f"tangent on input {flat.checked[p - 1].path} only"
-        )
-        localized.append((label, rep))
-    first = localized[0][1]
-    if not first.ok and (localize is None or flat.n_params <= localize):
-        by_path = {o.path: o for o in out_infos if o.kind == "float"}
-        for e in first.failures()[:rows]:
-            if e.path in by_path:
-                o = by_path[e.path]
-                k = int(np.ravel_multi_index(e.index, o.shape)) if o.shape else 0
-                rep = _jacobian_row(f, primals, flat, o.position, k, sweeps)
-                localized.append((f"row {e.where} of the Jacobian (jacfwd)", rep))
-
-    probe = [jnp.asarray(v) for v in u]
-    zero = [jnp.zeros_like(v) for v in probe]
-    jitted = jax.jit(lambda xs, tan: jax.jvp(g, (xs,), (tan,))[1])
-    checks = structure(
-        "tangent",
-        lambda tan: jax.jvp(g, (x,), (tan,))[1],
-        lambda tan: jitted(x, tan),
-        probe,
-        zero,
-    )
-    second = None
-    if order == 2:
-
-        def pushed(*args: Any) -> list[Any]:
-            fl = Flat(flat.treedef, tuple(jax.tree_util.tree_leaves(args)), flat.infos)
-            xs = floats(fl)
-            tangent = [jnp.asarray(v, xi.dtype) for v, xi in zip(u, xs)]
-            return jax.tree_util.tree_leaves(
-                jax.jvp(of_floats(f, fl), (xs,), (tangent,))[1]
-            )
-
-        second = check_jvp(
-            pushed,
-            *primals,
-            nondiff_argnums=nondiff_argnums,
-            key=key,
-            **sweeps,
-        )
-    return RuleReport(
-        kind="jvp",
-        primal=primal,
-        dot_tests=(),
-        localized=tuple(localized),
-        structure=tuple(checks),
-        held=held_paths(flat),
-        second_order=second,
+    return check_rule(
+        f,
+        primals,
+        JVP(localize=localize, rows=rows),
+        nondiff_argnums=tuple(nondiff_argnums),
+        order=order,
+        opts=opts,
     )
 
 

@@ -12,12 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 
-PyTree = Any
+from .._options import Options
+from .._report.report import Report
+from .._typing import PyTree
+
+
+class CheckWith(Protocol):
+    """:func:`jgradcheck._checks.grad.check_grad_with`'s signature (passed in,
+    so that this module does not import the one that imports it)."""
+
+    def __call__(
+        self,
+        loss: Callable[..., Any],
+        params: PyTree,
+        args: tuple,
+        *,
+        grad: Callable[..., PyTree] | None = None,
+        terms: dict[str, Callable[..., Any]] | None = None,
+        opts: Options,
+    ) -> Report: ...
 
 
 def returns_terms(loss: Callable[..., Any], params: PyTree, args: tuple) -> bool:
@@ -81,20 +99,22 @@ def validate_terms(
 
 
 def check_terms(
-    check: Callable[..., Any],
+    check: CheckWith,
     loss: Callable[..., Any],
     params: PyTree,
     args: tuple,
+    *,
     grad: Callable[..., Any] | None,
-    options: dict[str, Any],
-    terms: dict[str, Callable[..., Any]] | None = None,
-) -> Any:
+    terms: dict[str, Callable[..., Any]] | None,
+    opts: Options,
+) -> Report:
     """The report for ``Σ terms``, with one report per term in ``report.terms``.
 
     The terms are ``loss``'s dict entries, or ``terms`` (scalar functions that
     add up to ``loss``, see :func:`validate_terms`; the sum is then ``loss``
     itself). ``grad``, if given, returns a dict with the same keys: one
-    gradient pytree per term (the gradient of the sum is their sum).
+    gradient pytree per term (the gradient of the sum is their sum). Every
+    report is ``check(..., opts=opts)``.
     """
     if terms is None:
         names = list(jax.eval_shape(lambda: loss(params, *args)))
@@ -140,8 +160,8 @@ def check_terms(
             return jax.tree_util.tree_map(lambda *x: sum(x), *[parts[n] for n in names])
 
         total_grad.__name__ = f"sum of {getattr(grad, '__name__', 'grad')}'s terms"
-    report = check(total, params, *args, grad=total_grad, **options)
+    report = check(total, params, args, grad=total_grad, opts=opts)
     reports = tuple(
-        (n, check(term(n), params, *args, grad=per_term[n], **options)) for n in names
+        (n, check(term(n), params, args, grad=per_term[n], opts=opts)) for n in names
     )
     return dataclasses.replace(report, terms=reports)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -12,31 +13,31 @@ import numpy as np
 from .._engine.context import reference_precision
 from .._errors import raise_unless_ok
 from .._numerics.verdict import judge
-from .._pytree.coords import _seed
+from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
+from .._typing import Method, Precision, PyTree
+from .directional import widen, widen_np
 from .rules import (
+    RuleInputs,
+    RuleRun,
     check_per_coordinate,
-    check_primal,
-    fd_directional,
-    fd_options,
+    check_rule,
     floats,
-    held_paths,
-    inputs,
     of_floats,
-    outputs,
     readable,
-    structure,
-    wide_np,
+    readable_directions,
+    within,
 )
-from .rules import wide as widen
+from .structure import structure
 
 
 def _cotangent(
     out_infos: list[LeafInfo], out_def: Any, seed: int, pair: int, only: int | None
-):
-    leaves = []
+) -> PyTree:
+    """A readable cotangent on output leaf ``only`` (None: on every float leaf)."""
+    leaves: list[Any] = []
     for o in out_infos:
         if not o.is_checked:
             leaves.append(np.zeros(o.shape, jax.dtypes.float0))
@@ -56,25 +57,20 @@ def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
     the transpose of its JVP, for real and complex values alike.
     """
     return sum(
-        np.real(np.sum((wide_np(x) * wide_np(y)).reshape(x.shape[0], -1), axis=1))
+        np.real(np.sum((widen_np(x) * widen_np(y)).reshape(x.shape[0], -1), axis=1))
         for x, y in zip(a, b)
     )
 
 
-def _dot_tests(
-    g, x, vjp_fn, out_infos, out_def, flat: Flat, seed: int, pairs: int, precision
-):
-    """One DotTest per floating-point output leaf."""
-    us = [
-        [readable(i.shape, i.dtype, [seed, 1, i.position, p]) for i in flat.checked]
-        for p in range(pairs)
-    ]
+def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
+    """One DotTest per floating-point output leaf: ⟨ȳ, FD(J·u)⟩ vs ⟨Jᵀȳ, u⟩."""
+    inputs, us = run.inputs, run.directions
+    flat, seed, precision = inputs.flat, inputs.seed, inputs.opts.precision
+    out_infos, out_def = run.out_infos, run.out_def
     u_stack = [np.stack([u[k] for u in us]) for k in range(len(flat.checked))]
-    wide = precision == "float64"
+    in_float64 = precision == "float64"
     with reference_precision(precision):
-        x_ref = [widen(v) if wide else v for v in x]
-        fd = fd_directional(g, x_ref, us)
-        _, vjp_ref = jax.vjp(g, x_ref)
+        _, vjp_ref = jax.vjp(inputs.of_floats, run.at_reference)
     tests = []
     eps_in = max(float(np.finfo(i.dtype).eps) for i in flat.checked)
     for o in out_infos:
@@ -84,16 +80,18 @@ def _dot_tests(
             _cotangent(out_infos, out_def, seed, p, o.position) for p in range(pairs)
         ]
         stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cts)
-        rule = _dot(jax.vmap(vjp_fn)(stacked)[0], u_stack)
+        rule = _dot(jax.vmap(run.apply)(stacked)[0], u_stack)
         with reference_precision(precision):
             st_ref = jax.tree_util.tree_map(
-                lambda c: c if c.dtype == jax.dtypes.float0 or not wide else widen(c),
+                lambda c: (
+                    c if c.dtype == jax.dtypes.float0 or not in_float64 else widen(c)
+                ),
                 stacked,
             )
             rule_ref = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
-        est, r0 = fd[o.position]
+        est, r0 = run.differences[o.position]
         ybar = np.stack(
-            [wide_np(jax.tree_util.tree_leaves(c)[o.position]) for c in cts]
+            [widen_np(jax.tree_util.tree_leaves(c)[o.position]) for c in cts]
         )
         flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
         numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
@@ -107,14 +105,14 @@ def _dot_tests(
             round0,
             eps_grad=eps_in,
             scale=float(terms.max()),
-            rounding=np.abs(rule - rule_ref) if wide else None,
+            rounding=np.abs(rule - rule_ref) if in_float64 else None,
         )
         tests.append(DotTest(o.path, rule, numeric, error, v.tolerance, v.status))
     return tests
 
 
 def _pulled_back(
-    f: Callable[..., Any], flat: Flat, ct: Any
+    f: Callable[..., Any], flat: Flat, ct: PyTree
 ) -> Callable[..., list[Any]]:
     """``args ↦ Jᵀ(args)·ct`` through the rule: cotangents of the float leaves."""
 
@@ -129,32 +127,38 @@ def _pulled_back(
     return pull
 
 
-def _localize(
-    f, primals, flat: Flat, out_infos, out_def, seed, only: int, fd: dict
-) -> Report:
+def _localize(run: RuleRun, only: int) -> Report:
     """check_grad of L(x) = ⟨ȳ, f(x)⟩ against the rule's Jᵀȳ, every input coordinate."""
-    ct = _cotangent(out_infos, out_def, seed, 0, only)
+    inputs = run.inputs
+    f, flat = inputs.f, inputs.flat
+    ct = _cotangent(run.out_infos, run.out_def, inputs.seed, 0, only)
     ct_leaf = jax.tree_util.tree_leaves(ct)[only]
     pull = _pulled_back(f, flat, ct)
 
-    def loss(args):
+    def loss(args: tuple) -> jax.Array:
         out = jax.tree_util.tree_leaves(f(*args))[only]
         return jnp.real(jnp.sum(ct_leaf * out))
 
     return check_per_coordinate(
-        loss, primals, flat, lambda fl: pull(*fl.rebuild(fl.leaves)), fd
+        loss,
+        inputs.primals,
+        flat,
+        lambda fl: pull(*fl.rebuild(fl.leaves)),
+        inputs.opts,
     )
 
 
-def _no_cotangent_for_integers(f, flat: Flat, y_ct: Any) -> Check | None:
+def _no_cotangent_for_integers(
+    f: Callable[..., Any], flat: Flat, y_ct: PyTree
+) -> Check | None:
     """Integer inputs must get float0 (or zero) cotangents from the rule."""
     ints = [i for i in flat.infos if i.kind == "fixed" and i.dtype is not None]
     if not ints:
         return None
     positions = [i.position for i in flat.checked] + [i.position for i in ints]
 
-    def g(arrs):
-        return f(*flat.replace(dict(zip(positions, arrs))))
+    def g(arrs: list[Any]) -> Any:
+        return f(*flat.rebuild_with(dict(zip(positions, arrs))))
 
     try:
         _, vjp_all = jax.vjp(g, [flat.leaves[p] for p in positions])
@@ -170,6 +174,65 @@ def _no_cotangent_for_integers(f, flat: Flat, y_ct: Any) -> Check | None:
     return Check("integer inputs get no cotangent", not bad, detail)
 
 
+@dataclasses.dataclass(frozen=True)
+class VJP:
+    """Reverse mode for :func:`jgradcheck._checks.rules.check_rule`.
+
+    Probes: ``pairs`` readable input directions ``u``, and readable cotangents
+    ȳ on one output leaf at a time. Dot test: ⟨ȳ, FD(J·u)⟩ against ⟨Jᵀȳ, u⟩ per
+    output leaf. Localisation: the numeric Jᵀȳ for every input coordinate (a
+    check_grad sweep of ⟨ȳ, f⟩) for each output leaf, when the inputs have at
+    most ``localize`` coordinates or the output's dot test failed.
+    """
+
+    pairs: int = 4
+    localize: int | None = 100_000
+    kind: ClassVar[Literal["vjp"]] = "vjp"
+
+    def probe_directions(self, inputs: RuleInputs) -> list[list[np.ndarray]]:
+        return readable_directions(inputs.flat, inputs.seed, self.pairs)
+
+    def rule_at(
+        self, inputs: RuleInputs, directions: list[list[np.ndarray]]
+    ) -> tuple[PyTree, Callable[[Any], Any]]:
+        return jax.vjp(inputs.of_floats, inputs.floats)
+
+    def compare(
+        self, run: RuleRun
+    ) -> tuple[tuple[DotTest, ...], tuple[tuple[str, Report], ...]]:
+        dots = _dot_tests(run, self.pairs)
+        n_in = run.inputs.flat.n_params
+        localized = []
+        for o, d in zip([o for o in run.out_infos if o.is_checked], dots):
+            if within(self.localize, n_in) or not d.ok:
+                rep = _localize(run, o.position)
+                localized.append(
+                    (f"cotangent on output {o.path or '<root>'} only", rep)
+                )
+        return tuple(dots), tuple(localized)
+
+    def _probe(self, run: RuleRun) -> PyTree:
+        return _cotangent(run.out_infos, run.out_def, run.inputs.seed, 0, None)
+
+    def structure(self, run: RuleRun) -> list[Check]:
+        g, x = run.inputs.of_floats, run.inputs.floats
+        probe = self._probe(run)
+        zero = jax.tree_util.tree_map(
+            lambda c: c if c.dtype == jax.dtypes.float0 else jnp.zeros_like(c), probe
+        )
+        jitted = jax.jit(lambda xs, ct: jax.vjp(g, xs)[1](ct))
+        checks = structure(
+            "cotangent", lambda ct: run.apply(ct), lambda ct: jitted(x, ct), probe, zero
+        )
+        ints = _no_cotangent_for_integers(run.inputs.f, run.inputs.flat, probe)
+        if ints is not None:
+            checks.append(ints)
+        return checks
+
+    def derivative(self, run: RuleRun) -> Callable[..., Any]:
+        return _pulled_back(run.inputs.f, run.inputs.flat, self._probe(run))
+
+
 def check_vjp(
     f: Callable[..., Any],
     *primals: Any,
@@ -177,12 +240,12 @@ def check_vjp(
     pairs: int = 4,
     key: Any = 0,
     localize: int | None = 100_000,
-    precision: str = "float64",
+    precision: Precision = "float64",
     order: int = 1,
-    method: str = "auto",
-    memory_budget: int | None = None,
-    devices: Any = None,
-    progress: Any = None,
+    method: Method = "auto",
+    memory_budget: int | str | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool | TextIO | None = None,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -230,61 +293,23 @@ def check_vjp(
       >>> jgc.check_vjp(softplus, jnp.linspace(-3.0, 3.0, 7)).ok
       True
     """
-    sweeps = fd_options(precision, method, memory_budget, devices, progress)
+    opts = Options.build(
+        key=key,
+        precision=precision,
+        method=method,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
-    if order not in (1, 2):
-        raise ValueError(f"`order` must be 1 or 2; got {order!r}.")
-    flat = inputs(f, primals, tuple(nondiff_argnums))
-    g, x = of_floats(f, flat), floats(flat)
-    want = f(*flat.rebuild(flat.leaves))
-    y, vjp_fn = jax.vjp(g, x)
-    primal = check_primal("primal", y, want)
-    out_infos, out_def = outputs(y)
-    if not any(o.is_checked for o in out_infos):
-        raise ValueError("`f` has no floating-point outputs: there is no VJP to test.")
-    seed = _seed(key)
-    dots = _dot_tests(g, x, vjp_fn, out_infos, out_def, flat, seed, pairs, precision)
-
-    n_in = flat.n_params
-    localized = []
-    for o, d in zip([o for o in out_infos if o.is_checked], dots):
-        if localize is None or n_in <= localize or not d.ok:
-            rep = _localize(
-                f, primals, flat, out_infos, out_def, seed, o.position, sweeps
-            )
-            localized.append((f"cotangent on output {o.path or '<root>'} only", rep))
-
-    probe = _cotangent(out_infos, out_def, seed, 0, None)
-    zero = jax.tree_util.tree_map(
-        lambda c: c if c.dtype == jax.dtypes.float0 else jnp.zeros_like(c), probe
-    )
-    jitted = jax.jit(lambda xs, ct: jax.vjp(g, xs)[1](ct))
-    checks = structure(
-        "cotangent", lambda ct: vjp_fn(ct), lambda ct: jitted(x, ct), probe, zero
-    )
-    ints = _no_cotangent_for_integers(f, flat, probe)
-    if ints is not None:
-        checks.append(ints)
-    second = None
-    if order == 2:
-        second = check_vjp(
-            _pulled_back(f, flat, probe),
-            *primals,
-            nondiff_argnums=nondiff_argnums,
-            pairs=pairs,
-            key=key,
-            localize=localize,
-            **sweeps,
-        )
-    return RuleReport(
-        kind="vjp",
-        primal=primal,
-        dot_tests=tuple(dots),
-        localized=tuple(localized),
-        structure=tuple(checks),
-        held=held_paths(flat),
-        second_order=second,
+    return check_rule(
+        f,
+        primals,
+        VJP(pairs=pairs, localize=localize),
+        nondiff_argnums=tuple(nondiff_argnums),
+        order=order,
+        opts=opts,
     )
 
 

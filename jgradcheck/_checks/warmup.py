@@ -20,9 +20,8 @@ import numpy as np
 import optax
 
 from .._engine.gradient import loss_output_check
-from .._pytree.flat import flatten_params, split_static
-
-PyTree = Any
+from .._pytree.flat import Flat, flatten_params, split_static
+from .._typing import PyTree
 
 
 class WarmUp(NamedTuple):
@@ -73,6 +72,46 @@ def _summed(loss: Callable[..., Any]) -> Callable[..., Any]:
         return sum(out.values()) if isinstance(out, dict) and out else out
 
     return total
+
+
+def _checked_options(
+    loss: Callable[..., Any],
+    steps: Any,
+    optimizer: optax.GradientTransformation | None,
+) -> optax.GradientTransformation:
+    """Check ``loss`` and ``steps``; the optimizer (default ``optax.adam(1e-3)``)."""
+    if not callable(loss):
+        raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"`steps` must be an int; got {type(steps).__name__}.")
+    if steps < 1:
+        raise ValueError(f"`steps` must be at least 1; got {steps}.")
+    optimizer = optax.adam(1e-3) if optimizer is None else optimizer
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            "`optimizer` must be an optax GradientTransformation (with `init` and "
+            f"`update`), e.g. optax.adam(1e-3); got {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+def _check_finite_params(
+    flat: Flat, train: list[int], trained: list[Any], losses: np.ndarray
+) -> None:
+    """Raise FloatingPointError when the last update made a trained leaf non-finite."""
+    steps = len(losses)
+    bad = [
+        flat.infos[p].path or "<root>"
+        for p, leaf in zip(train, trained)
+        if not bool(jnp.all(jnp.isfinite(leaf)))
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"the params became non-finite at step {steps} of {steps} (the last "
+            f"update), in {', '.join(bad)}; the loss was finite before it "
+            f"({losses[-1]}). Lower the learning rate of `optimizer`, or look for "
+            "a NaN in the gradient."
+        )
 
 
 def warm_up(
@@ -134,18 +173,7 @@ def warm_up(
       >>> bool(out.losses[-1] < out.losses[0]), bool((out.params["b"] != 0).all())
       (True, True)
     """
-    if not callable(loss):
-        raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"`steps` must be an int; got {type(steps).__name__}.")
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}.")
-    optimizer = optax.adam(1e-3) if optimizer is None else optimizer
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(
-            "`optimizer` must be an optax GradientTransformation (with `init` and "
-            f"`update`), e.g. optax.adam(1e-3); got {type(optimizer).__name__}."
-        )
+    optimizer = _checked_options(loss, steps, optimizer)
     per_step = _batches(batches, steps)
     total = _summed(loss)
     flat = flatten_params(params)
@@ -162,7 +190,7 @@ def warm_up(
     loss_output_check(total, flat.rebuild(flat.leaves), per_step[0])
 
     def of_trained(trained: list[Any], args: tuple) -> Any:
-        return total(flat.replace(dict(zip(train, trained))), *args)
+        return total(flat.rebuild_with(dict(zip(train, trained))), *args)
 
     def step(trained, opt_state, split, dynamic):
         value, g = jax.value_and_grad(of_trained)(trained, split.merge(dynamic))
@@ -195,17 +223,6 @@ def warm_up(
                 f"{k} updates; the last losses: {recent}). Lower the learning rate "
                 "of `optimizer`, or fix the NaN/inf in `loss`."
             )
-    bad = [
-        flat.infos[p].path or "<root>"
-        for p, leaf in zip(train, trained)
-        if not bool(jnp.all(jnp.isfinite(leaf)))
-    ]
-    if bad:
-        raise FloatingPointError(
-            f"the params became non-finite at step {steps} of {steps} (the last "
-            f"update), in {', '.join(bad)}; the loss was finite before it "
-            f"({losses[-1]}). Lower the learning rate of `optimizer`, or look for "
-            "a NaN in the gradient."
-        )
-    out = flat.replace(dict(zip(train, trained)))
+    _check_finite_params(flat, train, trained, losses)
+    out = flat.rebuild_with(dict(zip(train, trained)))
     return WarmUp(out, losses) if return_losses else out

@@ -57,7 +57,9 @@ def _of_floats(loss: Callable[..., Any], flat: Flat, args: tuple):
     rest = split_static(tuple(args))
 
     def f(float_leaves, adyn):
-        return loss(flat.replace(dict(zip(positions, float_leaves))), *rest.merge(adyn))
+        return loss(
+            flat.rebuild_with(dict(zip(positions, float_leaves))), *rest.merge(adyn)
+        )
 
     return f, [flat.leaves[p] for p in positions], rest.dynamic
 

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._options import METHOD_NAMES, PRECISIONS, Options
 from .load import (
     Loader,
     UsageError,
@@ -75,7 +76,7 @@ def _output(report: Any, args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .._checks.grad import check_grad
+    from .._checks.grad import check_grad_with
 
     load = Loader()
     loss = load.function(args.loss, "LOSS")
@@ -85,19 +86,21 @@ def _check(args: argparse.Namespace) -> int:
         make_batch = load.function(args.args, "--args")
         extra = _as_tuple(call(make_batch, args.args, "--args"))
     grad = None if args.grad is None else load.function(args.grad, "--grad")
+
+    def check() -> Any:
+        opts = Options.build(
+            coords=args.coords,
+            key=args.key,
+            method=args.method,
+            precision=args.precision,
+            rtol=args.rtol,
+            atol=args.atol,
+        )
+        return check_grad_with(loss, params, extra, grad=grad, opts=opts)
+
     report = _run_check(
         "check_grad",
-        check_grad,
-        loss,
-        params,
-        *extra,
-        grad=grad,
-        coords=args.coords,
-        key=args.key,
-        method=args.method,
-        precision=args.precision,
-        rtol=args.rtol,
-        atol=args.atol,
+        check,
         hint=""
         if args.args
         else " (the loss's other arguments are given with --args FILE.py:make_batch)",
@@ -106,27 +109,29 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _check_rule(args: argparse.Namespace) -> int:
-    from .._checks.jvp import check_jvp
-    from .._checks.vjp import check_vjp
+    from .._checks.jvp import JVP
+    from .._checks.rules import check_rule
+    from .._checks.vjp import VJP
 
-    name, check = (
-        ("check_vjp", check_vjp)
-        if args.command == "check-vjp"
-        else ("check_jvp", check_jvp)
+    name, direction = (
+        ("check_vjp", VJP()) if args.command == "check-vjp" else ("check_jvp", JVP())
     )
     load = Loader()
     f = load.function(args.f, "F")
     primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
-    report = _run_check(
-        name,
-        check,
-        f,
-        *_as_tuple(primals),
-        order=args.order,
-        key=args.key,
-        precision=args.precision,
-        method=args.method,
-    )
+
+    def check() -> Any:
+        opts = Options.build(key=args.key, precision=args.precision, method=args.method)
+        return check_rule(
+            f,
+            _as_tuple(primals),
+            direction,
+            nondiff_argnums=(),
+            order=args.order,
+            opts=opts,
+        )
+
+    report = _run_check(name, check)
     return _output(report, args)
 
 
@@ -138,12 +143,12 @@ EPILOG = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .._checks.grad import METHODS
-
-    p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
+    p.add_argument(
+        "--method", choices=METHOD_NAMES, default="auto", help="default: auto"
+    )
     p.add_argument(
         "--precision",
-        choices=["float64", "native"],
+        choices=PRECISIONS,
         default="float64",
         help="dtype of the finite differences (default: float64)",
     )

@@ -16,7 +16,12 @@ Selection = dict[int, np.ndarray]
 """Leaf position -> sorted flat indices within that leaf."""
 
 
-def _seed(key: Any) -> int:
+def seed_of(key: Any) -> int:
+    """An int seed from ``key=``: an int, or a ``jax.random`` key (new or raw).
+
+    Raises:
+      TypeError: for anything else, naming ``key``.
+    """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return int(key)
     try:
@@ -77,7 +82,7 @@ def select(flat: Flat, coords: Any, key: Any) -> Selection:
                 "of `params`; every leaf gets at least one coordinate, so ask for "
                 f"coords>={len(checked)} (or pass a boolean mask pytree)."
             )
-        seed = _seed(key)
+        seed = seed_of(key)
         counts = _allocate(k, [i.size for i in checked])
         out = {}
         for info, c in zip(checked, counts):

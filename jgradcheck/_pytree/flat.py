@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
-PyTree = Any
+from .._typing import PyTree
 
 
 class LeafInfo(NamedTuple):
@@ -100,10 +100,11 @@ class Flat:
         return sum(i.size for i in self.checked)
 
     def rebuild(self, leaves: list[Any] | tuple[Any, ...]) -> PyTree:
+        """The ``params`` pytree with every leaf given (``tree_unflatten``)."""
         return jax.tree_util.tree_unflatten(self.treedef, list(leaves))
 
-    def replace(self, new: dict[int, Any]) -> PyTree:
-        """``params`` with the leaves at the given positions replaced."""
+    def rebuild_with(self, new: dict[int, Any]) -> PyTree:
+        """The ``params`` pytree with the leaves at the given positions replaced."""
         leaves = list(self.leaves)
         for pos, val in new.items():
             leaves[pos] = val

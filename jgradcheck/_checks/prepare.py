@@ -1,0 +1,149 @@
+"""Before the sweep: params checked and flattened, the gradient under test
+taken at the params' own dtype, the entries selected, and complex leaves seen
+as (real, imaginary) pairs of real coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._engine.gradient import (
+    evaluate,
+    loss_output_check,
+    nonfinite_places,
+    user_gradient,
+    value_and_gradient,
+)
+from .._errors import where_list
+from .._leaf.fast import fast_selection
+from .._options import Options
+from .._pytree.coords import Selection, select
+from .._pytree.flat import Flat, as_real, flatten_params, real_view
+from .._typing import PyTree
+
+
+def prepare_params(loss: Callable[..., Any], params: PyTree, args: tuple) -> Flat:
+    """``params`` flattened, after checking there is something to check and that
+    ``loss(params, *args)`` is a real scalar.
+
+    Raises:
+      ValueError, TypeError: empty params, no floating-point leaves, or a loss
+        that is not a finite real scalar.
+    """
+    flat = flatten_params(params)
+    if not flat.infos:
+        raise ValueError("`params` is empty: there is nothing to check.")
+    if not flat.checked:
+        kinds = ", ".join(
+            f"{i.path or '<root>'} ({i.dtype or i.kind})" for i in flat.infos
+        )
+        raise ValueError(
+            f"`params` has no floating-point leaves to check; its leaves are: {kinds}."
+        )
+    loss_output_check(loss, flat.rebuild(flat.leaves), args)
+    return flat
+
+
+class GradientUnderTest(NamedTuple):
+    """The gradient under test at ``params``, and J at the params' own precision."""
+
+    value: float
+    """``loss(params, *args)`` at the params' own dtype."""
+    dtype: np.dtype
+    """The dtype of that value."""
+    grads: dict[int, jax.Array]
+    """Leaf position -> the gradient under test for that leaf."""
+    source: str
+    """Where it came from, for the report: ``jax.grad(loss) in float32``."""
+    dtypes: frozenset[np.dtype]
+    """The dtypes of the gradient's leaves."""
+
+
+class RealView(NamedTuple):
+    """The check with complex leaves seen as real (..., 2) leaves (see
+    :func:`complex_as_real`); the inputs themselves when no leaf is complex."""
+
+    flat: Flat
+    loss: Callable[..., Any]
+    grad: Callable[..., PyTree] | None
+    under_test: dict[int, jax.Array]
+    selection: Selection
+
+
+def gradient_under_test(
+    loss: Callable[..., Any],
+    grad: Callable[..., PyTree] | None,
+    params: PyTree,
+    flat: Flat,
+    args: tuple,
+) -> GradientUnderTest:
+    """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
+
+    Raises:
+      ValueError: when it is not finite somewhere, naming the entries.
+    """
+    if grad is None:
+        native, under_test = value_and_gradient(loss, flat, args)
+        source = "jax.grad(loss)"
+    else:
+        native = evaluate(loss, flat, args)
+        under_test = user_gradient(grad, params, flat, args)
+        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+    bad = nonfinite_places(flat, under_test)
+    if bad:
+        raise ValueError(
+            f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
+            "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
+        )
+    dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
+    source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
+    return GradientUnderTest(
+        float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
+    )
+
+
+def selection_of(flat: Flat, opts: Options) -> tuple[Selection, int | None]:
+    """The entries to check, and (fast mode) how many a failing leaf's sweep takes."""
+    if opts.mode == "fast":
+        return fast_selection(flat, opts.coords, opts.key)
+    return select(flat, opts.coords, opts.key), None
+
+
+def complex_as_real(
+    flat: Flat,
+    loss: Callable[..., Any],
+    grad: Callable[..., PyTree] | None,
+    grads: dict[int, jax.Array],
+    selection: Selection,
+) -> RealView:
+    """Check complex leaves as (real, imaginary) pairs of real coordinates.
+
+    JAX's gradient of a real loss at a complex z is ∂L/∂x − i·∂L/∂y, so its
+    real view is (Re g, −Im g) = (∂L/∂x, ∂L/∂y), what finite differences of
+    the real and imaginary parts estimate.
+    """
+    view, unview = as_real(flat)
+    if view is flat:
+        return RealView(flat, loss, grad, grads, selection)
+    complex_at = {i.position for i in flat.checked if i.kind == "complex"}
+
+    def loss_of_view(params: PyTree, *args: Any) -> Any:
+        return loss(unview(params), *args)
+
+    def grad_of_view(params: PyTree, *args: Any) -> PyTree:
+        assert grad is not None
+        g = jax.tree_util.tree_leaves(grad(unview(params), *args))
+        g = [real_view(jnp.conj(x)) if k in complex_at else x for k, x in enumerate(g)]
+        return jax.tree_util.tree_unflatten(flat.treedef, g)
+
+    grads, selection = dict(grads), dict(selection)
+    for info in flat.checked:
+        if info.kind == "complex":
+            grads[info.position] = real_view(jnp.conj(grads[info.position]))
+            idx = selection[info.position]
+            selection[info.position] = np.stack([2 * idx, 2 * idx + 1], -1).reshape(-1)
+    return RealView(view, loss_of_view, grad and grad_of_view, grads, selection)

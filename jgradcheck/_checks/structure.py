@@ -1,0 +1,101 @@
+"""Structural checks of a rule: its primal output, zero in gives zero out,
+determinism, ``jit`` against eager, ``vmap`` against a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._report.rule_records import Check
+
+
+def check_primal(name: str, got: Any, want: Any) -> Check:
+    g_leaves, w_leaves = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
+    if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(want):
+        return Check(name, False, "the rule's primal output has a different structure")
+    worst = 0.0
+    for a, b in zip(g_leaves, w_leaves):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return Check(name, False, f"shape {a.shape} differs from f's {b.shape}")
+        if not np.issubdtype(a.dtype, np.inexact):
+            if not np.array_equal(a, b):
+                return Check(name, False, "integer outputs differ")
+            continue
+        eps = float(np.finfo(a.dtype).eps)
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        worst = max(worst, diff / (eps * max(scale, 1e-30)))
+        if not diff <= 64 * eps * scale:
+            return Check(
+                name, False, f"max |rule − f| = {diff:.3e} (f's scale {scale:.3e})"
+            )
+    return Check(name, True, f"agrees with f to {worst:.1f} ulp of its scale")
+
+
+def _close(a: Any, b: Any, ulps: float = 64.0) -> tuple[bool, float]:
+    worst = 0.0
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype == jax.dtypes.float0 or not np.issubdtype(x.dtype, np.inexact):
+            continue
+        eps = float(np.finfo(x.dtype).eps)
+        scale = max(float(np.max(np.abs(y))) if y.size else 0.0, 1e-30)
+        diff = float(np.max(np.abs(x - y))) if x.size else 0.0
+        worst = max(worst, diff / (eps * scale))
+    return worst <= ulps, worst
+
+
+def _all_zero(tree: Any) -> bool:
+    for x in jax.tree_util.tree_leaves(tree):
+        x = np.asarray(x)
+        if x.dtype != jax.dtypes.float0 and np.any(x != 0):
+            return False
+    return True
+
+
+def structure(
+    kind: str,
+    apply: Callable[[Any], Any],
+    jitted: Callable[[Any], Any],
+    probe: Any,
+    zero: Any,
+) -> list[Check]:
+    """Structural checks shared by VJP (probe = ȳ) and JVP (probe = u)."""
+    first, second = apply(probe), apply(probe)
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second)
+        )
+    )
+    checks = [
+        Check(
+            f"zero {kind} gives zero",
+            _all_zero(apply(zero)),
+            "a rule that adds a constant or ignores its input fails this",
+        ),
+        Check("deterministic", same, "two runs with the same inputs agree bit for bit"),
+    ]
+    ok, worst = _close(jitted(probe), first)
+    checks.append(Check("jit agrees with eager", ok, f"within {worst:.1f} ulp"))
+    pair = jax.tree_util.tree_map(lambda a: jnp.stack([a, -0.5 * a]), probe)
+    try:
+        batched = jax.vmap(apply)(pair)
+        loop = [
+            apply(jax.tree_util.tree_map(lambda a, k=k: a[k], pair)) for k in range(2)
+        ]
+        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *loop)
+        ok, worst = _close(batched, stacked)
+        checks.append(
+            Check(f"vmap over 2 {kind}s equals a loop", ok, f"within {worst:.1f} ulp")
+        )
+    except Exception as e:  # noqa: BLE001 - a rule that cannot be vmapped is a finding
+        checks.append(
+            Check(f"vmap over 2 {kind}s equals a loop", False, f"vmap failed: {e}")
+        )
+    return checks
