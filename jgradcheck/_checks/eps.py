@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .._engine.context import Reference, check_precision, reference_precision
+from .._engine.context import evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._options import Options, check_precision
 from .._pytree.coords import select
 from .grad import _prepare
 
@@ -169,14 +170,15 @@ def eps_sweep(
     selection = select(flat, coords, key)
     offsets = (1.0, -1.0, 2.0, -2.0) if "central4" in methods else (1.0, -1.0)
     where, grads, errors, rround = [], [], {m: [] for m in methods}, []
-    with reference_precision(precision):
-        ref = Reference(loss, flat, args, precision=precision, memory_budget=None)
+    with evaluation_context(
+        loss, flat, args, Options.build(precision=precision)
+    ) as ctx:
         for info in flat.checked:
             idx = selection[info.position]
             if not idx.size:
                 continue
             a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
-            sw = ref.sweep(info, idx.size * grid.size * len(offsets))
+            sw = ctx.sweep(info, idx.size * grid.size * len(offsets))
             theta = sw.base[idx]
             h = (
                 grid[None, :]
@@ -196,10 +198,9 @@ def eps_sweep(
             for m in methods:
                 errors[m].append(np.abs(_stencil(vals, th, m) - a[:, None]) / scale)
             jmag = np.maximum(np.abs(vals[1.0]), np.abs(vals[-1.0]))
-            rround.append(ref.eps_j * jmag / (h * scale))
+            rround.append(ctx.eps_j * jmag / (h * scale))
             where += [info.where(int(i)) for i in idx]
             grads.append(a)
-        ref.close()
     err = {m: np.concatenate(v) for m, v in errors.items()}
     trunc = {}
     for m, e in err.items():
@@ -215,5 +216,5 @@ def eps_sweep(
         roundoff=np.concatenate(rround),
         truncation=trunc,
         best_eps={m: _best(grid, e) for m, e in err.items()},
-        dtype=str(ref.j_dtype),
+        dtype=str(ctx.j_dtype),
     )

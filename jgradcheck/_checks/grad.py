@@ -10,12 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import (
-    NOISE_STEP,
-    Reference,
-    check_precision,
-    reference_precision,
-)
+from .._engine.context import evaluation_context
 from .._engine.gradient import (
     evaluate,
     loss_output_check,
@@ -25,11 +20,14 @@ from .._engine.gradient import (
     value_and_gradient,
 )
 from .._errors import raise_unless_ok, where_list
-from .._leaf.escalate import METHODS, check_leaf
+from .._leaf.escalate import check_leaf
+from .._leaf.estimates import first_pass, refined
 from .._leaf.fast import check_fast, fast_selection, validate
+from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
+from .._options import METHOD_NAMES, Options, check_precision
 from .._pytree.coords import _seed, select
 from .._pytree.flat import Flat, as_real, flatten_params, real_view
-from .._report.records import Report, Settings, Timing
+from .._report.records import Report, Settings
 from .terms import check_terms, returns_terms, validate_terms
 
 PyTree = Any
@@ -92,23 +90,25 @@ def _native_noise(
 
     ``J(θ+u) + J(θ−u) − 2J(θ)`` for random ``u = ±√eps·max(1, |θ|)`` on every
     checked entry: the linear term cancels and the quadratic one is ~eps·J'',
-    so what remains is rounding. Evaluated with the caller's own x64 setting.
+    so what remains is rounding. Evaluated with the caller's own x64 setting;
+    the trials become one rounding by
+    :func:`jgradcheck._numerics.rounding.rounding_from_probes` (the largest).
     """
     rng = np.random.default_rng(0)
-    worst = 0.0
+    trials = []
     with jax.enable_x64(x64):
         for _ in range(4):
             plus, minus = list(flat.leaves), list(flat.leaves)
             for info in flat.checked:
                 x = np.asarray(flat.leaves[info.position])
                 signs = rng.choice(np.array([-1.0, 1.0]), x.shape)
-                u = NOISE_STEP(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
+                u = probe_step(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
                 plus[info.position] = jnp.asarray(x + u.astype(x.dtype))
                 minus[info.position] = jnp.asarray(x - u.astype(x.dtype))
             jp = float(loss(flat.rebuild(plus), *args))
             jm = float(loss(flat.rebuild(minus), *args))
-            worst = max(worst, abs(jp + jm - 2.0 * j0))
-    return worst
+            trials.append(abs(jp + jm - 2.0 * j0))
+    return float(rounding_from_probes(np.array(trials), quantile=TRIALS_QUANTILE))
 
 
 def check_grad(
@@ -237,8 +237,8 @@ def check_grad(
       (True, ['fit', 'l2'])
     """
     check_precision(precision)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    if method not in METHOD_NAMES:
+        raise ValueError(f"`method` must be one of {METHOD_NAMES}; got {method!r}.")
     n_directions = validate(mode, directions)
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
@@ -278,32 +278,29 @@ def check_grad(
 
     results = []
     user_x64 = bool(jax.config.jax_enable_x64)
-    with reference_precision(precision):
-        ref = Reference(
-            loss_of_view,
-            flat,
-            args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
-        )
+    opts = Options.build(
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
+    with evaluation_context(loss_of_view, flat, args, opts) as ctx:
         if precision == "float64":
-            ref.same_function_as(
+            ctx.check_same_function(
                 native_value,
                 native_dtype,
-                noise=lambda: _native_noise(
+                rounding=lambda: _native_noise(
                     loss_of_view, flat, args, native_value, user_x64
                 ),
             )
         measured = None
         if precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
             measured = reference_gradient(
-                loss_of_view, grad_of_view, ref.params, ref.flat, ref.args_tuple
+                loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
             )
         if mode == "fast":
             results = check_fast(
-                ref,
+                ctx,
                 flat,
                 selection,
                 under_test,
@@ -325,13 +322,13 @@ def check_grad(
                     g64 = None if measured is None else measured[info.position]
                     results.append(
                         check_leaf(
-                            ref, info, idx, g, g64, rtol=rtol, atol=atol, method=method
+                            ctx, info, idx, g, g64, rtol=rtol, atol=atol, method=method
                         )
                     )
         settings = Settings(
             gradient=source,
-            reference_dtype=str(ref.j_dtype),
-            rel_step=ref.rel_step(flat.checked[0]),
+            reference_dtype=str(ctx.j_dtype),
+            rel_step=ctx.rel_step(flat.checked[0]),
             rounding="measured against float64" if measured is not None else "fixed",
             rtol=rtol,
             atol=atol,
@@ -339,10 +336,7 @@ def check_grad(
             directions=n_directions,
             method=method,
         )
-        ref.close()
-        timing = Timing(
-            ref.compile_seconds, ref.sweep_seconds, ref.evaluations, ref.ran_on
-        )
+    timing = ctx.timing()
     return Report(
         leaves=tuple(results),
         skipped=flat.skipped,
@@ -417,23 +411,20 @@ def numerical_grad(
     check_precision(precision)
     flat = _prepare(loss, params, args)
     values, errors = {}, {}
-    with reference_precision(precision):
-        ref = Reference(
-            loss,
-            flat,
-            args,
-            precision=precision,
-            memory_budget=memory_budget,
-            devices=devices,
-            progress=progress,
-        )
+    opts = Options.build(
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+    )
+    with evaluation_context(loss, flat, args, opts) as ctx:
         for info in flat.checked:
             idx = np.arange(info.size)
-            sw = ref.sweep(info, 8 * idx.size, coords=idx.size)
-            est = ref.refine(sw, idx, ref.first_pass(sw, idx))
+            sw = ctx.sweep(info, 8 * idx.size, coords=idx.size)
+            primed, first = first_pass(ctx, sw, idx)
+            est = refined(ctx, sw, idx, first, primed)
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
-        ref.close()
 
     def tree(d: dict[int, np.ndarray]) -> PyTree:
         return flat.rebuild([d.get(i.position) for i in flat.infos])

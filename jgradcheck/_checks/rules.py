@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import check_precision
+from .._numerics.rounding import ENTRY_FLOOR_QUANTILE, rounding_from_probes
 from .._numerics.stencil import (
     Estimate,
     default_step,
@@ -37,11 +37,12 @@ from .._numerics.stencil import (
     probe_rounding,
     richardson,
 )
+from .._options import METHOD_NAMES, check_precision
 from .._pytree.coords import readable as readable
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
 from .._report.records import Report
 from .._report.rule_report import Check
-from .grad import METHODS, check_grad
+from .grad import check_grad
 
 PyTree = Any
 
@@ -182,11 +183,13 @@ def fd_directional(
     for leaf in leaves:
         arr = wide_np(leaf)  # [P, 2L + 12, *shape]
         extra = (1,) * (arr.ndim - 2)
-        noise = probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0))
-        noise = np.where(np.isfinite(noise), noise, 0.0)
-        # One probe per entry can see no rounding by chance: the leaf's median
-        # is a floor (its entries come from the same computation).
-        noise = np.maximum(noise, np.median(noise)) if noise.size else noise
+        # Each entry's own probe, floored by the leaf's median (one probe can
+        # see no rounding by chance; the entries share one computation).
+        noise = rounding_from_probes(
+            probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0)),
+            quantile=ENTRY_FLOOR_QUANTILE,
+            per_entry=True,
+        )
         ds = []
         for k in range(levels):
             width = (2.0 * steps[:, k]).reshape((P,) + extra)
@@ -271,8 +274,8 @@ def fd_options(
 ) -> dict[str, Any]:
     """check_vjp/check_jvp's options for their :func:`check_grad` sweeps, checked."""
     check_precision(precision)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    if method not in METHOD_NAMES:
+        raise ValueError(f"`method` must be one of {METHOD_NAMES}; got {method!r}.")
     return dict(
         precision=precision,
         method=method,

@@ -7,7 +7,7 @@ leaves and ``args`` are passed as unbatched arguments, so work that does not
 depend on ``L`` is done once per batch, not once per coordinate. Batches have a
 fixed size (the last one is padded), so each leaf compiles exactly once. Small
 leaves (biases, norm scales) share one dense compiled function, compiled once
-for all of them (``group``; :func:`jgradcheck._engine.context.plan_groups`): on a
+for all of them (``group``; :func:`jgradcheck._engine.groups.plan_groups`): on a
 CPU a compile costs ~0.2 s whatever the leaf, more than sweeping a small leaf.
 
 With several devices the batch axis is split over them (:mod:`._devices`).
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._options import EngineSettings
 from .._pytree.flat import Flat, LeafInfo, Split, split_static
 from .devices import Layout, resolve_devices
 from .progress import LeafProgress
@@ -287,6 +288,7 @@ class LeafSweep:
         progress: LeafProgress | None = None,
         group: tuple[LeafInfo, ...] | None = None,
         measured: tuple[int, int] | None = None,
+        engine: EngineSettings | None = None,
     ):
         self.info = info
         self.layout = layout or Layout(resolve_devices(None))

@@ -138,9 +138,11 @@ EPILOG = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .._checks.grad import METHODS
+    from .._options import METHOD_NAMES
 
-    p.add_argument("--method", choices=METHODS, default="auto", help="default: auto")
+    p.add_argument(
+        "--method", choices=METHOD_NAMES, default="auto", help="default: auto"
+    )
     p.add_argument(
         "--precision",
         choices=["float64", "native"],

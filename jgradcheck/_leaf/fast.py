@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import Reference
+from .._engine.context import EvalContext
 from .._engine.sweep import batch_bytes, choose_batch
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
@@ -164,7 +164,7 @@ class _Leaf(NamedTuple):
 
 
 def _plan(
-    ref: Reference,
+    ctx: EvalContext,
     info: LeafInfo,
     idx: np.ndarray,
     grad: Any,
@@ -172,11 +172,11 @@ def _plan(
     k: int,
     seed: int,
 ) -> _Leaf:
-    dtype = np.dtype(ref.flat.leaves[info.position].dtype)
+    dtype = ctx.leaf_dtype(info)
     u = np.stack([direction(seed, info, j, idx) for j in range(min(k, idx.size))])
     u = u.astype(dtype).astype(np.float64)
-    theta = np.asarray(ref.flat.leaves[info.position], np.float64).reshape(-1)
-    h = ref.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
+    theta = np.asarray(ctx.flat.leaves[info.position], np.float64).reshape(-1)
+    h = ctx.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
     t = 2.0 ** math.floor(math.log2(h / float(np.max(np.abs(u)))))
     grad_dtype = np.dtype(grad.dtype)
     wide = grad64 is not None and bool(
@@ -202,11 +202,12 @@ class DirectionSweep:
 
     Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
     (``τ = 0`` leaves it exactly as it is). Keeps the counters of a
-    :class:`jgradcheck._engine.sweep.LeafSweep`, so a :class:`Reference` that lists it
-    in ``sweeps`` reports its time and evaluations.
+    :class:`jgradcheck._engine.sweep.LeafSweep`, so an
+    :class:`jgradcheck._engine.context.EvalContext` it is registered with
+    reports its time and evaluations.
     """
 
-    def __init__(self, ref: Reference, leaves: list[_Leaf], n_evals: int):
+    def __init__(self, ref: EvalContext, leaves: list[_Leaf], n_evals: int):
         self.compile_seconds = 0.0
         self.run_seconds = 0.0
         self.n_evals = 0
@@ -402,7 +403,7 @@ class _State:
 
 def _directions(
     sweep: DirectionSweep,
-    ref: Reference,
+    ctx: EvalContext,
     leaves: list[_Leaf],
     seed: int,
     rtol: float | None,
@@ -414,9 +415,9 @@ def _directions(
     within roundoff are refined (t/2, t/4, t/8, Richardson) and judged again.
     """
     everything = [np.arange(leaf.u.shape[0]) for leaf in leaves]
-    j0, first = _differences(sweep, leaves, everything, (1.0,), ref.eps_j, prime=2)
+    j0, first = _differences(sweep, leaves, everything, (1.0,), ctx.eps_j, prime=2)
     for v in j0:
-        ref._same_value(float(v), "the compiled directional sweep")
+        ctx.check_deterministic(float(v), "the compiled directional sweep")
     rules = [np.sum(leaf.u * leaf.a, -1) for leaf in leaves]
     states = [
         _State(c, _judge(leaf, ks, rule, c.value, c.roundoff, c.roundoff, rtol, atol))
@@ -424,7 +425,7 @@ def _directions(
     ]
     redo = [np.flatnonzero(st.status != PASS) for st in states]
     if any(r.size for r in redo):
-        _, more = _differences(sweep, leaves, redo, _HALVINGS, ref.eps_j)
+        _, more = _differences(sweep, leaves, redo, _HALVINGS, ctx.eps_j)
         for leaf, ks, rule, st, ds in zip(leaves, redo, rules, states, more):
             if not ks.size:
                 continue
@@ -495,7 +496,7 @@ def _unexplained(d: Directions, swept: int) -> str:
 
 
 def check_fast(
-    ref: Reference,
+    ctx: EvalContext,
     flat: Flat,
     selection: Selection,
     under_test: dict[int, Any],
@@ -511,8 +512,8 @@ def check_fast(
     """The leaf results of fast mode (called by check_grad inside the precision scope).
 
     Args:
-      ref: the finite-difference reference (its ``sweeps`` get the directional
-        sweep, so its timing and evaluation counts include it).
+      ctx: the evaluation context (the directional sweep is registered with
+        it, so its timing and evaluation counts include it).
       flat: the (real-view) parameters; ``selection`` the entries per leaf.
       under_test, measured: the gradient under test per leaf position, and the
         same gradient function on float64 inputs (or None).
@@ -520,7 +521,7 @@ def check_fast(
         entries).
       seed: the seed of the directions and of the explaining sample.
       explain: most entries of a failing leaf swept one by one (None: all).
-      check_leaf: ``check_leaf(ref, info, idx, grad, grad64)``, the full mode's
+      check_leaf: ``check_leaf(ctx, info, idx, grad, grad64)``, the full mode's
         sweep and verdict of one leaf.
       rtol, atol: explicit tolerances, as in check_grad.
     """
@@ -530,21 +531,21 @@ def check_fast(
         if idx.size:
             g64 = None if measured is None else measured[info.position]
             leaves.append(
-                _plan(ref, info, idx, under_test[info.position], g64, directions, seed)
+                _plan(ctx, info, idx, under_test[info.position], g64, directions, seed)
             )
     n_first = 2 + 2 * sum(leaf.u.shape[0] for leaf in leaves)
-    sweep = DirectionSweep(ref, leaves, n_first)
-    ref.sweeps.append(sweep)
+    sweep = DirectionSweep(ctx, leaves, n_first)
+    ctx.register(sweep)
     results = []
     for leaf, (d, loose) in zip(
-        leaves, _directions(sweep, ref, leaves, seed, rtol, atol)
+        leaves, _directions(sweep, ctx, leaves, seed, rtol, atol)
     ):
         if d.ok:
             results.append(_unswept(leaf, d))
             continue
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
-        res = check_leaf(ref, leaf.info, entries, under_test[pos], leaf.a64)
+        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.a64)
         d = _resolve(d, loose, res)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))
