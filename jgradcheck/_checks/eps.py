@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._engine.context import evaluation_context
+from .._engine.context import Sweep, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
 from .._options import Options, check_precision
 from .._pytree.coords import select
@@ -103,6 +103,29 @@ def _stencil(
     return (8 * (j[1.0] - j[-1.0]) - (j[2.0] - j[-2.0])) / (6 * width)
 
 
+def _values_at_offsets(
+    sw: Sweep, idx: np.ndarray, grid: np.ndarray, offsets: tuple[float, ...]
+) -> tuple[np.ndarray, dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """J at θ + o·h for every offset o and step h of the grid, from one sweep.
+
+    Returns ``(h, J, θ + o·h)``: the steps ``[coords, steps]``, and per offset
+    J and the perturbed value as represented (float64), ``[coords, steps]``.
+    """
+    theta = sw.base[idx]
+    h = grid[None, :] * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
+    ii = np.repeat(idx, grid.size)
+    vals, th = {}, {}
+    for o in offsets:
+        th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
+    flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
+    js = sw(np.tile(ii, len(offsets)), flat_vals)
+    n = ii.size
+    for k, o in enumerate(offsets):
+        vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
+        th[o] = th[o].astype(np.float64)
+    return h, vals, th
+
+
 def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
     """The step with the smallest error per row (NaN where no step worked)."""
     ok = np.isfinite(err).any(axis=1)
@@ -169,7 +192,10 @@ def eps_sweep(
         coords = min(coords, flat.n_params)  # a sample size: at most every coordinate
     selection = select(flat, coords, key)
     offsets = (1.0, -1.0, 2.0, -2.0) if "central4" in methods else (1.0, -1.0)
-    where, grads, errors, rround = [], [], {m: [] for m in methods}, []
+    where: list[str] = []
+    grads: list[np.ndarray] = []
+    rround: list[np.ndarray] = []
+    errors: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     with evaluation_context(
         loss, flat, args, Options.build(precision=precision)
     ) as ctx:
@@ -179,21 +205,7 @@ def eps_sweep(
                 continue
             a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
             sw = ctx.sweep(info, idx.size * grid.size * len(offsets))
-            theta = sw.base[idx]
-            h = (
-                grid[None, :]
-                * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
-            )
-            ii = np.repeat(idx, grid.size)
-            vals, th = {}, {}
-            for o in offsets:
-                th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
-            flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
-            js = sw(np.tile(ii, len(offsets)), flat_vals)
-            n = ii.size
-            for k, o in enumerate(offsets):
-                vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
-                th[o] = th[o].astype(np.float64)
+            h, vals, th = _values_at_offsets(sw, idx, grid, offsets)
             scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)[:, None]
             for m in methods:
                 errors[m].append(np.abs(_stencil(vals, th, m) - a[:, None]) / scale)

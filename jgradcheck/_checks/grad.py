@@ -277,10 +277,17 @@ def check_grad(
     )
 
     results = []
-    user_x64 = bool(jax.config.jax_enable_x64)
+    user_x64 = bool(jax.config.read("jax_enable_x64"))
     opts = Options.build(
+        coords=coords,
+        key=key,
         precision=precision,
+        rtol=rtol,
+        atol=atol,
         memory_budget=memory_budget,
+        method=method,
+        mode=mode,
+        directions=directions,
         devices=devices,
         progress=progress,
     )
@@ -309,7 +316,7 @@ def check_grad(
                 seed=_seed(key),
                 explain=explain,
                 check_leaf=functools.partial(
-                    check_leaf, rtol=rtol, atol=atol, method=method
+                    check_leaf, rtol=rtol, atol=atol, method=opts.method
                 ),
                 rtol=rtol,
                 atol=atol,
@@ -322,7 +329,14 @@ def check_grad(
                     g64 = None if measured is None else measured[info.position]
                     results.append(
                         check_leaf(
-                            ctx, info, idx, g, g64, rtol=rtol, atol=atol, method=method
+                            ctx,
+                            info,
+                            idx,
+                            g,
+                            g64,
+                            rtol=rtol,
+                            atol=atol,
+                            method=opts.method,
                         )
                     )
         settings = Settings(

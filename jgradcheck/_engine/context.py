@@ -99,7 +99,7 @@ class Primed(NamedTuple):
 @contextlib.contextmanager
 def reference_precision(precision: Precision) -> Iterator[None]:
     """Enable 64-bit types for the duration of the block only, when needed."""
-    if precision == "float64" and not jax.config.jax_enable_x64:
+    if precision == "float64" and not jax.config.read("jax_enable_x64"):
         with jax.enable_x64(True):
             yield
     else:

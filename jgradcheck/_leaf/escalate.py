@@ -29,7 +29,7 @@ known about them) and the leaf's fixed :class:`LeafInputs`.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import numpy as np
@@ -183,6 +183,11 @@ def _put(a: np.ndarray, at: np.ndarray, values: np.ndarray | bool) -> np.ndarray
     return out
 
 
+def _roundoff(est: Estimate) -> np.ndarray:
+    """The roundoff part of a Richardson estimate's error (always set)."""
+    return cast(np.ndarray, est.roundoff)
+
+
 def _still_open(leaf: LeafInputs, s: LeafState) -> np.ndarray:
     """Not passing, not at a kink, and not a clear failure on a credible error bar."""
     clear = s.credible & (
@@ -258,7 +263,7 @@ def _refine(
         refined=_put(state.refined, redo, True),
         verdict=_judge(leaf, numeric, error_bar),
         at_kink=_put(np.zeros(n, bool), redo[kink.found], True),
-        roundoff=_put(np.zeros(n), redo, est.roundoff),
+        roundoff=_put(np.zeros(n), redo, _roundoff(est)),
         credible=_put(np.ones(n, bool), redo, converging(ds)),
     )
     return refined_state, Refinement(redo, ds, kink)
@@ -305,7 +310,7 @@ def _descend(
         numeric=numeric,
         error=error,
         step=_put(s.step, at, est.step),
-        roundoff=_put(s.roundoff, at, est.roundoff),
+        roundoff=_put(s.roundoff, at, _roundoff(est)),
         credible=_put(s.credible, at, True),
         verdict=_judge(leaf, numeric, error),
     )

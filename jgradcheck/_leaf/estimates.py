@@ -1,9 +1,11 @@
-"""First estimates of one leaf's entries from its sweep: the stencils, primed.
+"""Estimates of one leaf's entries from its sweep, shared by the leaf checks.
 
-Each function here primes nothing it is not asked to: :func:`first_pass`
-primes the sweep (:meth:`jgradcheck._engine.context.EvalContext.prime`) and
-returns what priming measured, for the later stages to pass on explicitly.
-The numerics themselves are :mod:`jgradcheck._numerics.stencil`'s.
+:func:`first_pass` primes the sweep
+(:meth:`jgradcheck._engine.context.EvalContext.prime`) and returns what
+priming measured (:class:`jgradcheck._engine.context.Primed`); the other
+functions take it explicitly. The numerics are
+:mod:`jgradcheck._numerics.stencil`'s; these only choose steps and refuse
+non-finite values of J.
 """
 
 from __future__ import annotations
