@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .._engine.context import Sweep, evaluation_context
+from .._engine.context import evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._engine.protocols import Sweep
 from .._options import Options, check_precision
 from .._pytree.coords import select
 from .grad import _prepare

@@ -21,7 +21,7 @@ from .._engine.gradient import (
 )
 from .._errors import raise_unless_ok, where_list
 from .._leaf.escalate import check_leaf
-from .._leaf.estimates import first_pass, refined
+from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast, fast_selection, validate
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
 from .._options import METHOD_NAMES, Options, check_precision
@@ -435,7 +435,7 @@ def numerical_grad(
         for info in flat.checked:
             idx = np.arange(info.size)
             sw = ctx.sweep(info, 8 * idx.size, coords=idx.size)
-            primed, first = first_pass(ctx, sw, idx)
+            primed, first = primed_central(ctx, sw, idx)
             est = refined(ctx, sw, idx, first, primed)
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,38 +53,11 @@ from .devices import Layout, resolve_devices
 from .gradient import evaluate
 from .groups import Groups, plan_groups
 from .progress import LeafProgress, check_progress
+from .protocols import Sweep, SweepCounters
 from .sweep import LeafSweep
 
 NOISE_PROBES = 8
 """Coordinates per leaf at which J's rounding is measured (:meth:`EvalContext.prime`)."""
-
-
-class SweepCounters(Protocol):
-    """What every sweep keeps for the report's timing, and can close."""
-
-    compile_seconds: float
-    run_seconds: float
-    n_evals: int
-    ran_on: frozenset[Any]
-    """The devices its results came from."""
-
-    def close(self) -> None: ...
-
-
-class Sweep(SweepCounters, Protocol):
-    """J with single entries of one leaf replaced: what the stencils difference.
-
-    ``sweep(idx, values)`` is J with ``leaf.flat[idx[k]] = values[k]`` for
-    each k, as float64; ``base`` is the leaf's values at the reference
-    precision (flattened, in ``dtype``); ``batch`` the evaluations per call.
-    """
-
-    info: LeafInfo
-    base: np.ndarray
-    dtype: np.dtype
-    batch: int
-
-    def __call__(self, idx: np.ndarray, values: np.ndarray) -> np.ndarray: ...
 
 
 class Primed(NamedTuple):

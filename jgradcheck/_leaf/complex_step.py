@@ -30,11 +30,12 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import EvalContext, Primed, Sweep
+from .._engine.context import EvalContext, Primed
+from .._engine.protocols import Sweep
 from .._engine.sweep import LeafSweep
 from .._numerics.stencil import Estimate
 from .._pytree.flat import Flat, LeafInfo
-from .estimates import first_pass, refined
+from .estimates import primed_central, refined
 
 PROBES = 8
 """Coordinates per leaf on which the complex step is compared with finite differences."""
@@ -126,7 +127,7 @@ def complex_step(
     error = CS_ULPS * eps * (np.abs(value) + scale)
     # Probe: a few coordinates spread over the selection, both ways.
     k = np.unique(np.linspace(0, idx.size - 1, min(PROBES, idx.size)).astype(int))
-    primed, first = first_pass(ctx, sw, idx[k])
+    primed, first = primed_central(ctx, sw, idx[k])
     fd = refined(ctx, sw, idx[k], first, primed)
     gap = np.abs(value[k] - fd.value)
     off = gap > 2.0 * (fd.error + error[k]) + 16.0 * eps * scale

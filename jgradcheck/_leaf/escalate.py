@@ -2,10 +2,10 @@
 
 The escalation ladder (``h = cbrt(eps)·max(1, |θ|)``, the default step):
 
-1. **first pass**: every entry estimated with the chosen ``method`` (for
-   ``"auto"`` a central difference at h: two evaluations, enough for every
-   entry that agrees), then judged. Entries that do not pass escalate,
-   whatever the method:
+1. **first pass** (:mod:`jgradcheck._leaf.first_pass`): every entry
+   estimated with the chosen ``method`` (for ``"auto"`` a central difference
+   at h: two evaluations, enough for every entry that agrees), then judged.
+   Entries that do not pass escalate, whatever the method:
 2. **refine**: central differences at h/2 … h/8 with Richardson
    extrapolation, and one-sided slopes at the smallest step that tell a kink
    from a wrong gradient;
@@ -21,9 +21,10 @@ The escalation ladder (``h = cbrt(eps)·max(1, |θ|)``, the default step):
    one-sided slopes.
 
 Two estimates of one entry must agree within their error bars
-(:func:`combine`), so no failure rests on a single, unchecked number. The
-stages are functions of one :class:`LeafState` (the estimates and what is
-known about them) and the leaf's fixed :class:`LeafInputs`.
+(:func:`jgradcheck._numerics.combine.combine_estimates`), so no failure rests
+on a single, unchecked number. Stages 2–6 are functions of one
+:class:`LeafState` (the estimates and what is known about them) and the
+leaf's fixed :class:`LeafInputs`; :func:`check_leaf` runs them in order.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from typing import NamedTuple, cast
 import jax
 import numpy as np
 
-from .._engine.context import EvalContext, Primed, Sweep
+from .._engine.context import EvalContext, Primed
+from .._engine.protocols import Sweep
+from .._numerics.combine import combine_estimates
 from .._numerics.diagnose import diagnose
 from .._numerics.stencil import (
     Central,
@@ -46,7 +49,6 @@ from .._numerics.stencil import (
     kinks,
     ladder,
     richardson,
-    stencil_step,
     steps_for,
 )
 from .._numerics.verdict import (
@@ -63,8 +65,8 @@ from .._options import METHODS
 from .._pytree.flat import LeafInfo
 from .._report.records import LeafResult
 from .._typing import Method
-from .complex_step import Fallback, complex_step
-from .estimates import first_pass, fixed_stencil, refined
+from .estimates import fixed_stencil
+from .first_pass import first_pass
 
 CONFIRM_SHRINK = 64.0
 """A failure's estimate is confirmed by a central difference at h / this."""
@@ -79,37 +81,6 @@ ROUNDOFF_SHARE = 0.5
 
 WIDEN_METHOD = "central4"
 """The stencil of the widen stage."""
-
-
-def combine(
-    v1: np.ndarray, e1: np.ndarray, v2: np.ndarray, e2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two estimates of the same entries: ``(value, error, took_second)``.
-
-    Where they agree within their error bars the tighter one is kept; where
-    they do not, one error bar is wrong (a step that aliases a high frequency
-    or reaches a kink) and the error widens to cover both, so the entry is
-    reported unsure rather than judged on a number nobody can vouch for.
-    """
-    gap = np.abs(v2 - v1)
-    agree = gap <= 2.0 * (e1 + e2)
-    take = agree & (e2 < e1)
-    value = np.where(take, v2, v1)
-    error = np.where(agree, np.minimum(e1, e2), np.maximum(np.maximum(e1, e2), gap))
-    return value, error, take
-
-
-class FirstPass(NamedTuple):
-    """Stage 1's estimates of every entry."""
-
-    primed: Primed
-    """What priming the sweep measured (J(θ), J's rounding)."""
-    central: Central | None
-    """The 2-point difference at h when the method made it (``"auto"``), for
-    the refine stage's ladder to start from."""
-    estimate: Estimate
-    note: str | None
-    """Why the method was not used (``"complex"`` falling back to ``"auto"``)."""
 
 
 class LeafInputs(NamedTuple):
@@ -196,38 +167,6 @@ def _still_open(leaf: LeafInputs, s: LeafState) -> np.ndarray:
     return (s.verdict.status != PASS) & ~s.at_kink & ~clear
 
 
-def _first_pass(
-    ctx: EvalContext, sw: Sweep, idx: np.ndarray, method: Method
-) -> FirstPass:
-    """Stage 1: every entry estimated with ``method``.
-
-    ``"complex"`` falls back to ``"auto"`` with a note when the complex step
-    cannot be trusted for this leaf.
-    """
-    note = None
-    if method == "complex":
-        ctx.prime(sw)  # J(θ) is checked before the complex sweep is compiled
-        cs = complex_step(ctx, sw, idx)
-        if not isinstance(cs, Fallback):
-            estimate, primed = cs
-            return FirstPass(primed, None, estimate, None)
-        note = f"complex step not used: {cs.reason}; method 'auto' instead"
-        method = "auto"
-    if method == "auto":
-        primed, first = first_pass(ctx, sw, idx)
-        zeros = np.zeros(idx.shape, bool)
-        est = Estimate(first.value, first.roundoff, first.step, zeros)
-        return FirstPass(primed, first, est, note)
-    if method == "richardson":
-        # Extrapolation cancels the h² term, so start where an O(h⁴)
-        # estimate balances roundoff, not at the 2-point optimum.
-        rel_step = stencil_step(ctx.bounding_dtype(sw.info), 4)
-        primed, first = first_pass(ctx, sw, idx, rel_step)
-        return FirstPass(primed, None, refined(ctx, sw, idx, first, primed), note)
-    primed = ctx.prime(sw)
-    return FirstPass(primed, None, fixed_stencil(ctx, sw, idx, method, primed), note)
-
-
 def _refine(
     leaf: LeafInputs, state: LeafState, first: Central | None
 ) -> tuple[LeafState, Refinement]:
@@ -249,7 +188,7 @@ def _refine(
     if first is not None:
         value, error, step = est.value, est.error, est.step
     else:
-        value, error, took = combine(
+        value, error, took = combine_estimates(
             state.numeric[redo], state.error[redo], est.value, est.error
         )
         step = np.where(took, est.step, state.step[redo])
@@ -329,7 +268,9 @@ def _widen(leaf: LeafInputs, s: LeafState, aliased: np.ndarray) -> LeafState:
     if not again.size:
         return s
     est = fixed_stencil(leaf.ctx, leaf.sw, leaf.idx[again], WIDEN_METHOD, leaf.primed)
-    value, error, took = combine(s.numeric[again], s.error[again], est.value, est.error)
+    value, error, took = combine_estimates(
+        s.numeric[again], s.error[again], est.value, est.error
+    )
     numeric, error_bar = _put(s.numeric, again, value), _put(s.error, again, error)
     return dataclasses.replace(
         s,
@@ -413,7 +354,7 @@ def check_leaf(
       The leaf's :class:`LeafResult`.
     """
     sw = ctx.sweep(info, METHODS[method].evals_per_coord * idx.size, coords=idx.size)
-    first = _first_pass(ctx, sw, idx, method)
+    first = first_pass(ctx, sw, idx, method)
     leaf = _inputs(ctx, sw, idx, grad, grad64, first.primed, rtol=rtol, atol=atol)
     est = first.estimate
     state = LeafState(

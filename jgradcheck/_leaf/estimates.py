@@ -1,6 +1,6 @@
 """Estimates of one leaf's entries from its sweep, shared by the leaf checks.
 
-:func:`first_pass` primes the sweep
+:func:`primed_central` primes the sweep
 (:meth:`jgradcheck._engine.context.EvalContext.prime`) and returns what
 priming measured (:class:`jgradcheck._engine.context.Primed`); the other
 functions take it explicitly. The numerics are
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._engine.context import EvalContext, Primed, Sweep
+from .._engine.context import EvalContext, Primed
+from .._engine.protocols import Sweep
 from .._errors import where_list
 from .._numerics.stencil import (
     STENCILS,
@@ -43,7 +44,7 @@ def raise_unless_finite(
     )
 
 
-def first_pass(
+def primed_central(
     ctx: EvalContext, sw: Sweep, idx: np.ndarray, rel_step: float | None = None
 ) -> tuple[Primed, Central]:
     """Prime ``sw``, then central differences at the default step for ``idx``.
