@@ -11,8 +11,8 @@ from ._checks.vjp import assert_vjp as assert_vjp
 from ._checks.vjp import check_vjp as check_vjp
 from ._checks.warmup import WarmUp as WarmUp
 from ._checks.warmup import warm_up as warm_up
-from ._engine.context import NondeterministicLossError as NondeterministicLossError
 from ._errors import GradCheckError as GradCheckError
+from ._errors import NondeterministicLossError as NondeterministicLossError
 from ._report.plot import plot_report as plot_report
 from ._report.records import Directions as Directions
 from ._report.records import Entry as Entry

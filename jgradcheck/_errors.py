@@ -17,6 +17,14 @@ class GradCheckError(AssertionError):
         super().__init__("\n" + str(report))
 
 
+class NondeterministicLossError(ValueError):
+    """The loss gave different values at the same parameters.
+
+    A ``ValueError``: finite differences of a random function measure noise,
+    not a gradient, so the input cannot be checked as it is.
+    """
+
+
 def raise_unless_ok(report: Any) -> Any:
     """Return ``report`` if it passed, else raise :class:`GradCheckError` with it."""
     if not report.ok:

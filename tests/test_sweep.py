@@ -10,15 +10,11 @@ import pytest
 import jgradcheck as jgc
 from helpers import data, mlp_loss, mlp_params
 from jgradcheck._engine.batch import BatchRunner, choose_batch
-from jgradcheck._engine.context import (
-    GROUP_LEAF_MAX,
-    Reference,
-    plan_groups,
-    reference_precision,
-)
+from jgradcheck._engine.context import EvalContext, reference_precision
 from jgradcheck._engine.devices import Layout
+from jgradcheck._engine.groups import GROUP_LEAF_MAX, plan_groups
 from jgradcheck._engine.sweep import LeafSweep, eval_bytes, leaf_evaluation
-from jgradcheck._options import EngineSettings
+from jgradcheck._options import EngineSettings, Options
 from jgradcheck._pytree.flat import Split, flatten_params
 
 
@@ -109,7 +105,7 @@ def test_sparse_evaluation_matches_dense(name):
     loss, params = CASES[name]
     with reference_precision("float64"):
         flat = flatten_params(params)
-        ref = Reference(loss, flat, (X,), precision="float64", memory_budget=None)
+        ref = EvalContext(loss, flat, (X,), Options.build())
         info = flat.checked[0]
         idx = np.arange(info.size)
         out = {}
@@ -313,7 +309,7 @@ def test_engine_settings_reach_the_leaf_sweep():
     layout = Layout(tuple(jax.local_devices()[:1]))
     with reference_precision("float64"):
         flat = flatten_params({"w": w})
-        ref = Reference(loss, flat, (x,), precision="float64", memory_budget=None)
+        ref = EvalContext(loss, flat, (x,), Options.build())
 
         def sweep(engine):
             info = ref.flat.checked[0]
@@ -376,9 +372,7 @@ def _small_leaves_model():
 def test_small_leaves_share_one_compiled_sweep():
     loss, params, x = _small_leaves_model()
     with reference_precision("float64"):
-        ref = Reference(
-            loss, flatten_params(params), (x,), precision="float64", memory_budget=None
-        )
+        ref = EvalContext(loss, flatten_params(params), (x,), Options.build())
         groups = plan_groups(ref.loss, ref.flat, ref.args)
         small = [i for i in ref.flat.checked if i.size <= GROUP_LEAF_MAX]
         assert sorted(groups) == sorted(i.position for i in small)
@@ -400,12 +394,12 @@ def test_small_leaves_share_one_compiled_sweep():
 
 def test_group_size_follows_the_byte_budget(monkeypatch):
     loss, params, x = _small_leaves_model()
-    import jgradcheck._engine.context as reference
+    import jgradcheck._engine.groups as groups
 
     with reference_precision("float64"):
         flat = flatten_params(params)
-        ref = Reference(loss, flat, (x,), precision="float64", memory_budget=None)
-        monkeypatch.setattr(reference, "GROUP_BYTES", 1)
+        ref = EvalContext(loss, flat, (x,), Options.build())
+        monkeypatch.setattr(groups, "GROUP_BYTES", 1)
         assert plan_groups(ref.loss, ref.flat, ref.args) == {}
         assert not ref.sweep(ref.flat.checked[0], 12).grouped
 

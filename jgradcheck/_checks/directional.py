@@ -15,6 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._numerics.rounding import (
+    ENTRY_FLOOR_QUANTILE,
+    narrowest_dtype,
+    rounding_from_probes,
+)
 from .._numerics.stencil import (
     Estimate,
     default_step,
@@ -40,11 +45,6 @@ def widen_np(x: jax.typing.ArrayLike) -> np.ndarray:
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
-def narrowest_dtype(x: list[Any]) -> np.dtype:
-    """The least precise dtype among ``x`` (it bounds the step)."""
-    return max((np.dtype(v.dtype) for v in x), key=lambda d: np.finfo(d).eps)
-
-
 def fd_directional(
     g: Callable[[list[Any]], Any],
     x: list[Any],
@@ -64,7 +64,7 @@ def fd_directional(
     eps = max(float(np.finfo(v.dtype).eps) for v in x)
     xmax = max(float(jnp.max(jnp.abs(v))) if v.size else 0.0 for v in x64)
     umax = [max(float(np.max(np.abs(c))) for c in u) for u in directions]
-    h0 = default_step(narrowest_dtype(x)) * max(1.0, xmax)
+    h0 = default_step(narrowest_dtype(*(v.dtype for v in x))) * max(1.0, xmax)
     P, levels = len(directions), 4
     steps = np.array([[h0 / m / 2.0**k for k in range(levels)] for m in umax])  # [P, L]
     u0 = np.sqrt(eps) * max(1.0, xmax) / np.asarray(umax)
@@ -86,11 +86,13 @@ def fd_directional(
     for leaf in leaves:
         arr = widen_np(leaf)  # [P, 2L + 12, *shape]
         extra = (1,) * (arr.ndim - 2)
-        noise = probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0))
-        noise = np.where(np.isfinite(noise), noise, 0.0)
-        # One probe per entry can see no rounding by chance: the leaf's median
-        # is a floor (its entries come from the same computation).
-        noise = np.maximum(noise, np.median(noise)) if noise.size else noise
+        # Each entry's own probe, floored by the leaf's median (one probe can
+        # see no rounding by chance; the entries share one computation).
+        noise = rounding_from_probes(
+            probe_rounding(np.moveaxis(arr[:, 2 * levels :], 1, 0)),
+            quantile=ENTRY_FLOOR_QUANTILE,
+            per_entry=True,
+        )
         ds = []
         for k in range(levels):
             width = (2.0 * steps[:, k]).reshape((P,) + extra)

@@ -9,15 +9,15 @@ eps·|J|/h on the left, and the best ε sits where they cross.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._engine.context import Reference, reference_precision
+from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._engine.protocols import Sweep
 from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
@@ -107,6 +107,29 @@ def _stencil(
     return (8 * (j[1.0] - j[-1.0]) - (j[2.0] - j[-2.0])) / (6 * width)
 
 
+def _values_at_offsets(
+    sw: Sweep, idx: np.ndarray, grid: np.ndarray, offsets: tuple[float, ...]
+) -> tuple[np.ndarray, dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """J at θ + o·h for every offset o and step h of the grid, from one sweep.
+
+    Returns ``(h, J, θ + o·h)``: the steps ``[coords, steps]``, and per offset
+    J and the perturbed value as represented (float64), ``[coords, steps]``.
+    """
+    theta = sw.base[idx]
+    h = grid[None, :] * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
+    ii = np.repeat(idx, grid.size)
+    vals, th = {}, {}
+    for o in offsets:
+        th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
+    flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
+    js = sw(np.tile(ii, len(offsets)), flat_vals)
+    n = ii.size
+    for k, o in enumerate(offsets):
+        vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
+        th[o] = th[o].astype(np.float64)
+    return h, vals, th
+
+
 def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
     """The step with the smallest error per row (NaN where no step worked)."""
     ok = np.isfinite(err).any(axis=1)
@@ -172,20 +195,12 @@ def eps_sweep(
     selection = select(flat, coords, opts.key)
     offsets = (1.0, -1.0, 2.0, -2.0) if "central4" in methods else (1.0, -1.0)
     rows = []
-    with reference_precision(opts.precision), contextlib.ExitStack() as release:
-        ref = Reference(
-            loss,
-            flat,
-            args,
-            precision=opts.precision,
-            memory_budget=opts.memory_budget,
-        )
-        release.callback(ref.close)
+    with evaluation_context(loss, flat, args, opts) as ctx:
         for info in flat.checked:
             idx = selection[info.position]
             if idx.size:
                 a = np.asarray(g_all[info.position], np.float64).reshape(-1)[idx]
-                rows.append(_leaf_errors(ref, info, idx, a, grid, offsets, methods))
+                rows.append(_leaf_errors(ctx, info, idx, a, grid, offsets, methods))
     err = {m: np.concatenate([r.errors[m] for r in rows]) for m in methods}
     return EpsSweep(
         eps=grid,
@@ -195,7 +210,7 @@ def eps_sweep(
         roundoff=np.concatenate([r.roundoff for r in rows]),
         truncation={m: _truncation(e, grid, STENCIL_ORDERS[m]) for m, e in err.items()},
         best_eps={m: _best(grid, e) for m, e in err.items()},
-        dtype=str(ref.j_dtype),
+        dtype=str(ctx.j_dtype),
     )
 
 
@@ -209,7 +224,7 @@ class _LeafErrors(NamedTuple):
 
 
 def _leaf_errors(
-    ref: Reference,
+    ctx: EvalContext,
     info: LeafInfo,
     idx: np.ndarray,
     a: np.ndarray,
@@ -219,19 +234,8 @@ def _leaf_errors(
 ) -> _LeafErrors:
     """J at θ ± h·eᵢ (± 2h·eᵢ) for every step of ``grid`` in one sweep, and the
     relative errors of each stencil against the gradient under test ``a``."""
-    sw = ref.sweep(info, idx.size * grid.size * len(offsets))
-    theta = sw.base[idx]
-    h = grid[None, :] * np.maximum(1.0, np.abs(theta.astype(np.float64)))[:, None]
-    ii = np.repeat(idx, grid.size)
-    vals, th = {}, {}
-    for o in offsets:
-        th[o] = (theta[:, None] + (o * h).astype(sw.dtype)).astype(sw.dtype)
-    flat_vals = np.concatenate([th[o].reshape(-1) for o in offsets])
-    js = sw(np.tile(ii, len(offsets)), flat_vals)
-    n = ii.size
-    for k, o in enumerate(offsets):
-        vals[o] = js[k * n : (k + 1) * n].reshape(idx.size, grid.size)
-        th[o] = th[o].astype(np.float64)
+    sw = ctx.sweep(info, idx.size * grid.size * len(offsets))
+    h, vals, th = _values_at_offsets(sw, idx, grid, offsets)
     scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)[:, None]
     errors = {m: np.abs(_stencil(vals, th, m) - a[:, None]) / scale for m in methods}
     jmag = np.maximum(np.abs(vals[1.0]), np.abs(vals[-1.0]))
@@ -239,7 +243,7 @@ def _leaf_errors(
         where=[info.where(int(i)) for i in idx],
         grad=a,
         errors=errors,
-        roundoff=ref.eps_j * jmag / (h * scale),
+        roundoff=ctx.eps_j * jmag / (h * scale),
     )
 
 

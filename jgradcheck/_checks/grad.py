@@ -9,7 +9,6 @@ hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -18,15 +17,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import NOISE_STEP, Reference, reference_precision
+from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
+from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
+from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
 from .._options import Options
 from .._pytree.coords import seed_of
 from .._pytree.flat import Flat
-from .._report.records import Settings, Timing
+from .._report.records import Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
 from .prepare import (
@@ -47,23 +48,25 @@ def _native_noise(
 
     ``J(θ+u) + J(θ−u) − 2J(θ)`` for random ``u = ±√eps·max(1, |θ|)`` on every
     checked entry: the linear term cancels and the quadratic one is ~eps·J'',
-    so what remains is rounding. Evaluated with the caller's own x64 setting.
+    so what remains is rounding. Evaluated with the caller's own x64 setting;
+    the trials become one rounding by
+    :func:`jgradcheck._numerics.rounding.rounding_from_probes` (the largest).
     """
     rng = np.random.default_rng(0)
-    worst = 0.0
+    trials = []
     with jax.enable_x64(x64):
         for _ in range(4):
             plus, minus = list(flat.leaves), list(flat.leaves)
             for info in flat.checked:
                 x = np.asarray(flat.leaves[info.position])
                 signs = rng.choice(np.array([-1.0, 1.0]), x.shape)
-                u = NOISE_STEP(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
+                u = probe_step(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
                 plus[info.position] = jnp.asarray(x + u.astype(x.dtype))
                 minus[info.position] = jnp.asarray(x - u.astype(x.dtype))
             jp = float(loss(flat.rebuild(plus), *args))
             jm = float(loss(flat.rebuild(minus), *args))
-            worst = max(worst, abs(jp + jm - 2.0 * j0))
-    return worst
+            trials.append(abs(jp + jm - 2.0 * j0))
+    return float(rounding_from_probes(np.array(trials), quantile=TRIALS_QUANTILE))
 
 
 def check_grad(
@@ -247,37 +250,27 @@ def _sweep_leaves(
     flat, loss_of_view, grad_of_view, under_test, selection = view
     native_value, native_dtype, _, source, dtypes = tested
     results = []
-    user_x64 = bool(jax.config.jax_enable_x64)
+    user_x64 = bool(jax.config.read("jax_enable_x64"))
     judge_leaf = functools.partial(
         check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
     )
-    with reference_precision(opts.precision), contextlib.ExitStack() as release:
-        ref = Reference(
-            loss_of_view,
-            flat,
-            args,
-            precision=opts.precision,
-            memory_budget=opts.memory_budget,
-            devices=opts.devices,
-            progress=opts.progress,
-        )
-        release.callback(ref.close)
+    with evaluation_context(loss_of_view, flat, args, opts) as ctx:
         if opts.precision == "float64":
-            ref.same_function_as(
+            ctx.check_same_function(
                 native_value,
                 native_dtype,
-                noise=lambda: _native_noise(
+                rounding=lambda: _native_noise(
                     loss_of_view, flat, args, native_value, user_x64
                 ),
             )
         measured = None
         if opts.precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
             measured = reference_gradient(
-                loss_of_view, grad_of_view, ref.params, ref.flat, ref.args_tuple
+                loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
             )
         if opts.mode == "fast":
             results = check_fast(
-                ref,
+                ctx,
                 flat,
                 selection,
                 under_test,
@@ -295,13 +288,11 @@ def _sweep_leaves(
                 if idx.size:
                     g = under_test[info.position]
                     g64 = None if measured is None else measured[info.position]
-                    results.append(judge_leaf(ref, info, idx, g, g64))
+                    results.append(judge_leaf(ctx, info, idx, g, g64))
         settings = _settings(
-            source, ref.j_dtype, ref.rel_step(flat.checked[0]), measured, opts
+            source, ctx.j_dtype, ctx.rel_step(flat.checked[0]), measured, opts
         )
-        timing = Timing(
-            ref.compile_seconds, ref.sweep_seconds, ref.evaluations, ref.ran_on
-        )
+    timing = ctx.timing()
     return Report(
         leaves=tuple(results),
         skipped=flat.skipped,
@@ -402,21 +393,12 @@ def numerical_grad(
     )
     flat = prepare_params(loss, params, args)
     values, errors = {}, {}
-    with reference_precision(opts.precision), contextlib.ExitStack() as release:
-        ref = Reference(
-            loss,
-            flat,
-            args,
-            precision=opts.precision,
-            memory_budget=opts.memory_budget,
-            devices=opts.devices,
-            progress=opts.progress,
-        )
-        release.callback(ref.close)
+    with evaluation_context(loss, flat, args, opts) as ctx:
         for info in flat.checked:
             idx = np.arange(info.size)
-            sw = ref.sweep(info, 8 * idx.size, coords=idx.size)
-            est = ref.refine(sw, idx, ref.first_pass(sw, idx))
+            sw = ctx.sweep(info, 8 * idx.size, coords=idx.size)
+            primed, first = primed_central(ctx, sw, idx)
+            est = refined(ctx, sw, idx, first, primed)
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
 

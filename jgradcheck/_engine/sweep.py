@@ -7,7 +7,7 @@ leaves and ``args`` are passed as unbatched arguments, so work that does not
 depend on ``L`` is done once per batch, not once per coordinate. Batches have a
 fixed size (the last one is padded), so each leaf compiles exactly once. Small
 leaves (biases, norm scales) share one dense compiled function, compiled once
-for all of them (``group``; :func:`jgradcheck._engine.context.plan_groups`): on a
+for all of them (``group``; :func:`jgradcheck._engine.groups.plan_groups`): on a
 CPU a compile costs ~0.2 s whatever the leaf, more than sweeping a small leaf.
 
 The batches run through :class:`jgradcheck._engine.batch.BatchRunner`, the

@@ -23,8 +23,7 @@ from .._checks.jvp import check_jvp
 from .._checks.vjp import check_vjp
 from .._errors import raise_unless_ok
 from .._report.report import Report, RuleReport
-
-PyTree = Any
+from .._typing import PyTree
 
 
 def _is_static(x: Any) -> bool:

@@ -30,10 +30,12 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .._engine.context import Reference
+from .._engine.context import EvalContext, Primed
+from .._engine.protocols import Sweep
 from .._engine.sweep import LeafSweep
 from .._numerics.stencil import Estimate
 from .._pytree.flat import Flat, LeafInfo
+from .estimates import primed_central, refined
 
 PROBES = 8
 """Coordinates per leaf on which the complex step is compared with finite differences."""
@@ -57,45 +59,56 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
 
 
-def complex_sweep(ref: Reference, info: LeafInfo, batch: int) -> LeafSweep | Fallback:
-    """A sweep of ``Im J`` with the leaf held as a complex array, or why not."""
-    real = np.asarray(ref.flat.leaves[info.position])
-    leaves = list(ref.flat.leaves)
+def complex_sweep(ctx: EvalContext, info: LeafInfo, batch: int) -> LeafSweep | Fallback:
+    """A sweep of ``Im J`` with the leaf held as a complex array, or why not.
+
+    The sweep is registered with ``ctx`` (its timing is the check's).
+    """
+    real = np.asarray(ctx.flat.leaves[info.position])
+    leaves = list(ctx.flat.leaves)
     leaves[info.position] = jnp.asarray(real.astype(_complex_dtype(real.dtype)))
-    flat = Flat(ref.flat.treedef, tuple(leaves), ref.flat.infos)
-    loss: Callable[..., Any] = ref.loss
+    flat = Flat(ctx.flat.treedef, tuple(leaves), ctx.flat.infos)
+    loss: Callable[..., Any] = ctx.loss
 
     def imag_loss(params: Any, *args: Any) -> Any:
         return jnp.imag(loss(params, *args))
 
     try:
         sw = LeafSweep(
-            imag_loss, flat, ref.args, info, batch, sparse=False, layout=ref.layout
+            imag_loss,
+            flat,
+            ctx.args,
+            info,
+            batch,
+            sparse=False,
+            layout=ctx.layout,
+            engine=ctx.opts.engine,
         )
         sw(np.zeros(1, np.int32), sw.base[:1])
     except Exception as err:  # noqa: BLE001 - any failure means: fall back
         return Fallback(
             f"the loss cannot be evaluated at complex parameters ({_one_line(err)})"
         )
-    ref.sweeps.append(sw)
+    ctx.register(sw)
     return sw
 
 
 def complex_step(
-    ref: Reference, sw: LeafSweep, info: LeafInfo, idx: np.ndarray
-) -> Estimate | Fallback:
+    ctx: EvalContext, sw: Sweep, idx: np.ndarray
+) -> tuple[Estimate, Primed] | Fallback:
     """Complex-step estimates for ``idx``, probed against finite differences first.
 
     Args:
-      ref: the reference (J at reference precision).
-      sw: the real sweep of the leaf, primed (for the probes).
-      info: the leaf.
-      idx: flat indices to estimate.
+      ctx: the evaluation context (J at reference precision).
+      sw: the real sweep of the leaf (primed again here, for the probes).
+      idx: flat indices into the leaf to estimate.
 
     Returns:
-      An :class:`Estimate` or a :class:`Fallback` with the reason.
+      The :class:`Estimate` and what priming ``sw`` for the probes measured,
+      or a :class:`Fallback` with the reason.
     """
-    csw = complex_sweep(ref, info, sw.batch)
+    info = sw.info
+    csw = complex_sweep(ctx, info, sw.batch)
     if isinstance(csw, Fallback):
         return csw
     eps = float(np.finfo(sw.dtype).eps)
@@ -114,8 +127,8 @@ def complex_step(
     error = CS_ULPS * eps * (np.abs(value) + scale)
     # Probe: a few coordinates spread over the selection, both ways.
     k = np.unique(np.linspace(0, idx.size - 1, min(PROBES, idx.size)).astype(int))
-    first = ref.first_pass(sw, idx[k])
-    fd = ref.refine(sw, idx[k], first)
+    primed, first = primed_central(ctx, sw, idx[k])
+    fd = refined(ctx, sw, idx[k], first, primed)
     gap = np.abs(value[k] - fd.value)
     off = gap > 2.0 * (fd.error + error[k]) + 16.0 * eps * scale
     if off.any():
@@ -127,10 +140,11 @@ def complex_step(
             "is not complex-analytic in this parameter (abs, norm, vdot, conj, "
             "max/ReLU, sort, cholesky, eigh and slogdet are not)"
         )
-    return Estimate(
+    estimate = Estimate(
         value=value,
         error=error,
         step=h,
         refined=np.zeros(idx.shape, bool),
         roundoff=error,
     )
+    return estimate, primed

@@ -1,255 +1,398 @@
 """One leaf's sweep and verdict: estimate, judge, escalate what does not pass.
 
-Stage 1 estimates every entry with the chosen method; entries that do not pass
-are re-estimated (Richardson with kink detection, a confirmation at a smaller
-step, descent where the ladder aliases, a 4-point stencil where roundoff
-dominates), and two estimates must agree before a failure is reported.
+The escalation ladder (``h = cbrt(eps)·max(1, |θ|)``, the default step):
+
+1. **first pass** (:mod:`jgradcheck._leaf.first_pass`): every entry
+   estimated with the chosen ``method`` (for ``"auto"`` a central difference
+   at h: two evaluations, enough for every entry that agrees), then judged.
+   Entries that do not pass escalate, whatever the method:
+2. **refine**: central differences at h/2 … h/8 with Richardson
+   extrapolation, and one-sided slopes at the smallest step that tell a kink
+   from a wrong gradient;
+3. **confirm**: a failure must survive one more central difference at
+   h/:data:`CONFIRM_SHRINK` (steps that alias a high frequency can look
+   settled);
+4. **descend**: where truncation dominates the error bar or the ladder does
+   not behave like a Taylor series (aliasing), the ladder continues down to
+   h/4096;
+5. **widen**: where roundoff dominates (a large or float32 J) and the ladder
+   behaved, an adaptive 4-point stencil at its own, larger step;
+6. **judge**: the final verdict; entries at a kink are judged on their
+   one-sided slopes.
+
+Two estimates of one entry must agree within their error bars
+(:func:`jgradcheck._numerics.combine.combine_estimates`), so no failure rests
+on a single, unchecked number. Stages 2–6 are functions of one
+:class:`LeafState` (the estimates and what is known about them) and the
+leaf's fixed :class:`LeafInputs`; :func:`check_leaf` runs them in order.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import NamedTuple, cast
 
+import jax
 import numpy as np
 
-from .._engine.context import Reference
-from .._engine.sweep import LeafSweep
+from .._engine.context import EvalContext, Primed
+from .._engine.protocols import Sweep
+from .._numerics.combine import combine_estimates
 from .._numerics.diagnose import diagnose
-from .._numerics.stencil import Central, Estimate, converging, steps_for
+from .._numerics.stencil import (
+    Central,
+    Estimate,
+    Kink,
+    central,
+    converging,
+    descend,
+    kinks,
+    ladder,
+    richardson,
+    steps_for,
+)
 from .._numerics.verdict import (
     FAIL,
     GRAD_ULPS,
     PASS,
     SAFETY,
+    Judgement,
     judge,
     judge_kinks,
     leaf_scale,
 )
+from .._options import METHODS
 from .._pytree.flat import LeafInfo
 from .._report.records import LeafResult
-from .complex_step import Fallback, complex_step
-
-
-def _combine(
-    v1: np.ndarray, e1: np.ndarray, v2: np.ndarray, e2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two estimates of the same entries: ``(value, error, took_second)``.
-
-    Where they agree within their error bars the tighter one is kept; where
-    they do not, one error bar is wrong (a step that aliases a high frequency
-    or reaches a kink) and the error widens to cover both, so the entry is
-    reported unsure rather than judged on a number nobody can vouch for.
-    """
-    gap = np.abs(v2 - v1)
-    agree = gap <= 2.0 * (e1 + e2)
-    take = agree & (e2 < e1)
-    value = np.where(take, v2, v1)
-    error = np.where(agree, np.minimum(e1, e2), np.maximum(np.maximum(e1, e2), gap))
-    return value, error, take
-
-
-def _stage_one(
-    ref: Reference, sw: LeafSweep, info: LeafInfo, idx: np.ndarray, method: str
-) -> tuple[Central | None, Estimate, str | None]:
-    """Every entry estimated with ``method``: ``(central at h, estimate, note)``.
-
-    ``central at h`` is the 2-point difference at the default step when the
-    method made it (``"auto"``), for the ladder to start from. ``"complex"``
-    falls back to ``"auto"`` with a note when the complex step cannot be
-    trusted for this leaf.
-    """
-    note = None
-    if method == "complex":
-        ref.prime(sw)
-        cs = complex_step(ref, sw, info, idx)
-        if not isinstance(cs, Fallback):
-            return None, cs, None
-        note = f"complex step not used: {cs.reason}; method 'auto' instead"
-        method = "auto"
-    if method == "auto":
-        first = ref.first_pass(sw, idx)
-        est = Estimate(
-            first.value, first.roundoff, first.step, np.zeros(idx.shape, bool)
-        )
-        return first, est, note
-    if method == "richardson":
-        # Extrapolation cancels the h² term, so start where an O(h⁴)
-        # estimate balances roundoff, not at the 2-point optimum.
-        c = ref.first_pass(sw, idx, ref.stencil_rel_step(info, 4))
-        return None, ref.refine(sw, idx, c), note
-    return None, ref.fixed_stencil(sw, idx, method), note
-
-
-def check_leaf(
-    ref: Reference,
-    info: LeafInfo,
-    idx: np.ndarray,
-    grad: Any,
-    grad64: np.ndarray | None,
-    *,
-    rtol: float | None,
-    atol: float | None,
-    method: str = "auto",
-) -> LeafResult:
-    """Sweep one leaf, judge it, re-estimate the entries that do not agree, judge again.
-
-    Stage 1 estimates every entry with ``method``: for ``"auto"`` a central
-    difference at cbrt(eps) (two evaluations, enough for every entry that
-    agrees). Entries that do not pass escalate, whatever the method:
-
-    2. central differences at h/2 … h/8 (h = cbrt(eps)·max(1, |θ|)) with
-       Richardson extrapolation, and one-sided slopes for kinks;
-    3. a failure is confirmed by one more central difference at h/64;
-       where truncation dominates or the ladder does not behave like a
-       Taylor series (aliasing), the ladder descends to h/4096; where
-       roundoff dominates, an adaptive 4-point stencil at a larger step.
-
-    Two estimates of one entry must agree within their error bars
-    (:func:`_combine`), so no failure rests on a single, unchecked number.
-    """
-    eps_g = float(np.finfo(np.dtype(grad.dtype)).eps)
-    g = np.asarray(grad, np.float64).reshape(-1)[idx]
-    rounding = None if grad64 is None else np.abs(g - grad64[idx])
-    sw = ref.sweep(info, EVALS_PER_COORD[method] * idx.size, coords=idx.size)
-    h0 = steps_for(sw.base[idx], ref.rel_step(info))
-    first, est, note = _stage_one(ref, sw, info, idx, method)
-    numeric, error = est.value.copy(), est.error.copy()
-    step, refined = est.step.copy(), est.refined.copy()
-    # The roundoff a smooth J allows at the default step (eps·|J| / h; the
-    # measured noise is not included: an error bar that only noise makes wide
-    # must leave the entry unsure).
-    roundoff0 = ref.eps_j * max(abs(sw.j0), np.finfo(np.float64).tiny) / h0
-
-    def verdict():
-        return judge(
-            g,
-            numeric,
-            error,
-            roundoff0,
-            eps_grad=eps_g,
-            scale=leaf_scale(numeric, error),
-            rounding=rounding,
-            rtol=rtol,
-            atol=atol,
-        )
-
-    v = verdict()
-    status = v.status
-    redo = np.flatnonzero(v.status != PASS)
-    if redo.size:
-        # Stage 2: steps h/2 … h/8 with Richardson extrapolation, and one-sided
-        # slopes to tell a kink from a wrong gradient.
-        f = (
-            first.take(redo)
-            if first is not None
-            else ref.central_at(sw, idx[redo], h0[redo])
-        )
-        est, kink, ds = ref.refine_with_kinks(sw, idx[redo], f)
-        if first is not None:  # stage 1 had no truncation estimate: replace
-            numeric[redo], error[redo] = est.value, est.error
-            step[redo] = est.step
-        else:
-            numeric[redo], error[redo], took = _combine(
-                numeric[redo], error[redo], est.value, est.error
-            )
-            step[redo] = np.where(took, est.step, step[redo])
-        refined[redo] = True
-        at_kink = np.zeros(idx.shape, bool)
-        at_kink[redo[kink.found]] = True
-        round_part = np.zeros(idx.shape)
-        round_part[redo] = est.roundoff
-        credible = np.ones(idx.shape, bool)
-        credible[redo] = converging(ds)
-        v = verdict()
-
-        def still_open() -> np.ndarray:
-            # Not passing, not at a kink, and not a failure by a clear margin
-            # on a credible error bar.
-            clear = credible & (np.abs(g - numeric) > 10.0 * SAFETY * error)
-            return (v.status != PASS) & ~at_kink & ~clear
-
-        # A failure must survive one more central difference at h/64: an
-        # estimate from steps that alias a high frequency can look settled.
-        sure = (v.status == FAIL) & ~at_kink & ~still_open()
-        if sure.any():
-            at = np.flatnonzero(sure)
-            c = ref.central_at(sw, idx[at], h0[at] / CONFIRM_SHRINK)
-            credible[at] = np.abs(c.value - numeric[at]) <= 2.0 * (
-                error[at] + c.roundoff
-            )
-        # Stage 3a, where truncation dominates the error bar or the ladder
-        # does not converge (steps wider than a high frequency's period):
-        # continue it down to h/4096, until the extrapolation converges.
-        deep = still_open() & ((round_part < 0.5 * error) | ~credible)
-        aliased = deep & ~credible  # a larger step would alias again (3b)
-        if deep.any():
-            at = np.flatnonzero(deep)
-            sub = np.searchsorted(redo, at)
-            est = ref.descend(sw, idx[at], [c.take(sub) for c in ds])
-            numeric[at], error[at], step[at] = est.value, est.error, est.step
-            round_part[at] = est.roundoff
-            credible[at] = True
-            v = verdict()
-        # Stage 3b, where roundoff dominates (a large or float32 J) and the
-        # ladder behaved like a Taylor series (a larger step is no use where
-        # it did not: it would alias): an adaptive 4-point stencil at its
-        # own, larger step, combined with the estimate so far.
-        again = np.flatnonzero(
-            still_open() & (round_part >= 0.5 * error) & credible & ~aliased
-        )
-        if again.size:
-            est = ref.fixed_stencil(sw, idx[again], "central4", primed=True)
-            numeric[again], error[again], took = _combine(
-                numeric[again], error[again], est.value, est.error
-            )
-            step[again] = np.where(took, est.step, step[again])
-            v = verdict()
-        status = v.status
-        k = kink.found & (status[redo] != PASS)
-        if k.any():
-            own = np.zeros(idx.shape) if rounding is None else rounding
-            status = judge_kinks(
-                status,
-                g,
-                redo[k],
-                kink.left[k],
-                kink.right[k],
-                kink.noise[k],
-                own[redo[k]] + GRAD_ULPS * eps_g * np.abs(g[redo[k]]),
-            )
-    return LeafResult(
-        info=info,
-        idx=idx,
-        grad=g,
-        numeric=numeric,
-        error_bar=error,
-        tolerance=v.tolerance,
-        status=status,
-        step=step,
-        refined=refined,
-        grad_dtype=np.dtype(grad.dtype),
-        diagnosis=diagnose(
-            info,
-            idx,
-            g,
-            numeric,
-            sw.base[idx].astype(np.float64),
-            v.tolerance,
-            status,
-        ),
-        note=note,
-    )
-
+from .._typing import Method
+from .estimates import fixed_stencil
+from .first_pass import first_pass
 
 CONFIRM_SHRINK = 64.0
 """A failure's estimate is confirmed by a central difference at h / this."""
 
-METHODS = ("auto", "central", "central4", "central6", "richardson", "complex")
-EVALS_PER_COORD = {
-    "auto": 2,
-    "central": 4,
-    "central4": 8,
-    "central6": 12,
-    "richardson": 8,
-    "complex": 2,
-}
+CLEAR_MARGIN = 10.0
+"""A failure is clear when the gap exceeds this many ``SAFETY`` error bars on
+a credible error bar: it needs no further stage."""
+
+ROUNDOFF_SHARE = 0.5
+"""Roundoff dominates an error bar when it is at least this share of it
+(then a larger step helps: widen); below it truncation dominates (descend)."""
+
+WIDEN_METHOD = "central4"
+"""The stencil of the widen stage."""
+
+
+class LeafInputs(NamedTuple):
+    """What every stage of one leaf reads and none changes."""
+
+    ctx: EvalContext
+    sw: Sweep
+    primed: Primed
+    idx: np.ndarray
+    """Flat indices of the entries checked."""
+    grad: np.ndarray
+    """The gradient under test at ``idx`` (float64 copy)."""
+    grad_rounding: np.ndarray | None
+    """``|grad − grad in float64|`` at ``idx``, when measured."""
+    eps_grad: float
+    h0: np.ndarray
+    """The default step per entry."""
+    roundoff0: np.ndarray
+    """The roundoff a smooth J allows at ``h0``: ``eps·|J| / h`` (the measured
+    rounding is not included: an error bar that only noise makes wide must
+    leave the entry unsure)."""
+    rtol: float | None
+    atol: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafState:
+    """One leaf's estimates and what is known about them, between stages."""
+
+    numeric: np.ndarray
+    error: np.ndarray
+    step: np.ndarray
+    refined: np.ndarray
+    """bool: re-estimated by the refine stage."""
+    verdict: Judgement
+    """:func:`judge` of the estimates as they are."""
+    at_kink: np.ndarray
+    """bool: a kink of J within the smallest step (refine)."""
+    roundoff: np.ndarray
+    """The roundoff part of ``error`` (refine, descend; 0 elsewhere)."""
+    credible: np.ndarray
+    """bool: the error bar comes from a ladder that behaves like a Taylor series."""
+
+
+class Refinement(NamedTuple):
+    """The refine stage's ladder, for the descend and judge stages."""
+
+    redo: np.ndarray
+    """Positions (into ``idx``) of the entries refined."""
+    ladder: list[Central]
+    kink: Kink
+
+
+def _judge(leaf: LeafInputs, numeric: np.ndarray, error: np.ndarray) -> Judgement:
+    return judge(
+        leaf.grad,
+        numeric,
+        error,
+        leaf.roundoff0,
+        eps_grad=leaf.eps_grad,
+        scale=leaf_scale(numeric, error),
+        rounding=leaf.grad_rounding,
+        rtol=leaf.rtol,
+        atol=leaf.atol,
+    )
+
+
+def _put(a: np.ndarray, at: np.ndarray, values: np.ndarray | bool) -> np.ndarray:
+    out = a.copy()
+    out[at] = values
+    return out
+
+
+def _roundoff(est: Estimate) -> np.ndarray:
+    """The roundoff part of a Richardson estimate's error (always set)."""
+    return cast(np.ndarray, est.roundoff)
+
+
+def _still_open(leaf: LeafInputs, s: LeafState) -> np.ndarray:
+    """Not passing, not at a kink, and not a clear failure on a credible error bar."""
+    clear = s.credible & (
+        np.abs(leaf.grad - s.numeric) > CLEAR_MARGIN * SAFETY * s.error
+    )
+    return (s.verdict.status != PASS) & ~s.at_kink & ~clear
+
+
+def _refine(
+    leaf: LeafInputs, state: LeafState, first: Central | None
+) -> tuple[LeafState, Refinement]:
+    """Stage 2: Richardson over h … h/8 for the entries that do not pass, and
+    their one-sided slopes (kinks).
+
+    A first pass without a truncation estimate (``first``, ``"auto"``) is
+    replaced; any other is combined with the refined estimate.
+    """
+    sw, idx, rounding = leaf.sw, leaf.idx, leaf.primed.rounding
+    redo = np.flatnonzero(state.verdict.status != PASS)
+    start = (
+        first.take(redo)
+        if first is not None
+        else central(sw, idx[redo], sw.base, leaf.h0[redo], leaf.ctx.eps_j, rounding)
+    )
+    ds = ladder(sw, idx[redo], sw.base, start, leaf.ctx.eps_j, noise=rounding)
+    est, kink = richardson(ds), kinks(ds, leaf.primed.j0)
+    if first is not None:
+        value, error, step = est.value, est.error, est.step
+    else:
+        value, error, took = combine_estimates(
+            state.numeric[redo], state.error[redo], est.value, est.error
+        )
+        step = np.where(took, est.step, state.step[redo])
+    numeric = _put(state.numeric, redo, value)
+    error_bar = _put(state.error, redo, error)
+    n = idx.shape
+    refined_state = LeafState(
+        numeric=numeric,
+        error=error_bar,
+        step=_put(state.step, redo, step),
+        refined=_put(state.refined, redo, True),
+        verdict=_judge(leaf, numeric, error_bar),
+        at_kink=_put(np.zeros(n, bool), redo[kink.found], True),
+        roundoff=_put(np.zeros(n), redo, _roundoff(est)),
+        credible=_put(np.ones(n, bool), redo, converging(ds)),
+    )
+    return refined_state, Refinement(redo, ds, kink)
+
+
+def _confirm(leaf: LeafInputs, s: LeafState) -> LeafState:
+    """Stage 3: a clear failure must survive a central difference at
+    h/:data:`CONFIRM_SHRINK`; where it does not, its error bar is not credible."""
+    sure = (s.verdict.status == FAIL) & ~s.at_kink & ~_still_open(leaf, s)
+    if not sure.any():
+        return s
+    at = np.flatnonzero(sure)
+    h = leaf.h0[at] / CONFIRM_SHRINK
+    c = central(
+        leaf.sw, leaf.idx[at], leaf.sw.base, h, leaf.ctx.eps_j, leaf.primed.rounding
+    )
+    agrees = np.abs(c.value - s.numeric[at]) <= 2.0 * (s.error[at] + c.roundoff)
+    return dataclasses.replace(s, credible=_put(s.credible, at, agrees))
+
+
+def _descend(
+    leaf: LeafInputs, s: LeafState, refinement: Refinement
+) -> tuple[LeafState, np.ndarray]:
+    """Stage 4: where truncation dominates or the ladder is not credible, the
+    ladder continues down to h/4096. Also returns the entries whose ladder
+    aliased (a larger step would alias again: no widen stage for them)."""
+    deep = _still_open(leaf, s) & (
+        (s.roundoff < ROUNDOFF_SHARE * s.error) | ~s.credible
+    )
+    aliased = deep & ~s.credible
+    if not deep.any():
+        return s, aliased
+    at = np.flatnonzero(deep)
+    sub = np.searchsorted(refinement.redo, at)
+    ds = [c.take(sub) for c in refinement.ladder]
+    sw = leaf.sw
+    longer = descend(
+        sw, leaf.idx[at], sw.base, ds, leaf.ctx.eps_j, noise=leaf.primed.rounding
+    )
+    est = richardson(longer)
+    numeric, error = _put(s.numeric, at, est.value), _put(s.error, at, est.error)
+    descended = dataclasses.replace(
+        s,
+        numeric=numeric,
+        error=error,
+        step=_put(s.step, at, est.step),
+        roundoff=_put(s.roundoff, at, _roundoff(est)),
+        credible=_put(s.credible, at, True),
+        verdict=_judge(leaf, numeric, error),
+    )
+    return descended, aliased
+
+
+def _widen(leaf: LeafInputs, s: LeafState, aliased: np.ndarray) -> LeafState:
+    """Stage 5: where roundoff dominates and the ladder behaved, a 4-point
+    stencil at its own, larger step, combined with the estimate so far."""
+    again = np.flatnonzero(
+        _still_open(leaf, s)
+        & (s.roundoff >= ROUNDOFF_SHARE * s.error)
+        & s.credible
+        & ~aliased
+    )
+    if not again.size:
+        return s
+    est = fixed_stencil(leaf.ctx, leaf.sw, leaf.idx[again], WIDEN_METHOD, leaf.primed)
+    value, error, took = combine_estimates(
+        s.numeric[again], s.error[again], est.value, est.error
+    )
+    numeric, error_bar = _put(s.numeric, again, value), _put(s.error, again, error)
+    return dataclasses.replace(
+        s,
+        numeric=numeric,
+        error=error_bar,
+        step=_put(s.step, again, np.where(took, est.step, s.step[again])),
+        verdict=_judge(leaf, numeric, error_bar),
+    )
+
+
+def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.ndarray:
+    """Stage 6: the final status; entries at a kink that do not pass are
+    judged on their one-sided slopes."""
+    status, redo, kink = s.verdict.status, refinement.redo, refinement.kink
+    k = kink.found & (status[redo] != PASS)
+    if not k.any():
+        return status
+    at = redo[k]
+    own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
+    allowed = own[at] + GRAD_ULPS * leaf.eps_grad * np.abs(leaf.grad[at])
+    return judge_kinks(
+        status, leaf.grad, at, kink.left[k], kink.right[k], kink.noise[k], allowed
+    )
+
+
+def _inputs(
+    ctx: EvalContext,
+    sw: Sweep,
+    idx: np.ndarray,
+    grad: jax.Array,
+    grad64: np.ndarray | None,
+    primed: Primed,
+    *,
+    rtol: float | None,
+    atol: float | None,
+) -> LeafInputs:
+    g = np.asarray(grad, np.float64).reshape(-1)[idx]
+    h0 = steps_for(sw.base[idx], ctx.rel_step(sw.info))
+    return LeafInputs(
+        ctx=ctx,
+        sw=sw,
+        primed=primed,
+        idx=idx,
+        grad=g,
+        grad_rounding=None if grad64 is None else np.abs(g - grad64[idx]),
+        eps_grad=float(np.finfo(np.dtype(grad.dtype)).eps),
+        h0=h0,
+        roundoff0=ctx.eps_j * max(abs(primed.j0), np.finfo(np.float64).tiny) / h0,
+        rtol=rtol,
+        atol=atol,
+    )
+
+
+def check_leaf(
+    ctx: EvalContext,
+    info: LeafInfo,
+    idx: np.ndarray,
+    grad: jax.Array,
+    grad64: np.ndarray | None,
+    *,
+    rtol: float | None,
+    atol: float | None,
+    method: Method = "auto",
+) -> LeafResult:
+    """Sweep one leaf, judge it, escalate the entries that do not pass, judge again.
+
+    The stages are the module docstring's ladder.
+
+    Args:
+      ctx: the evaluation context (J at reference precision).
+      info: the leaf.
+      idx: flat indices of the entries to check.
+      grad: the gradient under test for the whole leaf.
+      grad64: the same gradient function on float64 inputs, flattened (its
+        difference from ``grad`` is the gradient's measured rounding), or None.
+      rtol: explicit relative tolerance (see :func:`jgradcheck.check_grad`).
+      atol: explicit absolute tolerance.
+      method: how every entry is first estimated.
+
+    Returns:
+      The leaf's :class:`LeafResult`.
+    """
+    sw = ctx.sweep(info, METHODS[method].evals_per_coord * idx.size, coords=idx.size)
+    first = first_pass(ctx, sw, idx, method)
+    leaf = _inputs(ctx, sw, idx, grad, grad64, first.primed, rtol=rtol, atol=atol)
+    est = first.estimate
+    state = LeafState(
+        numeric=est.value.copy(),
+        error=est.error.copy(),
+        step=est.step.copy(),
+        refined=est.refined.copy(),
+        verdict=_judge(leaf, est.value, est.error),
+        at_kink=np.zeros(idx.shape, bool),
+        roundoff=np.zeros(idx.shape),
+        credible=np.ones(idx.shape, bool),
+    )
+    status = state.verdict.status
+    if np.any(status != PASS):
+        state, refinement = _refine(leaf, state, first.central)
+        state = _confirm(leaf, state)
+        state, aliased = _descend(leaf, state, refinement)
+        state = _widen(leaf, state, aliased)
+        status = _judge_kinks(leaf, state, refinement)
+    return LeafResult(
+        info=info,
+        idx=idx,
+        grad=leaf.grad,
+        numeric=state.numeric,
+        error_bar=state.error,
+        tolerance=state.verdict.tolerance,
+        status=status,
+        step=state.step,
+        refined=state.refined,
+        grad_dtype=np.dtype(grad.dtype),
+        diagnosis=diagnose(
+            info,
+            idx,
+            leaf.grad,
+            state.numeric,
+            sw.base[idx].astype(np.float64),
+            state.verdict.tolerance,
+            status,
+        ),
+        note=first.note,
+    )

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._engine.batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
-from .._engine.context import Reference
+from .._engine.context import EvalContext
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
@@ -76,8 +76,6 @@ from .._pytree.coords import Selection, readable, select
 from .._pytree.flat import Flat, LeafInfo, Split, split_static
 from .._report.records import Directions, LeafResult
 
-MODES = ("full", "fast")
-DEFAULT_DIRECTIONS = 4
 EXPLAIN_LIMIT = 2**16
 """Largest leaf swept in full when its directions disagree (beyond: a sample)."""
 Z = 6.0
@@ -88,26 +86,6 @@ _SAMPLE = 3
 """Purpose tag of the explaining sweep's sample."""
 _HALVINGS = (2.0, 4.0, 8.0)
 _EPS64 = float(np.finfo(np.float64).eps)
-
-
-def validate(mode: str, directions: int | None) -> int | None:
-    """Check ``mode`` and ``directions``; the number of directions (None: full)."""
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}.")
-    if directions is None:
-        return DEFAULT_DIRECTIONS if mode == "fast" else None
-    if mode != "fast":
-        raise ValueError(
-            f"`directions` is an option of mode='fast'; got directions={directions!r} "
-            "with mode='full'. Pass mode='fast' too, or drop `directions`."
-        )
-    if (
-        isinstance(directions, bool)
-        or not isinstance(directions, (int, np.integer))
-        or directions < 1
-    ):
-        raise ValueError(f"`directions` must be a positive int; got {directions!r}.")
-    return int(directions)
 
 
 def fast_selection(flat: Flat, coords: Any, key: Any) -> tuple[Selection, int | None]:
@@ -164,7 +142,7 @@ class _Leaf(NamedTuple):
 
 
 def _plan(
-    ref: Reference,
+    ctx: EvalContext,
     info: LeafInfo,
     idx: np.ndarray,
     grad: Any,
@@ -172,11 +150,11 @@ def _plan(
     k: int,
     seed: int,
 ) -> _Leaf:
-    dtype = np.dtype(ref.flat.leaves[info.position].dtype)
+    dtype = ctx.leaf_dtype(info)
     u = np.stack([direction(seed, info, j, idx) for j in range(min(k, idx.size))])
     u = u.astype(dtype).astype(np.float64)
-    theta = np.asarray(ref.flat.leaves[info.position], np.float64).reshape(-1)
-    h = ref.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
+    theta = np.asarray(ctx.flat.leaves[info.position], np.float64).reshape(-1)
+    h = ctx.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
     t = 2.0 ** math.floor(math.log2(h / float(np.max(np.abs(u)))))
     grad_dtype = np.dtype(grad.dtype)
     wide = grad64 is not None and bool(
@@ -228,12 +206,12 @@ class DirectionSweep(BatchedSweep):
     Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
     (``τ = 0`` leaves it exactly as it is). The batches run through a
     :class:`jgradcheck._engine.batch.BatchRunner` on the reference's devices
-    (``ref.layout``), like the leaf sweeps', and it keeps their counters, so a
-    :class:`Reference` that lists it in ``sweeps`` reports its time,
+    (``ref.layout``), like the leaf sweeps', and it keeps their counters, so an
+    :class:`jgradcheck._engine.context.EvalContext` it is registered with reports its time,
     evaluations and devices.
 
     Args:
-      ref: the reference: its loss, parameters, ``args``, memory budget and
+      ref: the evaluation context: its loss, parameters, ``args``, memory budget and
         devices.
       leaves: the planned leaves, one column of ``taus``/``cols`` each.
       n_evals: evaluations expected (only to size the batch).
@@ -246,7 +224,7 @@ class DirectionSweep(BatchedSweep):
 
     def __init__(
         self,
-        ref: Reference,
+        ref: EvalContext,
         leaves: list[_Leaf],
         n_evals: int,
         *,
@@ -416,7 +394,7 @@ class _State:
 
 def _directions(
     sweep: DirectionSweep,
-    ref: Reference,
+    ctx: EvalContext,
     leaves: list[_Leaf],
     seed: int,
     rtol: float | None,
@@ -428,9 +406,9 @@ def _directions(
     within roundoff are refined (t/2, t/4, t/8, Richardson) and judged again.
     """
     everything = [np.arange(leaf.u.shape[0]) for leaf in leaves]
-    j0, first = _differences(sweep, leaves, everything, (1.0,), ref.eps_j, prime=2)
+    j0, first = _differences(sweep, leaves, everything, (1.0,), ctx.eps_j, prime=2)
     for v in j0:
-        ref._same_value(float(v), "the compiled directional sweep")
+        ctx.check_deterministic(float(v), "the compiled directional sweep")
     rules = [np.sum(leaf.u * leaf.a, -1) for leaf in leaves]
     states = [
         _State(c, _judge(leaf, ks, rule, c.value, c.roundoff, c.roundoff, rtol, atol))
@@ -438,7 +416,7 @@ def _directions(
     ]
     redo = [np.flatnonzero(st.status != PASS) for st in states]
     if any(r.size for r in redo):
-        _, more = _differences(sweep, leaves, redo, _HALVINGS, ref.eps_j)
+        _, more = _differences(sweep, leaves, redo, _HALVINGS, ctx.eps_j)
         for leaf, ks, rule, st, ds in zip(leaves, redo, rules, states, more):
             if not ks.size:
                 continue
@@ -509,7 +487,7 @@ def _unexplained(d: Directions, swept: int) -> str:
 
 
 def check_fast(
-    ref: Reference,
+    ctx: EvalContext,
     flat: Flat,
     selection: Selection,
     under_test: dict[int, Any],
@@ -525,8 +503,8 @@ def check_fast(
     """The leaf results of fast mode (called by check_grad inside the precision scope).
 
     Args:
-      ref: the finite-difference reference (its ``sweeps`` get the directional
-        sweep, so its timing and evaluation counts include it).
+      ctx: the evaluation context (the directional sweep is registered with
+        it, so its timing and evaluation counts include it).
       flat: the (real-view) parameters; ``selection`` the entries per leaf.
       under_test, measured: the gradient under test per leaf position, and the
         same gradient function on float64 inputs (or None).
@@ -534,7 +512,7 @@ def check_fast(
         entries).
       seed: the seed of the directions and of the explaining sample.
       explain: most entries of a failing leaf swept one by one (None: all).
-      check_leaf: ``check_leaf(ref, info, idx, grad, grad64)``, the full mode's
+      check_leaf: ``check_leaf(ctx, info, idx, grad, grad64)``, the full mode's
         sweep and verdict of one leaf.
       rtol, atol: explicit tolerances, as in check_grad.
     """
@@ -544,21 +522,23 @@ def check_fast(
         if idx.size:
             g64 = None if measured is None else measured[info.position]
             leaves.append(
-                _plan(ref, info, idx, under_test[info.position], g64, directions, seed)
+                _plan(ctx, info, idx, under_test[info.position], g64, directions, seed)
             )
     n_first = 2 + 2 * sum(leaf.u.shape[0] for leaf in leaves)
-    sweep = DirectionSweep(ref, leaves, n_first)
-    ref.sweeps.append(sweep)
+    sweep = DirectionSweep(
+        ctx, leaves, n_first, engine=ctx.opts.engine, operands=ctx.operands()
+    )
+    ctx.register(sweep)
     results = []
     for leaf, (d, loose) in zip(
-        leaves, _directions(sweep, ref, leaves, seed, rtol, atol)
+        leaves, _directions(sweep, ctx, leaves, seed, rtol, atol)
     ):
         if d.ok:
             results.append(_unswept(leaf, d))
             continue
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
-        res = check_leaf(ref, leaf.info, entries, under_test[pos], leaf.a64)
+        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.a64)
         d = _resolve(d, loose, res)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))

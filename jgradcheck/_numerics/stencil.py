@@ -229,7 +229,7 @@ def probe_rounding(j: np.ndarray) -> np.ndarray:
 def rounding_of(j_abs: np.ndarray, eps_j: float, noise: float) -> np.ndarray:
     """The rounding error of one evaluation of J: ``max(eps_J·|J|, noise)``.
 
-    ``noise`` is J's measured rounding near θ (see ``Reference``), which
+    ``noise`` is J's measured rounding near θ (``EvalContext.prime``), which
     exceeds ``eps_J·|J|`` when J sums large terms that cancel.
     """
     return np.maximum(eps_j * j_abs, noise)
