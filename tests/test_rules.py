@@ -317,6 +317,12 @@ def test_assert_jvp_raises():
         jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
 
 
+def test_assert_jvp_returns_the_report_of_a_correct_rule():
+    rule = jvp_rule(jnp.exp, lambda p, t: (jnp.exp(p[0]), jnp.exp(p[0]) * t[0]))
+    report = jgc.assert_jvp(rule, jnp.array([0.5, 1.0]))
+    assert report.ok and report.localized and all(r.ok for _, r in report.localized)
+
+
 # --------------------------------------------------------------- order 2
 
 
@@ -350,6 +356,11 @@ def test_jvp_order_2():
     rule = jvp_rule(jnp.exp, jvp_stopped)
     report = jgc.check_jvp(rule, jnp.array([0.1, 0.5]), order=2)
     assert report.localized[0][1].ok and not report.second_order.ok
+    assert not report.ok and "second order" in str(report)
+    # The twin: the same rule without stop_gradient passes at order 2.
+    right = jvp_rule(jnp.exp, lambda p, t: (jnp.exp(p[0]), jnp.exp(p[0]) * t[0]))
+    good = jgc.check_jvp(right, jnp.array([0.1, 0.5]), order=2)
+    assert good.ok and good.second_order is not None and good.second_order.ok, good
     with pytest.raises(ValueError, match="`order`"):
         jgc.check_jvp(rule, jnp.array([0.1]), order=3)
 
