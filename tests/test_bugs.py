@@ -141,6 +141,20 @@ def test_buggy_custom_vjp_is_caught_through_jax_grad():
     assert failing_places(report) == {("", (i,)) for i in range(9) if i != 4}
 
 
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_correct_custom_vjp_passes_through_jax_grad(mode):
+    # The twin of the test above (and of test_fast.py's): the rule made right.
+    @jax.custom_vjp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    softplus.defvjp(lambda x: (softplus(x), x), lambda x, g: (g * jax.nn.sigmoid(x),))
+    params = jnp.linspace(-2.0, 2.0, 9)
+    report = jgc.check_grad(lambda p: jnp.sum(softplus(p) ** 2), params, mode=mode)
+    assert report.ok, report
+    assert report.n_fail == 0 and report.n_unsure == 0
+
+
 @pytest.mark.parametrize("k", [5, 40])
 def test_sampled_check_catches_a_leaf_wide_bug(k):
     params, x, y = linear_problem()
