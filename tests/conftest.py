@@ -14,7 +14,7 @@ import pytest
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on small files
 
 JAX_CACHE_ENV = "JGRADCHECK_TESTS_JAX_CACHE"
-"""Where this session's JAX compilation cache lives (shared by xdist workers)."""
+"""Where this session's JAX compilation caches live (one per xdist worker)."""
 
 
 def pytest_configure(config):
@@ -28,15 +28,25 @@ def pytest_configure(config):
     XLA compiled, so results are unchanged. The directory is made by the
     controlling process, handed to pytest-xdist workers through the
     environment (a name JAX does not read, so child processes do not use it),
-    and removed at the end.
+    and removed at the end. Each worker has its own subdirectory: JAX writes
+    entries without a lock unless ``filelock`` is installed, and a worker must
+    never read another's half-written entry. Should an entry be unreadable
+    anyway, JAX compiles afresh and warns; that warning is not a test failure.
     """
     if JAX_CACHE_ENV not in os.environ:
         path = tempfile.mkdtemp(prefix="jgradcheck-tests-jax-cache-")
         os.environ[JAX_CACHE_ENV] = path
         config.stash[_CACHE_OWNED] = path
-    jax.config.update("jax_compilation_cache_dir", os.environ[JAX_CACHE_ENV])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    cache = os.path.join(os.environ[JAX_CACHE_ENV], worker)
+    jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    for action in ("reading", "writing"):
+        config.addinivalue_line(
+            "filterwarnings",
+            f"ignore:Error {action} persistent compilation cache entry:UserWarning",
+        )
 
 
 def pytest_unconfigure(config):
