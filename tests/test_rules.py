@@ -154,6 +154,8 @@ def test_layernorm_missing_projection_is_caught():
         layernorm_no_projection, jnp.arange(12.0).reshape(2, 6) ** 1.5 / 10
     )
     assert not report.ok and len(_failing(report)) >= 10
+    # The missing projection y·mean(g·y) is nonzero everywhere: every entry.
+    assert _failing(report) == {("[0]", (i, j)) for i in range(2) for j in range(6)}
 
 
 def test_transposed_dw_is_attributed_to_w():
