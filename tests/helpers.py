@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,3 +62,25 @@ def linear_grad(p, x, y, *, transpose=False, scale=1.0, sign=1.0):
     r = 2 * (x @ p["w"] + p["b"] - y) / y.size
     gw = x.T @ r
     return {"w": sign * scale * (gw.T if transpose else gw), "b": sign * r.sum(0)}
+
+
+def once_per_session(
+    name: str, produce: Callable[[], Any], tmp_path_factory: Any
+) -> Any:
+    """``produce()`` once per test session, even under pytest-xdist.
+
+    Each xdist worker is its own process, so a module-scoped fixture runs once
+    per worker that runs one of its tests. Here the first worker to ask runs
+    ``produce`` (which must return JSON) under a lock in the session's shared
+    temporary directory, and the others read its result. Without xdist it just
+    calls ``produce``.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return produce()
+    shared = Path(tmp_path_factory.getbasetemp()).parent  # one per session
+    result = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(json.dumps(produce()))
+        return json.loads(result.read_text())

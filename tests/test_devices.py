@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 import jgradcheck as jgc
+from helpers import once_per_session
 from jgradcheck._engine.devices import resolve_devices
 
 # Runs in a fresh process with four forced host (CPU) devices: the device
@@ -122,7 +123,11 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def four_devices():
+def four_devices(tmp_path_factory):
+    return once_per_session("four_devices", _run_four_devices, tmp_path_factory)
+
+
+def _run_four_devices():
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"

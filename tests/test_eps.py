@@ -73,6 +73,30 @@ def test_truncation_lines_match_the_stencils_theory():
     )
 
 
+def test_theory_lines_match_taylor_theory():
+    # Independently of how eps_sweep fits its lines: the central difference's
+    # relative truncation error is h²·|f‴|/(6·|f′|) and its roundoff error
+    # eps·|J|/(h·|f′|), with h = ε·max(1, |θ|) and f‴ from jax.grad thrice.
+    def g(t):
+        return jnp.exp(jnp.sin(t)) * jnp.tanh(t)
+
+    with jax.enable_x64(True):
+        x = jnp.linspace(-1.0, 2.0, 3)
+        s = jgc.eps_sweep(f, x, methods=("central",))
+        d1 = np.abs(jax.vmap(jax.grad(g))(x))
+        d3 = np.abs(jax.vmap(jax.grad(jax.grad(jax.grad(g))))(x))
+        j = abs(float(f(x)))
+    assert s.where == ("[0]", "[1]", "[2]")
+    h = s.eps[None, :] * np.maximum(1.0, np.abs(np.asarray(x)))[:, None]
+    truncation = h**2 * d3[:, None] / (6.0 * d1[:, None])
+    roundoff = np.finfo(np.float64).eps * j / (h * d1[:, None])
+    np.testing.assert_allclose(s.truncation["central"], truncation, rtol=0.02)
+    np.testing.assert_allclose(s.roundoff, roundoff, rtol=0.1)
+    # Where truncation dominates (ε = 1e-3), the measured error is on the line.
+    k = int(np.argmin(np.abs(s.eps - 1e-3)))
+    np.testing.assert_allclose(s.errors["central"][:, k], truncation[:, k], rtol=1e-3)
+
+
 def test_eps_sweep_bad_input():
     with pytest.raises(ValueError, match="`methods`"):
         jgc.eps_sweep(f, jnp.ones(3), methods=("forward",))

@@ -20,6 +20,10 @@ from helpers import (
 from jgradcheck._leaf import fast as _fast
 
 K = 4
+W_ENTRIES = {("['w']", (i, j)) for i in range(8) for j in range(8)}
+"""Every entry of ``linear_problem``'s 8×8 weight."""
+OFF_DIAGONAL = {place for place in W_ENTRIES if place[1][0] != place[1][1]}
+"""The 56 entries a transposed gradient gets wrong (random weights: none agree)."""
 
 
 def fast(loss, params, *args, **options):
@@ -123,8 +127,9 @@ def test_transposed(dtype):
         linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, transpose=True)
     )
     w = _bad_w(report)
-    assert w.n_fail >= 50 and w.checked == 64
+    assert w.n_fail == 56 and w.checked == 64
     assert all(e.index[0] != e.index[1] for e in report.failures())
+    assert failing_places(report) == OFF_DIAGONAL
     assert w.diagnosis.startswith("transposed")
 
 
@@ -134,8 +139,9 @@ def test_missing_regularisation_term(dtype):
     def loss(p, x, y):
         return linear_loss(p, x, y) + 1e-2 * jnp.sum(p["w"] ** 2)
 
-    w = _bad_w(fast(loss, params, x, y, grad=linear_grad))
-    assert w.n_fail > 50
+    report = fast(loss, params, x, y, grad=linear_grad)
+    w = _bad_w(report)
+    assert w.n_fail == 64 and failing_places(report) == W_ENTRIES
     assert w.diagnosis.startswith("off by a term proportional to θ: a − n ≈ -0.02·θ")
 
 
@@ -156,8 +162,10 @@ def test_float32_sized_error():
         g = linear_grad(p, x, y)
         return {"w": g["w"] * (1 + 3e-3), "b": g["b"]}
 
-    w = _bad_w(fast(linear_loss, params, x, y, grad=grad))
-    assert w.n_fail >= 60 and "scaled: a ≈ 1.003·n" in w.diagnosis
+    report = fast(linear_loss, params, x, y, grad=grad)
+    w = _bad_w(report)
+    assert w.n_fail == 64 and "scaled: a ≈ 1.003·n" in w.diagnosis
+    assert failing_places(report) == W_ENTRIES
 
 
 def test_1e4_relative_error_in_one_float64_entry():

@@ -145,6 +145,7 @@ def test_sampling_covers_every_leaf_and_is_reproducible():
     r4 = jgc.check_grad(mlp_loss, params, x, y, coords=10, key=4)
     assert len(r1.leaves) == 6 and all(leaf.checked >= 1 for leaf in r1.leaves)
     assert r1.n_checked == 10
+    assert r1.ok and r2.ok and r3.ok and r4.ok  # samples of a correct gradient
     assert [leaf.idx.tolist() for leaf in r1.leaves] == [
         leaf.idx.tolist() for leaf in r3.leaves
     ]
@@ -167,6 +168,7 @@ def test_mask_selects_exact_entries():
     )
     assert [leaf.path for leaf in report.leaves] == ["['w']"]
     assert {e.index for e in report.worst(5)} == {(1, 2), (2, 0)}
+    assert report.ok and report.n_checked == 2
 
 
 def test_timing_is_reported():

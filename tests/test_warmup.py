@@ -173,3 +173,10 @@ def test_a_bug_hidden_at_the_initialisation_shows_after_warm_up():
     after = jgc.check_grad(linear_loss, warm, x, y, grad=backprop_forgets_bias)
     assert not after.ok
     assert not after.leaf("['w']").ok and after.leaf("['b']").ok
+    # The twin: the right backprop passes at the warmed-up parameters too.
+    assert jgc.check_grad(linear_loss, warm, x, y, grad=backprop_right).ok
+
+
+def backprop_right(p, x, y):
+    r = x @ p["w"] + p["b"] - y
+    return {"w": 2 * x.T @ r / y.size, "b": 2 * r.sum(0) / y.size}
