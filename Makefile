@@ -34,6 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check jgradcheck tests bench _jgradcheck_pytest.py
 	$(BIN)/ruff format --check jgradcheck tests bench _jgradcheck_pytest.py
+	$(BIN)/mypy
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py

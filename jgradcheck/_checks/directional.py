@@ -74,7 +74,7 @@ def fd_directional(
         for i in range(len(x))
     ]
 
-    def at(t, u):
+    def at(t: jax.Array, u: list[jax.Array]) -> Any:
         return g([xi + t * ui for xi, ui in zip(x64, u)])
 
     ts = np.concatenate([steps, -steps, probes], axis=1)  # [P, 2L + 12]

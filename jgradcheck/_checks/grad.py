@@ -269,6 +269,7 @@ def _sweep_leaves(
                 loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
             )
         if opts.mode == "fast":
+            assert opts.directions is not None  # Options fills it in fast mode
             results = check_fast(
                 ctx,
                 flat,

@@ -15,7 +15,10 @@ from .._report.rule_records import Check
 
 def check_primal(name: str, got: Any, want: Any) -> Check:
     g_leaves, w_leaves = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
-    if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(want):
+    same_structure: bool = jax.tree_util.tree_structure(
+        got
+    ) == jax.tree_util.tree_structure(want)  # type: ignore[operator]
+    if not same_structure:
         return Check(name, False, "the rule's primal output has a different structure")
     worst = 0.0
     for a, b in zip(g_leaves, w_leaves):

@@ -192,7 +192,7 @@ def warm_up(
     def of_trained(trained: list[Any], args: tuple) -> Any:
         return total(flat.rebuild_with(dict(zip(train, trained))), *args)
 
-    def step(trained, opt_state, split, dynamic):
+    def step(trained: Any, opt_state: Any, split: Any, dynamic: Any) -> Any:
         value, g = jax.value_and_grad(of_trained)(trained, split.merge(dynamic))
         for k in complex_at:
             g[k] = jnp.conj(g[k])

@@ -50,13 +50,15 @@ def _compiled(fn: Callable[..., Any], *operands: Any) -> Any:
         return fn(*operands)
 
 
-def _of_floats(loss: Callable[..., Any], flat: Flat, args: tuple):
+def _of_floats(
+    loss: Callable[..., Any], flat: Flat, args: tuple
+) -> tuple[Callable[..., Any], list[Any], Any]:
     """``(f(float leaves, array args), float leaves, array args)``: the loss
     as a function of what jit may trace; other leaves and args closed over."""
     positions = [i.position for i in flat.checked]
     rest = split_static(tuple(args))
 
-    def f(float_leaves, adyn):
+    def f(float_leaves: list[Any], adyn: Any) -> Any:
         return loss(
             flat.rebuild_with(dict(zip(positions, float_leaves))), *rest.merge(adyn)
         )

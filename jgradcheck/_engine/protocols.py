@@ -20,11 +20,16 @@ from .._pytree.flat import LeafInfo
 class SweepCounters(Protocol):
     """What every sweep keeps for the report's timing, and can close."""
 
-    compile_seconds: float
-    run_seconds: float
-    n_evals: int
-    ran_on: frozenset[Any]
-    """The devices its results came from."""
+    @property
+    def compile_seconds(self) -> float: ...
+    @property
+    def run_seconds(self) -> float: ...
+    @property
+    def n_evals(self) -> int: ...
+    @property
+    def ran_on(self) -> frozenset[Any]:
+        """The devices its results came from."""
+        ...
 
     def close(self) -> None: ...
 
@@ -37,9 +42,13 @@ class Sweep(SweepCounters, Protocol):
     precision (flattened, in ``dtype``); ``batch`` the evaluations per call.
     """
 
-    info: LeafInfo
-    base: np.ndarray
-    dtype: np.dtype
-    batch: int
+    @property
+    def info(self) -> LeafInfo: ...
+    @property
+    def base(self) -> np.ndarray: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def batch(self) -> int: ...
 
     def __call__(self, idx: np.ndarray, values: np.ndarray) -> np.ndarray: ...

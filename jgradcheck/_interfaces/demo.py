@@ -10,24 +10,28 @@ their backprop and two variants through :func:`jgradcheck.check_grad`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 from .._checks.grad import check_grad
 
+Params = dict[str, jax.Array]
 
-def sigmoid(t):
+
+def sigmoid(t: jax.Array) -> jax.Array:
     return 1.0 / (1.0 + jnp.exp(-t))
 
 
-def autoencoder_loss(params, x):
+def autoencoder_loss(params: Params, x: jax.Array) -> jax.Array:
     """``J = Σ ½(z − x)²`` with ``a = σ(x·E)`` and ``z = σ(a·D)``."""
     a = sigmoid(x @ params["encoder"])
     z = sigmoid(a @ params["decoder"])
     return jnp.sum(0.5 * (z - x) ** 2)
 
 
-def _forward(params, x):
+def _forward(params: Params, x: jax.Array) -> tuple[jax.Array, ...]:
     h1 = x @ params["encoder"]
     a = sigmoid(h1)
     z = sigmoid(a @ params["decoder"])
@@ -36,25 +40,27 @@ def _forward(params, x):
     return h1, a, err0, err1
 
 
-def backprop_as_posted(params, x):
+def backprop_as_posted(params: Params, x: jax.Array) -> Params:
     """The seed's code: ``gDecoder = error_0' * a`` (transposed)."""
     _, a, err0, err1 = _forward(params, x)
     return {"encoder": x.T @ err1, "decoder": err0.T @ a}
 
 
-def backprop_preactivation_bug(params, x):
+def backprop_preactivation_bug(params: Params, x: jax.Array) -> Params:
     """Transposed back, but using the pre-activation ``x·E`` instead of ``a``."""
     h1, _, err0, err1 = _forward(params, x)
     return {"encoder": x.T @ err1, "decoder": h1.T @ err0}
 
 
-def backprop_correct(params, x):
+def backprop_correct(params: Params, x: jax.Array) -> Params:
     """``gD = aᵀ·δ₀`` and ``gE = xᵀ·δ₁``."""
     _, a, err0, err1 = _forward(params, x)
     return {"encoder": x.T @ err1, "decoder": a.T @ err0}
 
 
-def make_problem(visible: int = 64, hidden: int = 16, batch: int = 8, seed: int = 0):
+def make_problem(
+    visible: int = 64, hidden: int = 16, batch: int = 8, seed: int = 0
+) -> tuple[Params, jax.Array]:
     """Parameters initialised as in the seed (uniform ±4·sqrt(6/(h+v))) and data."""
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
     r = 4 * (6.0 / (hidden + visible)) ** 0.5
@@ -66,7 +72,7 @@ def make_problem(visible: int = 64, hidden: int = 16, batch: int = 8, seed: int 
     return params, x
 
 
-def run(print_fn=print) -> bool:
+def run(print_fn: Callable[[str], object] = print) -> bool:
     """Run the demo; True when it behaved as intended (bug found, fix passes)."""
     params, x = make_problem()
     n = sum(p.size for p in params.values())

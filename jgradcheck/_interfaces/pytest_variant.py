@@ -91,7 +91,7 @@ class Variant:
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """64-bit types enabled inside the block for a float64 variant."""
-        if self.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        if self.dtype.itemsize == 8 and not jax.config.read("jax_enable_x64"):
             with jax.enable_x64(True):
                 yield
         else:

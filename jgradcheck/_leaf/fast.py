@@ -383,7 +383,15 @@ class _State:
         self.value, self.error, self.step = (np.array(x) for x in c[:3])
         self.tolerance, self.status, self.loose = (np.array(x) for x in v)
 
-    def update(self, ks: np.ndarray, value, error, step, v: _Verdict, status) -> None:
+    def update(
+        self,
+        ks: np.ndarray,
+        value: np.ndarray,
+        error: np.ndarray,
+        step: np.ndarray,
+        v: _Verdict,
+        status: np.ndarray,
+    ) -> None:
         self.value[ks], self.error[ks], self.step[ks] = value, error, step
         self.tolerance[ks], self.status[ks], self.loose[ks] = (
             v.tolerance,

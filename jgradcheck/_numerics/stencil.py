@@ -226,7 +226,9 @@ def probe_rounding(j: np.ndarray) -> np.ndarray:
     return np.max(gaps[first:], axis=0) / 2.0
 
 
-def rounding_of(j_abs: np.ndarray, eps_j: float, noise: float) -> np.ndarray:
+def rounding_of(
+    j_abs: np.ndarray, eps_j: float, noise: float | np.ndarray
+) -> np.ndarray:
     """The rounding error of one evaluation of J: ``max(eps_J·|J|, noise)``.
 
     ``noise`` is J's measured rounding near θ (``EvalContext.prime``), which
@@ -262,7 +264,7 @@ def from_values(
     j_minus: np.ndarray,
     width: np.ndarray,
     eps_j: float,
-    noise: float = 0.0,
+    noise: float | np.ndarray = 0.0,
 ) -> Central:
     """Central differences from J(θ+h), J(θ−h) and the width θ₊ − θ₋ (any shape)."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -499,8 +501,19 @@ def stencil(
     )
     take = again.error < est.error[redo]
     at = redo[take]
-    fields = [f.copy() for f in est]
-    for k, f in enumerate(again):
-        if f is not None and fields[k] is not None:
-            fields[k][at] = f[take]
-    return Estimate(*fields)
+
+    def merged(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        out = old.copy()
+        out[at] = new[take]
+        return out
+
+    roundoff = est.roundoff
+    if roundoff is not None and again.roundoff is not None:
+        roundoff = merged(roundoff, again.roundoff)
+    return Estimate(
+        merged(est.value, again.value),
+        merged(est.error, again.error),
+        merged(est.step, again.step),
+        merged(est.refined, again.refined),
+        roundoff,
+    )

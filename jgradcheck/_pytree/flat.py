@@ -45,7 +45,7 @@ class LeafInfo(NamedTuple):
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def index(self, flat: int) -> tuple[int, ...]:
+    def index(self, flat: int) -> tuple[int, ...]:  # type: ignore[override]
         """The full index (one int per axis) of flat position ``flat``."""
         if not self.shape:
             return ()
