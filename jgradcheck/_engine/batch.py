@@ -22,7 +22,7 @@ costs whatever its size, and :func:`choose_batch` fits the batch to the budget.
 
 Leaf sweeps (:class:`jgradcheck._engine.sweep.LeafSweep`, the complex step's
 sweep among them) and fast mode's directional sweep
-(:class:`jgradcheck._leaf.fast.DirectionSweep`) all run through it.
+(:class:`jgradcheck._engine.directions.DirectionSweep`) all run through it.
 """
 
 from __future__ import annotations

@@ -55,12 +55,10 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .._engine.batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
 from .._engine.context import EvalContext
+from .._engine.directions import DirectionSweep
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
@@ -71,9 +69,8 @@ from .._numerics.verdict import (
     UNSURE,
     UNSURE_REL,
 )
-from .._options import EngineSettings
 from .._pytree.coords import Selection, readable, select
-from .._pytree.flat import Flat, LeafInfo, Split, split_static
+from .._pytree.flat import Flat, LeafInfo
 from .._report.records import Directions, LeafResult
 
 EXPLAIN_LIMIT = 2**16
@@ -173,108 +170,6 @@ def _plan(
         grad_dtype=grad_dtype,
         wide=wide,
     )
-
-
-def direction_evaluation(
-    loss: Callable[..., Any],
-    params: Split,
-    args: Split,
-    positions: tuple[int, ...],
-    dtypes: tuple[np.dtype, ...],
-) -> Callable[..., jax.Array]:
-    """``one(taus, cols, us, pdyn, adyn)``: J with leaf ``positions[j]`` moved by
-    ``taus[j] · us[j][cols[j]]`` for each j (``τ = 0`` leaves it as it is)."""
-
-    def one(
-        taus: jax.Array,
-        cols: jax.Array,
-        us: tuple[jax.Array, ...],
-        pdyn: Any,
-        adyn: Any,
-    ) -> jax.Array:
-        new = list(pdyn)
-        for j, (pos, dt) in enumerate(zip(positions, dtypes)):
-            new[pos] = new[pos] + taus[j].astype(dt) * us[j][cols[j]]
-        return loss(params.merge(new), *args.merge(adyn))
-
-    return one
-
-
-class DirectionSweep(BatchedSweep):
-    """J(θ + τ·u) for directions u on single leaves; all leaves in one compiled vmap.
-
-    Row r of a call perturbs leaf j by ``taus[r, j] · u_j[cols[r, j]]``
-    (``τ = 0`` leaves it exactly as it is). The batches run through a
-    :class:`jgradcheck._engine.batch.BatchRunner` on the reference's devices
-    (``ref.layout``), like the leaf sweeps', and it keeps their counters, so an
-    :class:`jgradcheck._engine.context.EvalContext` it is registered with reports its time,
-    evaluations and devices.
-
-    Args:
-      ref: the evaluation context: its loss, parameters, ``args``, memory budget and
-        devices.
-      leaves: the planned leaves, one column of ``taus``/``cols`` each.
-      n_evals: evaluations expected (only to size the batch).
-      engine: the engine's knobs (``cpu_working_set``); default
-        :class:`jgradcheck._options.EngineSettings`.
-      operands: ``ref.layout.replicate((params dynamic leaves, args dynamic
-        leaves))``, when the caller shares one copy with the leaf sweeps
-        (default: a copy of its own).
-    """
-
-    def __init__(
-        self,
-        ref: EvalContext,
-        leaves: list[_Leaf],
-        n_evals: int,
-        *,
-        engine: EngineSettings | None = None,
-        operands: tuple[Any, Any] | None = None,
-    ):
-        engine = engine or EngineSettings()
-        layout = ref.layout
-        params = split_static(ref.flat.rebuild(ref.flat.leaves))
-        positions = tuple(leaf.info.position for leaf in leaves)
-        dtypes = tuple(np.dtype(ref.flat.leaves[p].dtype) for p in positions)
-        us = tuple(
-            jnp.asarray(leaf.u.reshape((-1,) + leaf.info.shape), dt)
-            for leaf, dt in zip(leaves, dtypes)
-        )
-        one = direction_evaluation(ref.loss, params, ref.args, positions, dtypes)
-        width = len(leaves)
-        tau_dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64
-        rows = (
-            jax.ShapeDtypeStruct((width,), tau_dtype),
-            jax.ShapeDtypeStruct((width,), jnp.int32),
-        )
-        shared = (us, params.dynamic, ref.args.dynamic)
-        leaf_bytes = sum(
-            leaf.info.size * dt.itemsize for leaf, dt in zip(leaves, dtypes)
-        )
-
-        def batched(k: int) -> tuple[jax.ShapeDtypeStruct, ...]:
-            return tuple(jax.ShapeDtypeStruct((k, *r.shape), r.dtype) for r in rows)
-
-        per, _ = batch_bytes(one, batched, shared)
-        batch = choose_batch(
-            per + 2 * leaf_bytes,
-            n_evals,
-            memory_budget=ref.memory_budget,
-            backend=layout.platform,
-            devices=layout.n,
-            cpu_working_set=engine.cpu_working_set,
-        )
-        if operands is None:
-            operands = layout.replicate(shared[1:])
-        placed = (layout.replicate(us), *operands)
-        self.runner = BatchRunner(one, rows, placed, batch=batch, layout=layout)
-
-    def close(self) -> None:
-        """Nothing to close (no progress bar for the directional checks)."""
-
-    def __call__(self, taus: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """J for each row of ``taus``/``cols`` ([N, leaves]), as float64."""
-        return self.runner(taus, cols)
 
 
 def _differences(
@@ -534,7 +429,12 @@ def check_fast(
             )
     n_first = 2 + 2 * sum(leaf.u.shape[0] for leaf in leaves)
     sweep = DirectionSweep(
-        ctx, leaves, n_first, engine=ctx.opts.engine, operands=ctx.operands()
+        ctx,
+        [leaf.info for leaf in leaves],
+        [leaf.u for leaf in leaves],
+        n_first,
+        engine=ctx.opts.engine,
+        operands=ctx.operands(),
     )
     ctx.register(sweep)
     results = []
