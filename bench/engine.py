@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jgradcheck._checks.grad import check_grad_with
 from jgradcheck._options import EngineSettings, Options
 
 __all__ = ["EngineSettings", "check_grad_with_engine"]
@@ -42,7 +43,5 @@ def check_grad_with_engine(
     Returns:
       The :class:`jgradcheck.Report`.
     """
-    from jgradcheck._checks.grad import check_grad_with
-
     opts = Options.build(engine=engine, **options)
-    return check_grad_with(loss, params, *args, grad=grad, opts=opts)
+    return check_grad_with(loss, params, args, grad=grad, opts=opts)
