@@ -57,18 +57,23 @@ def test_models_sizes_and_layouts():
 
 
 def test_quick_run_prints_one_table():
-    out = _run("--methods", "jgradcheck,loop,lower_bound", "--models", "mlp,cnn")
+    # One model, every JAX method: each (model, method) is its own child
+    # process, and a second model would run the same three code paths again
+    # (the quick cnn and transformer are verified by the verify child of
+    # test_torch_rows_or_clear_skip and evaluated in test_models_sizes_and_layouts).
+    out = _run("--methods", "jgradcheck,loop,lower_bound", "--models", "mlp")
     assert "machine:" in out and "jax 0." in out
-    for name in ("mlp", "cnn"):
-        assert f"loss check {name}: JAX" in out
+    assert "loss check mlp: JAX" in out
     header = next(line for line in out.splitlines() if line.startswith("model "))
     for column in ("seconds", "compile s", "coords/s", "vs jgc", "peak RSS MiB"):
         assert column in header
     rows = [line for line in out.splitlines() if "jgradcheck check_grad" in line]
-    assert [r.split()[0] for r in rows] == ["mlp", "cnn"]
+    assert [r.split()[0] for r in rows] == ["mlp"]
     assert rows[0].split()[1] == "(212)"  # quick MLP 8-16-4
     assert "1.00x" in rows[0]
-    assert out.count("loop over jitted") == 2 and out.count("2n evals of J") == 2
+    for label in ("loop over jitted", "2n evals of J"):
+        (row,) = [line for line in out.splitlines() if label in line]
+        assert row.split()[-4].endswith("x"), row  # its "vs jgc" ratio
     assert "FAILED" not in out and "skipped" not in out
 
 
