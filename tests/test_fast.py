@@ -113,8 +113,19 @@ def _bad_w(report):
 
 
 def test_wrong_sign(dtype):
+    # Through assert_grad(mode="fast"): it raises with the fast report attached.
     params, x, y = linear_problem(dtype)
-    report = fast(linear_loss, params, x, y, grad=lambda *a: linear_grad(*a, sign=-1.0))
+    with pytest.raises(jgc.GradCheckError) as info:
+        jgc.assert_grad(
+            linear_loss,
+            params,
+            x,
+            y,
+            grad=lambda *a: linear_grad(*a, sign=-1.0),
+            mode="fast",
+        )
+    report = info.value.report
+    assert report.settings.mode == "fast" and not report.ok
     assert report.leaf("['w']").n_fail == 64 and report.leaf("['b']").n_fail == 8
     assert report.leaf("['w']").n_fail_directions == K
     assert "sign flipped" in report.leaf("['w']").diagnosis
@@ -193,9 +204,18 @@ def _one_bad_entry(scale, where=(17, 4)):
     return params, x, y, grad
 
 
-def test_one_bad_entry_of_a_1000_entry_leaf_is_found_and_localised():
+@pytest.fixture(scope="module")
+def one_bad_entry_report():
+    """The fast check of ``_one_bad_entry(2.0)``, shared by the two tests below
+    that assert different things about that same check (run once per worker)."""
     params, x, y, grad = _one_bad_entry(2.0)
-    report = fast(mlp_loss, params, x, y, grad=grad)
+    return fast(mlp_loss, params, x, y, grad=grad)
+
+
+def test_one_bad_entry_of_a_1000_entry_leaf_is_found_and_localised(
+    one_bad_entry_report,
+):
+    report = one_bad_entry_report
     assert failing_places(report) == {("[0]['w']", (17, 4))}
     bad = report.leaf("[0]['w']")
     assert bad.checked == 1000 and bad.n_fail_directions > 0
@@ -204,6 +224,25 @@ def test_one_bad_entry_of_a_1000_entry_leaf_is_found_and_localised():
     assert all(leaf.checked == 0 for leaf in report.leaves if leaf is not bad)
     # 2 + 2·4 per leaf, + refinement of the failing directions, + the sweep.
     assert report.timing.evaluations < 2 + 8 * K * 4 + 2 * 1000 * 2
+
+
+def test_report_api_in_fast_mode(one_bad_entry_report):
+    report = one_bad_entry_report
+    text = str(report)
+    for needle in [
+        "along 4 random directions u per leaf",
+        "directions that disagree",
+        "⟨a,u⟩",
+        "n along u",
+        "[0]['w'][17, 4]",
+        "4/4 agree",
+        "ok (4 directions)",
+    ]:
+        assert needle in text, needle
+    assert "ok=False" in repr(report)
+    html = report._repr_html_()
+    assert "directions that disagree" in html and "#cf222e" in html
+    # assert_grad in fast mode: see test_wrong_sign.
 
 
 def test_buggy_custom_vjp_through_jax_grad():
@@ -407,27 +446,6 @@ def test_complex_leaf_in_fast_mode():
 
 
 # -------------------------------------------------------------- report and input
-
-
-def test_report_api_in_fast_mode():
-    params, x, y, grad = _one_bad_entry(2.0)
-    report = fast(mlp_loss, params, x, y, grad=grad)
-    text = str(report)
-    for needle in [
-        "along 4 random directions u per leaf",
-        "directions that disagree",
-        "⟨a,u⟩",
-        "n along u",
-        "[0]['w'][17, 4]",
-        "4/4 agree",
-        "ok (4 directions)",
-    ]:
-        assert needle in text, needle
-    assert "ok=False" in repr(report)
-    html = report._repr_html_()
-    assert "directions that disagree" in html and "#cf222e" in html
-    with pytest.raises(jgc.GradCheckError):
-        jgc.assert_grad(mlp_loss, params, x, y, grad=grad, mode="fast")
 
 
 def test_full_mode_report_is_unchanged():
