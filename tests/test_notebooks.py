@@ -32,6 +32,13 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch, tmp_path):
     # kernelspec that could point at another interpreter.
     monkeypatch.delenv("JUPYTER_PATH", raising=False)
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
+    # As for the tests in this process (conftest.py): a JAX persistent
+    # compilation cache, the kernel's own and empty at the start, serves the
+    # identical programs that the notebook's repeated checks compile.
+    # Cached executables are the ones XLA compiled; the outputs are unchanged.
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     nb = nbformat.read(path, as_version=4)
     # One extra cell, on the in-memory copy only: which Python ran the kernel.
     nb.cells.append(
