@@ -106,6 +106,10 @@ def check_grad(
         in a small one (the data term).
       params: a pytree of arrays. Floating-point leaves are checked; integer,
         boolean and key leaves and non-array leaves are held fixed and listed.
+        Entries that are NaN or inf (padding, masked values the loss never
+        reads) are held fixed too, listed by path and index in the report
+        (``leaf.held``); a loss that does read them is not finite, and raises
+        a ``ValueError`` naming them.
       *args: extra arguments to ``loss``, held fixed (data, labels, config).
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
         ``params`` (a hand-written backprop), or, for a loss of named terms, a
@@ -170,7 +174,7 @@ def check_grad(
 
     Raises:
       TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the
-        loss or the gradient, a ``grad=`` output not shaped like ``params``,
+        loss or the gradient (outside NaN/inf entries of ``params``), a ``grad=`` output not shaped like ``params``,
         empty params, ``coords`` out of range), naming the offending path.
 
     Example:
