@@ -26,6 +26,9 @@ from .._pytree.flat import LeafInfo
 NOTE_ENTRIES = 3
 """Entries named in the note (the others are counted)."""
 
+SCREEN = 4.0
+"""A candidate's gap at the native step must be at least ``|a − n|`` over this."""
+
 
 class Compared(NamedTuple):
     """One leaf's entries as judged so far (float64 copies, indexed like ``idx``)."""
@@ -44,6 +47,49 @@ class Compared(NamedTuple):
     """J's measured rounding near θ."""
 
 
+class _Ladder(NamedTuple):
+    """J at ``θ ± steps`` (``[L, n]`` each) and the steps as represented."""
+
+    j_plus: np.ndarray
+    j_minus: np.ndarray
+    d_plus: np.ndarray
+    d_minus: np.ndarray
+
+
+def _evaluate(sw: Sweep, idx: np.ndarray, steps: np.ndarray) -> _Ladder:
+    """One call of ``sw`` for J at ``θ ± steps`` along the entries ``idx``."""
+    theta = sw.base[idx]
+    tp = [(theta + h.astype(sw.dtype)).astype(sw.dtype) for h in steps]
+    tm = [(theta - h.astype(sw.dtype)).astype(sw.dtype) for h in steps]
+    j = sw(np.tile(idx, 2 * len(steps)), np.concatenate(tp + tm))
+    j = j.reshape(2 * len(steps), -1)
+    t64 = theta.astype(np.float64)
+    return _Ladder(
+        j[: len(steps)],
+        j[len(steps) :],
+        np.stack([x.astype(np.float64) - t64 for x in tp]),
+        np.stack([t64 - x.astype(np.float64) for x in tm]),
+    )
+
+
+def _screen(c: Compared, sw: Sweep, cand: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """The candidates worth a ladder: the one-sided slopes at the largest step
+    differ by at least 1/:data:`SCREEN` of ``|a − n|``.
+
+    At a kink across precisions ``|a − n|`` is at most the jump (both are
+    slopes of it, or between), and the gap at the native step is the jump
+    less ``Δ·δ/s`` and curvature, so a real one passes; a gradient that is
+    simply wrong where J is smooth has a gap of ``s·|J''|`` and stops here,
+    at two evaluations rather than the ladder's.
+    """
+    lad = _evaluate(sw, c.idx[cand], top)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        right = (lad.j_plus[0] - c.j0) / lad.d_plus[0]
+        left = (c.j0 - lad.j_minus[0]) / lad.d_minus[0]
+    gap = np.abs(right - left)
+    return cand[gap >= np.abs(c.grad[cand] - c.numeric[cand]) / SCREEN]
+
+
 def precision_kinks(
     ctx: EvalContext,
     sw: Sweep,
@@ -56,7 +102,8 @@ def precision_kinks(
     Only failing entries not already at a kink the refine stage found are
     looked at, and only where the leaf's own dtype is not the reference's
     (else nothing changes): :func:`kinks_nearby` on float64 one-sided slopes
-    from the float64 step up to the native one, from ``sw``.
+    from the float64 step up to the native one, from ``sw``, for the entries
+    that pass :func:`_screen`.
     """
     cand = np.flatnonzero(
         (status == FAIL) & ~at_kink & np.isfinite(c.grad) & np.isfinite(c.numeric)
@@ -65,23 +112,15 @@ def precision_kinks(
     if not cand.size or native == ctx.leaf_dtype(sw.info):
         return status, None
     native_rel = float(np.cbrt(float(jnp.finfo(native).eps)))
-    steps = nearby_ladder(c.h0[cand], native_rel, ctx.rel_step(sw.info))
+    steps = nearby_ladder(c.h0, native_rel, ctx.rel_step(sw.info))
     if steps.shape[0] < 3:
         return status, None
-    theta = sw.base[c.idx[cand]]
-    tp = [(theta + h.astype(sw.dtype)).astype(sw.dtype) for h in steps]
-    tm = [(theta - h.astype(sw.dtype)).astype(sw.dtype) for h in steps]
-    j = sw(np.tile(c.idx[cand], 2 * len(steps)), np.concatenate(tp + tm))
-    j = j.reshape(2 * len(steps), -1)
-    t64 = theta.astype(np.float64)
-    kink = kinks_nearby(
-        c.j0,
-        j[: len(steps)],
-        j[len(steps) :],
-        np.stack([x.astype(np.float64) - t64 for x in tp]),
-        np.stack([t64 - x.astype(np.float64) for x in tm]),
-        rounding_of(np.abs(j).reshape(2, len(steps), -1).max(0), ctx.eps_j, c.noise),
-    )
+    cand = _screen(c, sw, cand, steps[-1:, cand])
+    if not cand.size:
+        return status, None
+    lad = _evaluate(sw, c.idx[cand], steps[:, cand])
+    jmax = np.abs(np.stack([lad.j_plus, lad.j_minus])).max(0)
+    kink = kinks_nearby(c.j0, *lad, rounding_of(jmax, ctx.eps_j, c.noise))
     yes = at_kink_nearby(
         c.grad[cand], c.numeric[cand], c.error[cand], kink, c.allowed[cand]
     )
