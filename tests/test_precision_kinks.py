@@ -92,6 +92,38 @@ def test_float64_params_at_the_same_point_pass(kink_params: Any) -> None:
     assert report.ok
 
 
+def _layer() -> tuple[Any, dict[str, jax.Array], jax.Array]:
+    """A ReLU layer whose six pre-activations are all exactly 0 in float32 and
+    a mix of signs in float64 (the kinks are 1e-8 … 1e-6 off θ along W, b)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(np.array([3.0, 7.0, 1e-3], np.float32))
+    w = jnp.asarray(rng.uniform(-1, 1, (6, 3)).astype(np.float32))
+    params = {"W": w, "b": -jax.jit(lambda w: w @ x)(w)}
+    v = jnp.asarray(rng.uniform(0.5, 1.5, 6).astype(np.float32))
+
+    def loss(p: dict[str, jax.Array], v: jax.Array) -> jax.Array:
+        h = jax.nn.relu(p["W"] @ x + p["b"])
+        return jnp.sum(v * h) + 0.1 * jnp.sum(p["W"] ** 2)
+
+    assert not np.any(np.asarray(jax.jit(lambda p: p["W"] @ x + p["b"])(params)))
+    return loss, params, v
+
+
+def test_layer_of_float32_kinks_with_a_hand_gradient_passes() -> None:
+    loss, params, v = _layer()
+    g = jax.grad(loss)(params, v)  # a hand gradient: no float64 rerun to lean on
+    report = jgc.check_grad(loss, params, v, grad=lambda p, v: g)
+    assert report.ok and report.n_fail == 0 and report.n_kink > 0
+
+
+def test_layer_of_float32_kinks_with_one_wrong_entry_is_caught() -> None:
+    loss, params, v = _layer()
+    g = jax.grad(loss)(params, v)
+    bad = {**g, "W": g["W"].at[1, 2].set(2.0 * g["W"][1, 2] + 0.01)}
+    report = jgc.check_grad(loss, params, v, grad=lambda p, v: bad)
+    assert [e.where for e in report.failures()] == ["['W'][1, 2]"]
+
+
 # ----------------------------------------------------- the numerics, on arrays
 
 

@@ -327,7 +327,7 @@ def _kinks_across_precisions(
         leaf.primed.j0,
         leaf.primed.rounding,
     )
-    return precision_kinks(leaf.ctx, leaf.sw, compared, status, s.at_kink)
+    return precision_kinks(leaf.ctx, leaf.sw, compared, status)
 
 
 def _inputs(

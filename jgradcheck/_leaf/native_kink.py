@@ -1,7 +1,7 @@
 """The last stage of a leaf: failures that are kinks across precisions.
 
-An entry that fails against the float64 reference, and is not at a kink the
-refine stage found within its smallest step, is looked at again on a ladder of
+An entry that fails against the float64 reference (at a kink the refine
+stage found or not) is looked at again on a ladder of
 float64 one-sided slopes up to the params' own precision's step: where J has
 a kink that close to θ (so at native precision θ sits on it), the gradient
 under test is one of its one-sided slopes and the float64 estimate another,
@@ -95,18 +95,19 @@ def precision_kinks(
     sw: Sweep,
     c: Compared,
     status: np.ndarray,
-    at_kink: np.ndarray,
 ) -> tuple[np.ndarray, str | None]:
     """``status`` with kinks across precisions as ``kink``, and a note naming them.
 
-    Only failing entries not already at a kink the refine stage found are
-    looked at, and only where the leaf's own dtype is not the reference's
+    Only failing entries are looked at, those at a kink the refine stage
+    found among them (its one-sided slopes at h/8 are blurred when the kink
+    is a little way off θ inside that step), and only where the leaf's own
+    dtype is not the reference's
     (else nothing changes): :func:`kinks_nearby` on float64 one-sided slopes
     from the float64 step up to the native one, from ``sw``, for the entries
     that pass :func:`_screen`.
     """
     cand = np.flatnonzero(
-        (status == FAIL) & ~at_kink & np.isfinite(c.grad) & np.isfinite(c.numeric)
+        (status == FAIL) & np.isfinite(c.grad) & np.isfinite(c.numeric)
     )
     native = ctx.native_dtype(sw.info)
     if not cand.size or native == ctx.leaf_dtype(sw.info):
