@@ -25,9 +25,9 @@ from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
 from .._options import Options
-from .._pytree.coords import seed_of
+from .._pytree.coords import Selection, nonfinite_entries, seed_of, without
 from .._pytree.flat import Flat
-from .._report.records import Settings
+from .._report.records import LeafResult, Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
 from .prepare import (
@@ -106,6 +106,10 @@ def check_grad(
         in a small one (the data term).
       params: a pytree of arrays. Floating-point leaves are checked; integer,
         boolean and key leaves and non-array leaves are held fixed and listed.
+        Entries that are NaN or inf (padding, masked values the loss never
+        reads) are held fixed too, listed by path and index in the report
+        (``leaf.held``); a loss that does read them is not finite, and raises
+        a ``ValueError`` naming them.
       *args: extra arguments to ``loss``, held fixed (data, labels, config).
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
         ``params`` (a hand-written backprop), or, for a loss of named terms, a
@@ -170,7 +174,7 @@ def check_grad(
 
     Raises:
       TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the
-        loss or the gradient, a ``grad=`` output not shaped like ``params``,
+        loss or the gradient (outside NaN/inf entries of ``params``), a ``grad=`` output not shaped like ``params``,
         empty params, ``coords`` out of range), naming the offending path.
 
     Example:
@@ -233,10 +237,44 @@ def check_grad_with(
             check_grad_with, loss, params, args, grad=grad, terms=terms, opts=opts
         )
     flat = prepare_params(loss, params, args)
-    tested = gradient_under_test(loss, grad, params, flat, args)
+    tested = gradient_under_test(
+        loss, grad, params, flat, args, held=nonfinite_entries(flat)
+    )
     selection, explain = selection_of(flat, opts)
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
-    return _sweep_leaves(view, args, tested, explain, opts)
+    held = nonfinite_entries(view.flat)
+    view = view._replace(selection=without(view.selection, held))
+    return _sweep_leaves(view, args, tested, explain, opts, held)
+
+
+def _with_held(
+    leaves: tuple[LeafResult, ...], view: RealView, held: Selection
+) -> tuple[LeafResult, ...]:
+    """The leaf results with their NaN/inf entries listed as held fixed (a
+    leaf with nothing else selected gets a result of its own)."""
+    if not held:
+        return leaves
+    by_position = {leaf.info.position: leaf for leaf in leaves}
+    out = []
+    for info in view.flat.checked:
+        leaf = by_position.get(info.position)
+        if leaf is None and info.position in held:
+            none = np.zeros(0)
+            leaf = LeafResult(
+                info=info,
+                idx=np.zeros(0, np.int64),
+                grad=none,
+                numeric=none,
+                error_bar=none,
+                tolerance=none,
+                status=np.zeros(0, np.uint8),
+                step=none,
+                refined=np.zeros(0, bool),
+                grad_dtype=np.dtype(view.under_test[info.position].dtype),
+            )
+        if leaf is not None:
+            out.append(leaf._replace(held=held.get(info.position)))
+    return tuple(out)
 
 
 def _sweep_leaves(
@@ -245,8 +283,10 @@ def _sweep_leaves(
     tested: GradientUnderTest,
     explain: int | None,
     opts: Options,
+    held: Selection,
 ) -> Report:
-    """Every selected entry swept and judged at reference precision (full or fast)."""
+    """Every selected entry swept and judged at reference precision (full or
+    fast); the NaN/inf entries ``held`` are listed, not swept."""
     flat, loss_of_view, grad_of_view, under_test, selection = view
     native_value, native_dtype, _, source, dtypes = tested
     results = []
@@ -295,7 +335,7 @@ def _sweep_leaves(
         )
     timing = ctx.timing()
     return Report(
-        leaves=tuple(results),
+        leaves=_with_held(tuple(results), view, held),
         skipped=flat.skipped,
         settings=settings,
         timing=timing,

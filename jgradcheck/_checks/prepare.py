@@ -80,11 +80,17 @@ def gradient_under_test(
     params: PyTree,
     flat: Flat,
     args: tuple,
+    held: Selection | None = None,
 ) -> GradientUnderTest:
     """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
 
+    ``held``: the params' NaN/inf entries (held fixed, not checked); the
+    gradient there may be anything, and the loss must not read them.
+
     Raises:
-      ValueError: when it is not finite somewhere, naming the entries.
+      ValueError: when the gradient is not finite somewhere else, naming the
+        entries; when the loss is not finite and ``params`` has NaN/inf
+        entries, naming those.
     """
     if grad is None:
         native, under_test = value_and_gradient(loss, flat, args)
@@ -93,7 +99,9 @@ def gradient_under_test(
         native = evaluate(loss, flat, args)
         under_test = user_gradient(grad, params, flat, args)
         source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
-    bad = nonfinite_places(flat, under_test)
+    if held and not np.isfinite(float(native)):
+        raise ValueError(_reads_nonfinite(flat, held, float(native)))
+    bad = nonfinite_places(flat, under_test, held)
     if bad:
         raise ValueError(
             f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
@@ -103,6 +111,23 @@ def gradient_under_test(
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
     return GradientUnderTest(
         float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
+    )
+
+
+def _reads_nonfinite(flat: Flat, held: Selection, value: float) -> str:
+    """The error for a loss that reads NaN/inf entries of ``params``."""
+    infos = {i.position: i for i in flat.checked}
+    places = [
+        f"{infos[pos].where(int(k))} = {np.asarray(flat.leaves[pos]).reshape(-1)[k]}"
+        for pos, idx in held.items()
+        for k in idx[:20]
+    ]
+    return (
+        f"`params` is not finite at: {where_list(places)}, and `loss` is {value} "
+        "there: the loss reads those entries, so no gradient can be checked. "
+        "Non-finite entries the loss does not read (padding, masked values) are "
+        "held fixed and listed in the report; the fix is to replace these by "
+        "finite values, or mask them out of the loss."
     )
 
 

@@ -128,6 +128,7 @@ class EvalContext:
         self.opts = opts
         self.layout = Layout(resolve_devices(opts.devices))
         check_progress(opts.progress)
+        self.native_flat = flat
         self.flat = at_precision(flat, opts.precision)
         if opts.precision == "float64":
             args = jax.tree_util.tree_map(_to_float64, args)
@@ -240,6 +241,14 @@ class EvalContext:
     def leaf_dtype(self, info: LeafInfo) -> np.dtype:
         """The dtype a leaf is perturbed in (the reference precision's)."""
         return np.dtype(self.flat.leaves[info.position].dtype)
+
+    def native_dtype(self, info: LeafInfo) -> np.dtype:
+        """The leaf's own dtype (the one the gradient under test was computed
+        in); the same as :meth:`leaf_dtype` with ``precision="native"``."""
+        leaf = self.native_flat.leaves[info.position]
+        return np.dtype(
+            leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        )
 
     def bounding_dtype(self, info: LeafInfo) -> np.dtype:
         """The less precise of the leaf's and J's dtypes: it bounds roundoff

@@ -149,12 +149,18 @@ def user_gradient(
     return result
 
 
-def nonfinite_places(flat: Flat, grads: dict[int, Any]) -> list[str]:
-    """Paths and indices of NaN/inf entries of a gradient."""
+def nonfinite_places(
+    flat: Flat, grads: dict[int, Any], held: dict[int, np.ndarray] | None = None
+) -> list[str]:
+    """Paths and indices of NaN/inf entries of a gradient (outside ``held``:
+    entries of the params held fixed)."""
     places = []
     for info in flat.checked:
         arr = np.asarray(grads[info.position]).reshape(-1)
-        for k in np.flatnonzero(~np.isfinite(arr))[:20]:
+        bad = ~np.isfinite(arr)
+        if held and info.position in held:
+            bad[held[info.position]] = False
+        for k in np.flatnonzero(bad)[:20]:
             places.append(f"{info.where(int(k))} = {arr[k]}")
     return places
 

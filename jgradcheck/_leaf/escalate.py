@@ -18,7 +18,11 @@ The escalation ladder (``h = cbrt(eps)·max(1, |θ|)``, the default step):
 5. **widen**: where roundoff dominates (a large or float32 J) and the ladder
    behaved, an adaptive 4-point stencil at its own, larger step;
 6. **judge**: the final verdict; entries at a kink are judged on their
-   one-sided slopes.
+   one-sided slopes;
+7. **kinks across precisions** (:mod:`jgradcheck._leaf.native_kink`): an
+   entry that still fails, where J has a kink that float64 puts a little way
+   off θ (within the params' own dtype's step) and the gradient under test is
+   one of its one-sided slopes, is a kink, not a failure.
 
 Two estimates of one entry must agree within their error bars
 (:func:`jgradcheck._numerics.combine.combine_estimates`), so no failure rests
@@ -67,6 +71,7 @@ from .._report.records import LeafResult
 from .._typing import Method
 from .estimates import fixed_stencil
 from .first_pass import first_pass
+from .native_kink import Compared, precision_kinks
 
 CONFIRM_SHRINK = 64.0
 """A failure's estimate is confirmed by a central difference at h / this."""
@@ -281,6 +286,12 @@ def _widen(leaf: LeafInputs, s: LeafState, aliased: np.ndarray) -> LeafState:
     )
 
 
+def _allowed(leaf: LeafInputs) -> np.ndarray:
+    """The gradient's own rounding allowance at a kink, per entry."""
+    own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
+    return own + GRAD_ULPS * leaf.eps_grad * np.abs(leaf.grad)
+
+
 def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.ndarray:
     """Stage 6: the final status; entries at a kink that do not pass are
     judged on their one-sided slopes."""
@@ -289,11 +300,34 @@ def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.n
     if not k.any():
         return status
     at = redo[k]
-    own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
-    allowed = own[at] + GRAD_ULPS * leaf.eps_grad * np.abs(leaf.grad[at])
     return judge_kinks(
-        status, leaf.grad, at, kink.left[k], kink.right[k], kink.noise[k], allowed
+        status,
+        leaf.grad,
+        at,
+        kink.left[k],
+        kink.right[k],
+        kink.noise[k],
+        _allowed(leaf)[at],
     )
+
+
+def _kinks_across_precisions(
+    leaf: LeafInputs, s: LeafState, status: np.ndarray
+) -> tuple[np.ndarray, str | None]:
+    """Stage 7: failures where J has a kink within the params' own precision's
+    step of θ, and the gradient is one of its slopes, are kinks
+    (:mod:`.native_kink`)."""
+    compared = Compared(
+        leaf.idx,
+        leaf.grad,
+        s.numeric,
+        s.error,
+        _allowed(leaf),
+        leaf.h0,
+        leaf.primed.j0,
+        leaf.primed.rounding,
+    )
+    return precision_kinks(leaf.ctx, leaf.sw, compared, status)
 
 
 def _inputs(
@@ -367,13 +401,15 @@ def check_leaf(
         roundoff=np.zeros(idx.shape),
         credible=np.ones(idx.shape, bool),
     )
-    status = state.verdict.status
+    status, note = state.verdict.status, first.note
     if np.any(status != PASS):
         state, refinement = _refine(leaf, state, first.central)
         state = _confirm(leaf, state)
         state, aliased = _descend(leaf, state, refinement)
         state = _widen(leaf, state, aliased)
         status = _judge_kinks(leaf, state, refinement)
+        status, kink_note = _kinks_across_precisions(leaf, state, status)
+        note = "; ".join(n for n in (first.note, kink_note) if n) or None
     return LeafResult(
         info=info,
         idx=idx,
@@ -394,5 +430,5 @@ def check_leaf(
             state.verdict.tolerance,
             status,
         ),
-        note=first.note,
+        note=note,
     )

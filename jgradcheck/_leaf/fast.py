@@ -63,6 +63,7 @@ from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
     GRAD_ULPS,
+    KINK,
     PASS,
     ROUNDING_CAP,
     SAFETY,
@@ -352,15 +353,24 @@ def _directions(
     ]
 
 
-def _resolve(d: Directions, loose: np.ndarray, res: LeafResult) -> Directions:
+def _resolve(
+    d: Directions, loose: np.ndarray, res: LeafResult, u: np.ndarray
+) -> Directions:
     """Failing directions after a complete sweep that found no wrong entry.
 
     A direction that fails only against the measured rounding, not against
     the full mode's fixed allowance, is ``unsure`` (the sweep vouches for every
-    entry); beyond that allowance it stays a failure.
+    entry); beyond that allowance it stays a failure, unless the entries the
+    sweep found at a kink explain the rest: along ``u`` they account for up to
+    ``Σ |uᵢ|·(|aᵢ − nᵢ| + SAFETY·errᵢ)`` (a kink's one-sided slopes differ by
+    the jump, which the entry's verdict has excused already).
     """
     if res.n_fail or res.checked < d.support:
         return d
+    kinked = res.status == KINK
+    if kinked.any():
+        gap = res.abs_err[kinked] + SAFETY * res.error_bar[kinked]
+        loose = loose + np.abs(u[:, res.idx[kinked]]) @ gap
     within = (d.status == FAIL) & (np.abs(d.rule - d.numeric) <= loose)
     return d._replace(status=np.where(within, UNSURE, d.status).astype(np.uint8))
 
@@ -447,7 +457,7 @@ def check_fast(
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
         res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.a64)
-        d = _resolve(d, loose, res)
+        d = _resolve(d, loose, res, leaf.u)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))
     return results

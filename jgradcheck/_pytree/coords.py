@@ -16,6 +16,26 @@ Selection = dict[int, np.ndarray]
 """Leaf position -> sorted flat indices within that leaf."""
 
 
+def nonfinite_entries(flat: Flat) -> Selection:
+    """Per checked leaf with NaN or inf values, the flat indices of those entries
+    (for a complex leaf, where either part is not finite)."""
+    held = {}
+    for info in flat.checked:
+        values = np.asarray(flat.leaves[info.position]).reshape(-1)
+        bad = np.flatnonzero(~np.isfinite(values.astype(np.complex128)))
+        if bad.size:
+            held[info.position] = bad
+    return held
+
+
+def without(selection: Selection, held: Selection) -> Selection:
+    """``selection`` less the entries in ``held``, leaf by leaf."""
+    return {
+        pos: idx if pos not in held else np.setdiff1d(idx, held[pos])
+        for pos, idx in selection.items()
+    }
+
+
 def seed_of(key: Any) -> int:
     """An int seed from ``key=``: an int, or a ``jax.random`` key (new or raw).
 

@@ -130,6 +130,9 @@ class LeafResult(NamedTuple):
     note: str | None = None
     """How this leaf's estimates were made, when not as asked (e.g. why the
     complex step fell back to finite differences)."""
+    held: np.ndarray | None = None
+    """Flat indices of entries whose values are NaN or inf: held fixed, not
+    checked (None when there are none)."""
 
     @property
     def path(self) -> str:

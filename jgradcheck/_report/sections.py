@@ -194,6 +194,25 @@ def skipped_line(report: ReportRecord) -> str | None:
     return "not checked (not floating point): " + ", ".join(parts)
 
 
+def held_line(report: ReportRecord, limit: int = 10) -> str | None:
+    """The entries held fixed because their values are NaN or inf, or None."""
+    places = [
+        leaf.info.where(int(k))
+        for leaf in report.leaves
+        if leaf.held is not None
+        for k in leaf.held
+    ]
+    if not places:
+        return None
+    shown = ", ".join(places[:limit])
+    if len(places) > limit:
+        shown += f", ... ({len(places) - limit} more)"
+    return (
+        f"not checked (NaN or inf in params, held fixed; the loss does not read "
+        f"them): {shown}"
+    )
+
+
 # ----------------------------------------------------------------- sections
 
 
@@ -274,8 +293,8 @@ def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
             else "closest calls (largest |a-n| / tolerance):"
         )
         out.append(Section("table", title, table=entry_table(worst)))
-    skipped = skipped_line(report)
-    if skipped:
-        out.append(Section("lines", lines=(skipped,)))
+    lines = tuple(x for x in (skipped_line(report), held_line(report)) if x)
+    if lines:
+        out.append(Section("lines", lines=lines))
     out += _term_sections(report, k)
     return tuple(out)

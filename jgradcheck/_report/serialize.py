@@ -74,6 +74,7 @@ def leaf_dict(leaf: LeafResult) -> dict[str, Any]:
         "verdict": leaf.verdict,
         "diagnosis": leaf.diagnosis,
         "note": leaf.note,
+        "held": [] if leaf.held is None else [int(k) for k in leaf.held],
     }
 
 
