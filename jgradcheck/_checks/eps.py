@@ -17,6 +17,7 @@ import numpy as np
 
 from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._engine.precision import quiet_truncation
 from .._engine.protocols import Sweep
 from .._options import Options
 from .._pytree.coords import select
@@ -137,6 +138,7 @@ def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
     return np.where(ok, grid[np.argmin(safe, axis=1)], np.nan)
 
 
+@quiet_truncation()
 def eps_sweep(
     loss: Callable[..., Any],
     params: PyTree,

@@ -18,6 +18,7 @@ from .._engine.gradient import (
     user_gradient,
     value_and_gradient,
 )
+from .._engine.precision import as_computed, computed_dtype, truncation_note
 from .._errors import where_list
 from .._leaf.fast import fast_selection
 from .._options import Options
@@ -83,6 +84,12 @@ def gradient_under_test(
 ) -> GradientUnderTest:
     """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
 
+    Each leaf is returned in the dtype it was computed at
+    (:func:`jgradcheck._engine.precision.as_computed`): with x64 off, a
+    gradient of float64 arrays is a float32 computation, judged at float32's
+    eps and its rounding measured against the float64 re-run, as for any
+    float32 gradient; ``source`` says so.
+
     Raises:
       ValueError: when it is not finite somewhere, naming the entries.
     """
@@ -99,8 +106,11 @@ def gradient_under_test(
             f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
             "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
         )
+    narrowed = [g.dtype for g in under_test.values() if computed_dtype(g) != g.dtype]
+    under_test = {pos: as_computed(g) for pos, g in under_test.items()}
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
+    source += truncation_note(narrowed)
     return GradientUnderTest(
         float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
     )

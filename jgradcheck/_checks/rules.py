@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._engine.context import reference_precision
+from .._engine.precision import quiet_truncation
 from .._numerics.stencil import Estimate
 from .._options import Options
 from .._pytree.coords import readable as readable
@@ -132,6 +133,7 @@ def check_order(order: Any) -> int:
     return int(order)
 
 
+@quiet_truncation()
 def check_rule(
     f: Callable[..., Any],
     primals: tuple,
