@@ -81,14 +81,35 @@ def truncated(dtypes: Iterable[DTypeLike]) -> list[np.dtype]:
     return sorted((d for d in wide if effective_dtype(d) != d), key=str)
 
 
-def truncation_note(dtypes: Iterable[DTypeLike]) -> str:
-    """What ran at which precision, for the report: ``" (float64 arrays,
-    computed in float32: x64 is off)"``, or ``""`` when nothing is narrowed."""
+def to_effective(x: Any) -> Any:
+    """An inexact array (JAX or NumPy) as a JAX array of its effective dtype;
+    anything else unchanged. Where JAX computes with ``x`` it would narrow it
+    anyway; this does it once, without the warning."""
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        return x
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    dtype = effective_dtype(x.dtype)
+    if dtype == x.dtype:
+        return x
+    with quiet_truncation():
+        return jnp.asarray(np.asarray(x).astype(dtype))
+
+
+def truncation_phrase(dtypes: Iterable[DTypeLike]) -> str:
+    """What ran at which precision: ``"float64 arrays, computed in float32:
+    x64 is off"``, or ``""`` when the x64 setting narrows none of ``dtypes``."""
     wide = truncated(dtypes)
     if not wide:
         return ""
     to = ", ".join(str(effective_dtype(d)) for d in wide)
-    return f" ({', '.join(map(str, wide))} arrays, computed in {to}: x64 is off)"
+    return f"{', '.join(map(str, wide))} arrays, computed in {to}: x64 is off"
+
+
+def truncation_note(dtypes: Iterable[DTypeLike]) -> str:
+    """:func:`truncation_phrase` in parentheses after a space, or ``""``."""
+    phrase = truncation_phrase(dtypes)
+    return f" ({phrase})" if phrase else ""
 
 
 @contextlib.contextmanager
