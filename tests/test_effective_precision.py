@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import failing_places, mlp_loss
 
 import jgradcheck as jgc
+from helpers import failing_places, mlp_loss
 
 
 def _in_x64(make):
@@ -125,9 +125,7 @@ def test_float64_arrays_with_x64_off_pass_and_say_float32_ran(case, mode):
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_float64_arrays_with_x64_off_a_1e3_error_is_caught_and_localised(
-    case, mode
-):
+def test_float64_arrays_with_x64_off_a_1e3_error_is_caught_and_localised(case, mode):
     loss, params, args, where = _params_and_path(case)
     report = jgc.check_grad(loss, params, *args, grad=_broken(loss, where), mode=mode)
     assert not report.ok
@@ -165,13 +163,16 @@ def test_a_numpy_gradient_keeps_its_float64():
 
 
 def test_native_precision_sweeps_in_float32():
-    # Native finite differences of a float32 computation: the same steps and
-    # values as for float32 arrays (float32 FD resolves ~0.5% here, so the
-    # broken entry is off by 2%).
     loss, params, args, where = _params_and_path("mlp")
     report = jgc.check_grad(loss, params, *args, precision="native")
     assert report.ok, report
     assert report.settings.reference_dtype == "float32"
+
+
+def test_native_precision_of_float64_arrays_is_float32_native_precision():
+    # The same steps and values, hence the same verdicts, as float32 arrays;
+    # float32 finite differences resolve ~0.5% here, the entry is off by 2%.
+    loss, params, args, where = _params_and_path("mlp")
     bad = jgc.check_grad(
         loss, params, *args, grad=_broken(loss, where, 2e-2), precision="native"
     )
@@ -200,9 +201,7 @@ def test_no_truncation_warning_escapes():
 
 
 def test_float32_world_is_unchanged():
-    params, x, y = jax.tree_util.tree_map(
-        lambda a: a.astype(jnp.float32), _mlp64()
-    )
+    params, x, y = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), _mlp64())
     report = jgc.check_grad(mlp_loss, params, x, y)
     assert report.ok
     assert report.settings.gradient == "jax.grad(loss) in float32"
@@ -296,9 +295,12 @@ def test_check_vjp_of_float64_arrays_with_x64_off():
     assert report.ok, report
     assert report.precision == "float64 arrays, computed in float32: x64 is off"
     assert "precision: float64 arrays, computed in float32" in str(report)
+
+
+def test_check_vjp_of_float64_arrays_with_x64_off_catches_a_1e3_error():
     bad = jgc.check_vjp(_dense(1 + 1e-3), *_dense_inputs())
     assert not bad.ok
-    (_, rep), = bad.localized
+    ((_, rep),) = bad.localized
     assert failing_places(rep) == {("[1]", (1, 2))}
 
 
@@ -309,7 +311,13 @@ def test_check_jvp_of_float64_arrays_with_x64_off():
     report = jgc.check_jvp(f, *_dense_inputs())
     assert report.ok, report
     assert report.precision == "float64 arrays, computed in float32: x64 is off"
+    assert (
+        "(float64 arrays, computed in float32"
+        in report.localized[0][1].settings.gradient
+    )
 
+
+def test_check_jvp_of_float64_arrays_with_x64_off_catches_a_1e3_error():
     @jax.custom_jvp
     def g(w, x):
         return jnp.tanh(x @ w)
@@ -323,6 +331,7 @@ def test_check_jvp_of_float64_arrays_with_x64_off():
 
     bad = jgc.check_jvp(g, *_dense_inputs())
     assert not bad.ok
+    assert any("[2, 1]" in line for line in bad.failures()), bad.failures()
 
 
 def test_rules_in_a_consistent_world_say_nothing_about_precision():

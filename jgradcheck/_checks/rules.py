@@ -224,7 +224,9 @@ def rule_inputs(
         for x in jax.tree_util.tree_leaves(primals)
         if isinstance(x, (jax.Array, np.ndarray))
     ]
-    primals = tuple(jax.tree_util.tree_map(to_effective, tuple(primals)))
+    narrowed = truncation_phrase(dtypes)
+    if narrowed:  # otherwise the primals are passed on untouched
+        primals = tuple(jax.tree_util.tree_map(to_effective, tuple(primals)))
     flat = inputs(f, primals, tuple(nondiff_argnums))
     return RuleInputs(
         f=f,
@@ -235,7 +237,7 @@ def rule_inputs(
         want=f(*flat.rebuild(flat.leaves)),
         seed=seed_of(opts.key),
         opts=opts,
-        narrowed=truncation_phrase(dtypes),
+        narrowed=narrowed,
     )
 
 
