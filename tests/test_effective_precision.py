@@ -132,6 +132,27 @@ def test_float64_arrays_with_x64_off_a_1e3_error_is_caught_and_localised(case, m
     assert failing_places(report) == {where}
 
 
+def test_complex128_arrays_with_x64_off_are_complex64_computations():
+    def loss(z):
+        return jnp.sum(jnp.abs(jnp.sin(z)) ** 2)
+
+    rng = np.random.default_rng(9)
+    z = _in_x64(lambda: jnp.asarray(rng.normal(size=6) + 1j * rng.normal(size=6)))
+    report = jgc.check_grad(loss, z)
+    assert report.ok, report
+    assert report.settings.gradient == (
+        "jax.grad(loss) in complex64 "
+        "(complex128 arrays, computed in complex64: x64 is off)"
+    )
+
+    def off(z):  # d/dRe of entry 2 off by 1e-3 relative
+        g = np.array(jax.grad(loss)(z.astype(jnp.complex64)))
+        g[2] = g[2].real * (1 + 1e-3) + 1j * g[2].imag
+        return g.astype(np.complex64)
+
+    assert failing_places(jgc.check_grad(loss, z, grad=off)) == {("", (2, 0))}
+
+
 def test_a_jax_grad_written_by_hand_is_a_float32_computation_too():
     loss, params, args, where = _params_and_path("mlp")
     good = jgc.check_grad(loss, params, *args, grad=jax.grad(loss))

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
+from .._pytree.flat import Flat
+
 TRUNCATION_WARNING = r"Explicitly requested dtype .* is not available"
 """The message of JAX's UserWarning when x64 is off and an operation asks for
 a 64-bit dtype (``… will be truncated to dtype float32``)."""
@@ -94,6 +96,20 @@ def to_effective(x: Any) -> Any:
         return x
     with quiet_truncation():
         return jnp.asarray(np.asarray(x).astype(dtype))
+
+
+def in_effective_dtypes(flat: Flat) -> Flat:
+    """``flat`` with its checked leaves in their effective dtypes
+    (:func:`to_effective`); ``flat`` itself when the x64 setting narrows none."""
+    leaves = [to_effective(x) for x in flat.leaves]
+    if all(a is b for a, b in zip(leaves, flat.leaves)):
+        return flat
+    checked = {i.position for i in flat.checked}
+    return Flat(
+        flat.treedef,
+        tuple(x if k in checked else flat.leaves[k] for k, x in enumerate(leaves)),
+        flat.infos,
+    )
 
 
 def truncation_phrase(dtypes: Iterable[DTypeLike]) -> str:
