@@ -29,6 +29,11 @@ import pytest
 import jgradcheck as jgc
 from helpers import failing_places, mlp_loss
 
+pytestmark = pytest.mark.skipif(
+    jax.config.jax_enable_x64,
+    reason="float64 arrays checked with x64 off need x64 off (JAX's default)",
+)
+
 
 def _in_x64(make):
     """``make()`` inside ``jax.enable_x64(True)``: float64 arrays, then x64 off."""
