@@ -17,6 +17,7 @@ import numpy as np
 
 from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
+from .._engine.precision import in_effective_dtypes, quiet_truncation
 from .._engine.protocols import Sweep
 from .._options import Options
 from .._pytree.coords import select
@@ -137,6 +138,7 @@ def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
     return np.where(ok, grid[np.argmin(safe, axis=1)], np.nan)
 
 
+@quiet_truncation()
 def eps_sweep(
     loss: Callable[..., Any],
     params: PyTree,
@@ -185,7 +187,7 @@ def eps_sweep(
         raise ValueError("`eps` must be positive relative steps.")
     flat = prepare_params(loss, params, args)
     g_all = (
-        autodiff_gradient(loss, flat, args)
+        autodiff_gradient(loss, in_effective_dtypes(flat), args)
         if grad is None
         else user_gradient(grad, params, flat, args)
     )

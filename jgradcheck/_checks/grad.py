@@ -19,6 +19,7 @@ import numpy as np
 
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
+from .._engine.precision import effective_dtype, quiet_truncation
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
@@ -59,6 +60,7 @@ def _native_noise(
             plus, minus = list(flat.leaves), list(flat.leaves)
             for info in flat.checked:
                 x = np.asarray(flat.leaves[info.position])
+                x = x.astype(effective_dtype(x.dtype))  # what JAX computes with
                 signs = rng.choice(np.array([-1.0, 1.0]), x.shape)
                 u = probe_step(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
                 plus[info.position] = jnp.asarray(x + u.astype(x.dtype))
@@ -215,6 +217,7 @@ def check_grad(
     return check_grad_with(loss, params, args, grad=grad, terms=terms, opts=opts)
 
 
+@quiet_truncation()
 def check_grad_with(
     loss: Callable[..., Any],
     params: PyTree,
@@ -390,6 +393,7 @@ def assert_grad(
     return raise_unless_ok(check_grad(loss, params, *args, **options))
 
 
+@quiet_truncation()
 def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,

@@ -150,7 +150,8 @@ def _tangent_settings(run: RuleRun) -> Settings:
     leaf = jax.tree_util.tree_leaves(run.differences[0][0].value)[0]
     native = np.dtype(run.inputs.floats[0].dtype)
     return Settings(
-        gradient="the rule's tangent J·u (jax.jvp)",
+        gradient="the rule's tangent J·u (jax.jvp)"
+        + (f" ({run.inputs.narrowed})" if run.inputs.narrowed else ""),
         reference_dtype="float64" if in_float64 else str(np.dtype(leaf.dtype)),
         rel_step=default_step(np.dtype(np.float64) if in_float64 else native),
         rounding="measured against float64" if in_float64 else "fixed",

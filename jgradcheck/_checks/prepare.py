@@ -18,6 +18,12 @@ from .._engine.gradient import (
     user_gradient,
     value_and_gradient,
 )
+from .._engine.precision import (
+    as_computed,
+    computed_dtype,
+    in_effective_dtypes,
+    truncation_note,
+)
 from .._errors import where_list
 from .._leaf.fast import fast_selection
 from .._options import Options
@@ -87,17 +93,31 @@ def gradient_under_test(
     ``held``: the params' NaN/inf entries (held fixed, not checked); the
     gradient there may be anything, and the loss must not read them.
 
+    Each leaf is returned in the dtype it was computed at
+    (:func:`jgradcheck._engine.precision.as_computed`): with x64 off, a
+    gradient of float64 arrays is a float32 computation, judged at float32's
+    eps and its rounding measured against the float64 re-run, as for any
+    float32 gradient; ``source`` says so. ``jax.grad`` is taken at the leaves'
+    effective dtypes (float32 leaves, not float64 arrays that JAX would
+    truncate piecemeal); a ``grad=`` gets ``params`` as given.
+
     Raises:
       ValueError: when the gradient is not finite somewhere else, naming the
         entries; when the loss is not finite and ``params`` has NaN/inf
         entries, naming those.
     """
     if grad is None:
-        native, under_test = value_and_gradient(loss, flat, args)
+        # JAX differentiates float32 leaves, not float64 arrays it truncates
+        # piecemeal (mixed float32/float64 programs it cannot always transpose).
+        native, under_test = value_and_gradient(loss, in_effective_dtypes(flat), args)
+        narrowed = [i.dtype for i in flat.checked if i.dtype is not None]
         source = "jax.grad(loss)"
     else:
         native = evaluate(loss, flat, args)
         under_test = user_gradient(grad, params, flat, args)
+        narrowed = [
+            g.dtype for g in under_test.values() if computed_dtype(g) != g.dtype
+        ]
         source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
     if held and not np.isfinite(float(native)):
         raise ValueError(_reads_nonfinite(flat, held, float(native)))
@@ -107,8 +127,10 @@ def gradient_under_test(
             f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
             "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
         )
+    under_test = {pos: as_computed(g) for pos, g in under_test.items()}
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
+    source += truncation_note(narrowed)
     return GradientUnderTest(
         float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
     )

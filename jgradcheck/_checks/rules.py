@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._engine.context import reference_precision
+from .._engine.precision import quiet_truncation, to_effective, truncation_phrase
 from .._numerics.stencil import Estimate
 from .._options import Options
 from .._pytree.coords import readable as readable
@@ -72,6 +73,10 @@ class RuleInputs(NamedTuple):
     """The int seed of every draw (``key=``)."""
     opts: Options
     """Precision, method and the sweeps' options."""
+    narrowed: str
+    """What the caller's x64 setting narrowed (``"float64 arrays, computed in
+    float32: x64 is off"``), or ``""``
+    (:func:`jgradcheck._engine.precision.truncation_phrase`)."""
 
 
 class RuleRun(NamedTuple):
@@ -132,6 +137,7 @@ def check_order(order: Any) -> int:
     return int(order)
 
 
+@quiet_truncation()
 def check_rule(
     f: Callable[..., Any],
     primals: tuple,
@@ -186,6 +192,7 @@ def check_rule(
         structure=tuple(checks),
         held=held_paths(inputs.flat),
         second_order=second,
+        precision=inputs.narrowed,
     )
 
 
@@ -203,17 +210,34 @@ def rule_inputs(
     nondiff_argnums: tuple[int, ...],
     opts: Options,
 ) -> RuleInputs:
-    """The primals flattened and checked, ``f(*primals)`` and the seed."""
+    """The primals flattened and checked, ``f(*primals)`` and the seed.
+
+    Inexact primals are taken in their effective dtype
+    (:func:`jgradcheck._engine.precision.to_effective`): with x64 off, float64
+    arrays are float32 to JAX (which cannot even make a float64 cotangent
+    then), so the rule is a float32 computation, and is judged as one: its
+    rounding allowance is float32's and its rounding is measured against the
+    float64 re-run, as for float32 primals.
+    """
+    dtypes = [
+        x.dtype
+        for x in jax.tree_util.tree_leaves(primals)
+        if isinstance(x, (jax.Array, np.ndarray))
+    ]
+    narrowed = truncation_phrase(dtypes)
+    if narrowed:  # otherwise the primals are passed on untouched
+        primals = tuple(jax.tree_util.tree_map(to_effective, tuple(primals)))
     flat = inputs(f, primals, tuple(nondiff_argnums))
     return RuleInputs(
         f=f,
-        primals=tuple(primals),
+        primals=primals,
         flat=flat,
         of_floats=of_floats(f, flat),
         floats=floats(flat),
         want=f(*flat.rebuild(flat.leaves)),
         seed=seed_of(opts.key),
         opts=opts,
+        narrowed=narrowed,
     )
 
 

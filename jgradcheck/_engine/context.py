@@ -52,6 +52,7 @@ from .._typing import Precision, PyTree
 from .devices import Layout, resolve_devices
 from .gradient import evaluate
 from .groups import Groups, plan_groups
+from .precision import effective_dtype
 from .progress import LeafProgress, check_progress
 from .protocols import Sweep, SweepCounters
 from .sweep import LeafSweep
@@ -92,13 +93,18 @@ def _to_float64(x: Any) -> Any:
 
 
 def at_precision(flat: Flat, precision: Precision) -> Flat:
-    """``flat`` with its checked leaves as JAX arrays, in float64 for ``"float64"``."""
+    """``flat`` with its checked leaves as JAX arrays, in float64 for ``"float64"``.
+
+    For ``"native"``, each leaf in its effective dtype
+    (:func:`jgradcheck._engine.precision.effective_dtype`; call it under the
+    caller's x64 setting): with x64 off a float64 leaf is float32 to JAX, and
+    a sweep that perturbed its float64 values would see its steps rounded to
+    float32 (a relative error of ``eps32/h`` ≈ 2e-5 at ``h = cbrt(eps32)``)."""
     leaves = list(flat.leaves)
     for info in flat.checked:
         leaf = jnp.asarray(flat.leaves[info.position])
-        leaves[info.position] = (
-            leaf.astype(jnp.float64) if precision == "float64" else leaf
-        )
+        dtype = jnp.float64 if precision == "float64" else effective_dtype(leaf.dtype)
+        leaves[info.position] = leaf if leaf.dtype == dtype else leaf.astype(dtype)
     return Flat(flat.treedef, tuple(leaves), flat.infos)
 
 

@@ -128,7 +128,8 @@ class RuleReport(RuleReportRecord):
         ``structure`` (checks: ``name``, ``ok``, ``detail``), ``dot_tests``
         (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
         ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
-        ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held`` and
+        ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
+        ``precision`` (what the x64 setting narrowed, or ``""``) and
         ``second_order`` (the same dict for ``order=2``, else ``None``).
 
         Args:

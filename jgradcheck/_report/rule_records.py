@@ -63,6 +63,9 @@ class RuleReportRecord:
     """Inputs held fixed (not differentiated), by path."""
     second_order: RuleReportRecord | None = None
     """With ``order=2``: the same checks on the rule's own output as a function."""
+    precision: str = ""
+    """What ran at which precision when the caller's x64 setting narrowed the
+    inputs (``"float64 arrays, computed in float32: x64 is off"``), else ``""``."""
 
     @property
     def ok(self) -> bool:

@@ -177,6 +177,7 @@ def rule_report_dict(
             for label, rep in r.localized
         ],
         "held": list(r.held),
+        "precision": r.precision,
         "second_order": (
             None
             if r.second_order is None
