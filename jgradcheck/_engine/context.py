@@ -121,6 +121,9 @@ class EvalContext:
       args: the extra arguments of ``loss``.
       opts: the check's options; reads ``precision``, ``memory_budget``,
         ``devices``, ``progress`` and ``engine``.
+      native_dtypes: ``{leaf position: dtype}``, the dtype each checked leaf
+        is computed in under the caller's x64 setting (float32 for float64
+        arrays while x64 is off); default: the leaves' own dtypes.
 
     Raises:
       TypeError, ValueError: for bad ``devices`` or ``progress``, or a loss
@@ -128,9 +131,16 @@ class EvalContext:
     """
 
     def __init__(
-        self, loss: Callable[..., Any], flat: Flat, args: tuple, opts: Options
+        self,
+        loss: Callable[..., Any],
+        flat: Flat,
+        args: tuple,
+        opts: Options,
+        *,
+        native_dtypes: dict[int, np.dtype] | None = None,
     ):
         self.loss = loss
+        self._native_dtypes = native_dtypes or {}
         self.opts = opts
         self.layout = Layout(resolve_devices(opts.devices))
         check_progress(opts.progress)
@@ -249,8 +259,11 @@ class EvalContext:
         return np.dtype(self.flat.leaves[info.position].dtype)
 
     def native_dtype(self, info: LeafInfo) -> np.dtype:
-        """The leaf's own dtype (the one the gradient under test was computed
-        in); the same as :meth:`leaf_dtype` with ``precision="native"``."""
+        """The dtype the leaf is computed in under the caller's x64 setting
+        (the one the gradient under test was computed in); the same as
+        :meth:`leaf_dtype` with ``precision="native"``."""
+        if info.position in self._native_dtypes:
+            return self._native_dtypes[info.position]
         leaf = self.native_flat.leaves[info.position]
         return np.dtype(
             leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
@@ -408,8 +421,12 @@ def evaluation_context(
 
     The sweeps are closed however the block ends.
     """
+    native = {
+        i.position: effective_dtype(jnp.result_type(flat.leaves[i.position]))
+        for i in flat.checked
+    }  # under the caller's x64 setting, before the reference scope
     with (
         reference_precision(opts.precision),
-        EvalContext(loss, flat, args, opts) as ctx,
+        EvalContext(loss, flat, args, opts, native_dtypes=native) as ctx,
     ):
         yield ctx

@@ -62,8 +62,8 @@ def nearby_ladder(h: np.ndarray, native_rel_step: float, rel_step: float) -> np.
       native_rel_step: ``cbrt(eps)`` of the params' own dtype.
       rel_step: the float64 relative step (``h``'s).
     """
-    levels = int(np.floor(np.log2(native_rel_step / rel_step))) + 1
-    return np.stack([h * 2.0**k for k in range(max(levels, 0))])
+    levels = max(int(np.floor(np.log2(native_rel_step / rel_step))) + 1, 0)
+    return h[None, :] * 2.0 ** np.arange(levels, dtype=np.float64)[:, None]
 
 
 class NearbyKink(NamedTuple):
