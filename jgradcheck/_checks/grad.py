@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
 from .._errors import raise_unless_ok
@@ -264,7 +265,7 @@ def _sweep_leaves(
                 ),
             )
         measured = None
-        if opts.precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
+        if opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes):
             measured = reference_gradient(
                 loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
             )

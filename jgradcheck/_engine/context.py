@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._errors import NondeterministicLossError
 from .._numerics.rounding import (
     PROBE_QUANTILE,
@@ -136,7 +137,7 @@ class EvalContext:
         params = self.flat.rebuild(self.flat.leaves)
         self.params: PyTree = params
         self.j_dtype = np.dtype(jax.eval_shape(lambda: loss(params, *args)).dtype)
-        self.eps_j = float(np.finfo(self.j_dtype).eps)
+        self.eps_j = eps_of(self.j_dtype)
         self.memory_budget = opts.memory_budget
         # Compiled, not eager (one compile, not one per primitive). Whether J
         # is deterministic is tested by :meth:`prime`: twice in one compiled
@@ -214,7 +215,7 @@ class EvalContext:
             precision too.
           ValueError: J at the two precisions is more than rounding apart.
         """
-        eps = float(np.finfo(native_dtype).eps)
+        eps = eps_of(native_dtype)
         scale = max(abs(native), abs(self.value))
         gap = abs(native - self.value)
         if gap <= max(1e-3, 64 * eps) * scale:

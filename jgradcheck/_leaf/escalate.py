@@ -35,6 +35,7 @@ from typing import NamedTuple, cast
 import jax
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext, Primed
 from .._engine.protocols import Sweep
 from .._numerics.combine import combine_estimates
@@ -316,7 +317,7 @@ def _inputs(
         idx=idx,
         grad=g,
         grad_rounding=None if grad64 is None else np.abs(g - grad64[idx]),
-        eps_grad=float(np.finfo(np.dtype(grad.dtype)).eps),
+        eps_grad=eps_of(grad.dtype),
         h0=h0,
         roundoff0=ctx.eps_j * max(abs(primed.j0), np.finfo(np.float64).tiny) / h0,
         rtol=rtol,

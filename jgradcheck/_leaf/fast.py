@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext
 from .._engine.directions import DirectionSweep
 from .._numerics.stencil import Central, from_values, kinks, richardson
@@ -82,7 +83,7 @@ _STREAM = 2
 _SAMPLE = 3
 """Purpose tag of the explaining sweep's sample."""
 _HALVINGS = (2.0, 4.0, 8.0)
-_EPS64 = float(np.finfo(np.float64).eps)
+_EPS64 = eps_of(np.float64)
 
 
 def fast_selection(flat: Flat, coords: Any, key: Any) -> tuple[Selection, int | None]:
@@ -165,8 +166,8 @@ def _plan(
         a=np.asarray(grad, np.float64).reshape(-1),
         a64=grad64,
         theta=theta,
-        eps_g=float(np.finfo(grad_dtype).eps),
-        eps_leaf=float(np.finfo(dtype).eps),
+        eps_g=eps_of(grad_dtype),
+        eps_leaf=eps_of(dtype),
         grad_dtype=grad_dtype,
         wide=wide,
     )
