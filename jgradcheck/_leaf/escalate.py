@@ -54,13 +54,13 @@ from .._numerics.stencil import (
 )
 from .._numerics.verdict import (
     FAIL,
-    GRAD_ULPS,
     PASS,
     SAFETY,
     Judgement,
     judge,
     judge_kinks,
     leaf_scale,
+    rounding_floor,
 )
 from .._options import METHODS
 from .._pytree.flat import LeafInfo
@@ -291,7 +291,7 @@ def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.n
         return status
     at = redo[k]
     own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
-    allowed = own[at] + GRAD_ULPS * leaf.eps_grad * np.abs(leaf.grad[at])
+    allowed = own[at] + rounding_floor(leaf.eps_grad) * np.abs(leaf.grad[at])
     return judge_kinks(
         status, leaf.grad, at, kink.left[k], kink.right[k], kink.noise[k], allowed
     )
