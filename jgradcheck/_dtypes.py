@@ -86,3 +86,32 @@ def as_float64(x: Any) -> np.ndarray:
     if is_complex(x.dtype):
         return x.astype(np.complex128)
     return x.astype(np.float64) if is_real_float(x.dtype) else x
+
+
+def _jaxprs_in(value: Any) -> list[Any]:
+    """The jaxprs among an equation's params (``jit``, ``scan``, ``cond``, rules)."""
+    out = []
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(v, "jaxpr", v)
+        if hasattr(inner, "eqns"):
+            out.append(inner)
+    return out
+
+
+def narrowest_computed(jaxpr: Any, start: np.dtype) -> np.dtype:
+    """The least precise real float dtype among ``start`` and the values a
+    jaxpr computes (sub-jaxprs included): the precision a computation really
+    rounds at, even when its output is wider (``x.astype(bfloat16)`` inside a
+    float32 loss)."""
+    narrowest = np.dtype(start)
+    stack = [getattr(jaxpr, "jaxpr", jaxpr)]
+    while stack:
+        jx = stack.pop()
+        for eqn in jx.eqns:
+            for var in eqn.outvars:
+                dt = getattr(getattr(var, "aval", None), "dtype", None)
+                if dt is not None and is_real_float(dt) and eps(dt) > eps(narrowest):
+                    narrowest = np.dtype(dt)
+            for p in eqn.params.values():
+                stack.extend(_jaxprs_in(p))
+    return narrowest
