@@ -177,3 +177,53 @@ def test_a_dtype_jax_cannot_compute_in_is_refused_by_path():
         pytest.skip("this backend computes in float6_e2m3fn")
     with pytest.raises(TypeError, match=r"\['w'\].*float6_e2m3fn.*cannot compute"):
         jgc.check_grad(lambda p: jnp.sum(p["w"]), {"w": leaf})
+
+
+# ----------------------------------------------------------- pytest plugin
+
+
+def test_plugin_has_a_bfloat16_variant(pytester):
+    pytester.makepyfile(
+        """
+        import jax
+        import jax.numpy as jnp
+        import pytest
+
+
+        @jax.custom_vjp
+        def cube(x):
+            return x**3
+
+
+        cube.defvjp(lambda x: (cube(x), x), lambda x, g: (3 * g * x**2,))
+
+
+        @jax.custom_vjp
+        def cube_bad(x):
+            return x**3
+
+
+        cube_bad.defvjp(lambda x: (cube_bad(x), x), lambda x, g: (2 * g * x**2,))
+
+        X = jnp.array([1.0, 2.0, -0.5])
+
+
+        @pytest.mark.jgradcheck(dtypes=("bfloat16",), jit=True)
+        def test_good(jgc_variant):
+            assert jgc_variant.cast(X).dtype == jnp.bfloat16
+            jgc_variant.assert_vjp(cube, X)
+
+
+        @pytest.mark.jgradcheck(dtypes=(jnp.bfloat16,), jit=False)
+        def test_bad(jgc_variant):
+            jgc_variant.assert_vjp(cube_bad, X)
+        """
+    )
+    result = pytester.runpytest("-v", "--strict-markers")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*::test_good[[]bfloat16-jit] PASSED*",
+            "*::test_bad[[]bfloat16-eager] FAILED*",
+        ]
+    )
