@@ -112,6 +112,30 @@ def test_float32_loss_computing_in_bfloat16_inside_is_not_refused():
     jgc.check_grad(loss, p, precision="native", coords=4)  # must not raise
 
 
+def _dropout(p, key):
+    return jnp.sum(jnp.where(jax.random.bernoulli(key, 0.5, p.shape), p / 0.5, 0) ** 2)
+
+
+def _dropout_f32(p, key):
+    keep = jax.random.bernoulli(key, jnp.float32(0.5), p.shape)
+    return jnp.sum(jnp.where(keep, p / 0.5, 0) ** 2)
+
+
+@pytest.mark.parametrize("dtype", NARROW, ids=["bfloat16", "float16"])
+def test_narrow_randomness_that_depends_on_x64_is_reported(dtype):
+    # bernoulli(key, 0.5) draws float64 uniforms under x64: another mask, which
+    # 64 ulps of bfloat16 (50% of J) used to excuse.
+    params, key = jnp.linspace(0.1, 1.0, 16).astype(dtype), jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="different function"):
+        jgc.check_grad(_dropout, params, key, coords=4)
+
+
+@pytest.mark.parametrize("dtype", NARROW, ids=["bfloat16", "float16"])
+def test_narrow_dropout_with_an_explicit_dtype_is_the_same_function(dtype):
+    params, key = jnp.linspace(0.1, 1.0, 16).astype(dtype), jax.random.PRNGKey(0)
+    assert jgc.check_grad(_dropout_f32, params, key, coords=4).ok
+
+
 # ----------------------------------------------------------------- rules
 
 
