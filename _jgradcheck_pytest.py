@@ -33,7 +33,7 @@ import pytest
 
 FIXTURE = "jgc_variant"
 MARKER = "jgradcheck"
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float16", "float32", "float64", "bfloat16")
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_JIT = (False, True)
 

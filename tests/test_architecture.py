@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jgradcheck"
 
 LAYERS = {
     "_typing": 0,
+    "_dtypes": 0,
     "_errors": 0,
     "_options": 0,
     "_pytree": 1,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._numerics.rounding import (
     ENTRY_FLOOR_QUANTILE,
     narrowest_dtype,
@@ -61,7 +62,7 @@ def fd_directional(
     first step. Must run inside the reference precision.
     """
     x64 = x
-    eps = max(float(np.finfo(v.dtype).eps) for v in x)
+    eps = max(eps_of(v.dtype) for v in x)
     xmax = max(float(jnp.max(jnp.abs(v))) if v.size else 0.0 for v in x64)
     umax = [max(float(np.max(np.abs(c))) for c in u) for u in directions]
     h0 = default_step(narrowest_dtype(*(v.dtype for v in x))) * max(1.0, xmax)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import as_float64
+from .._dtypes import eps as eps_of
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
 from .._engine.precision import effective_dtype, quiet_truncation
@@ -25,6 +27,7 @@ from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
+from .._numerics.verdict import EPS_ACCUMULATE
 from .._options import Options
 from .._pytree.coords import Selection, nonfinite_entries, seed_of, without
 from .._pytree.flat import Flat
@@ -52,23 +55,50 @@ def _native_noise(
     so what remains is rounding. Evaluated with the caller's own x64 setting;
     the trials become one rounding by
     :func:`jgradcheck._numerics.rounding.rounding_from_probes` (the largest).
+
+    With a leaf narrower than float32 (bfloat16, float16), ``u`` is 9% (3%) of
+    θ and the quadratic term ``u²·J''`` is itself about an ulp of J: eight
+    times it would excuse a different dropout mask. There the probe is
+    antisymmetric at two scales, ``J(θ+2u) − J(θ−2u) − 2·(J(θ+u) − J(θ−u))``
+    (the linear and quadratic terms cancel, ``u³·J‴`` is ~eps^1.5), halved as
+    :func:`jgradcheck._numerics.stencil.probe_rounding` does.
     """
     rng = np.random.default_rng(0)
+    narrow = any(eps_of(i.dtype) > EPS_ACCUMULATE for i in flat.checked)
     trials = []
     with jax.enable_x64(x64):
         for _ in range(4):
-            plus, minus = list(flat.leaves), list(flat.leaves)
+            steps = {}
             for info in flat.checked:
                 x = np.asarray(flat.leaves[info.position])
                 x = x.astype(effective_dtype(x.dtype))  # what JAX computes with
                 signs = rng.choice(np.array([-1.0, 1.0]), x.shape)
-                u = probe_step(x.dtype) * np.maximum(1.0, np.abs(x)) * signs
-                plus[info.position] = jnp.asarray(x + u.astype(x.dtype))
-                minus[info.position] = jnp.asarray(x - u.astype(x.dtype))
-            jp = float(loss(flat.rebuild(plus), *args))
-            jm = float(loss(flat.rebuild(minus), *args))
-            trials.append(abs(jp + jm - 2.0 * j0))
+                u = probe_step(x.dtype) * np.maximum(1.0, np.abs(x))
+                steps[info.position] = (x, u * signs)
+            at = functools.partial(_shifted, loss, flat, args, steps, narrow)
+            if narrow:
+                trials.append(abs(at(2.0) - at(-2.0) - 2.0 * (at(1.0) - at(-1.0))) / 2)
+            else:
+                trials.append(abs(at(1.0) + at(-1.0) - 2.0 * j0))
     return float(rounding_from_probes(np.array(trials), quantile=TRIALS_QUANTILE))
+
+
+def _shifted(
+    loss: Callable[..., Any],
+    flat: Flat,
+    args: tuple,
+    steps: dict[int, tuple[np.ndarray, np.ndarray]],
+    narrow: bool,
+    m: float,
+) -> float:
+    """``J(θ + m·u)`` at the params' own precision (:func:`_native_noise`)."""
+    leaves = list(flat.leaves)
+    for pos, (x, u) in steps.items():
+        if narrow:  # θ + m·u rounded once, to the leaf's dtype
+            leaves[pos] = jnp.asarray((as_float64(x) + m * u).astype(x.dtype))
+        else:
+            leaves[pos] = jnp.asarray(x + (m * u).astype(x.dtype))
+    return float(loss(flat.rebuild(leaves), *args))
 
 
 def check_grad(
@@ -307,7 +337,7 @@ def _sweep_leaves(
                 ),
             )
         measured = None
-        if opts.precision == "float64" and any(np.finfo(d).eps > 1e-15 for d in dtypes):
+        if opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes):
             measured = reference_gradient(
                 loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
             )

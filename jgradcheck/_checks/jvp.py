@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
 from .._errors import raise_unless_ok
 from .._numerics.stencil import Estimate, default_step
@@ -95,7 +96,7 @@ def _compare(
         r0p = np.repeat(_real(r0[p]), parts)
         if parts == 2:
             o = o._replace(
-                shape=o.shape + (2,), dtype=np.dtype(np.finfo(o.dtype).dtype)
+                shape=o.shape + (2,), dtype=np.dtype(jnp.finfo(o.dtype).dtype)
             )
         rounding = None
         if rule_ref is not None:
@@ -105,7 +106,7 @@ def _compare(
             n,
             err,
             r0p,
-            eps_grad=float(np.finfo(o.dtype).eps),
+            eps_grad=eps_of(o.dtype),
             scale=leaf_scale(n, err),
             rounding=rounding,
         )

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import as_float64, is_inexact
+from .._dtypes import eps as eps_of
 from .._report.rule_records import Check
 
 
@@ -25,11 +27,12 @@ def check_primal(name: str, got: Any, want: Any) -> Check:
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:
             return Check(name, False, f"shape {a.shape} differs from f's {b.shape}")
-        if not np.issubdtype(a.dtype, np.inexact):
+        if not is_inexact(a.dtype):
             if not np.array_equal(a, b):
                 return Check(name, False, "integer outputs differ")
             continue
-        eps = float(np.finfo(a.dtype).eps)
+        eps = eps_of(a.dtype)
+        a, b = as_float64(a), as_float64(b)
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
         worst = max(worst, diff / (eps * max(scale, 1e-30)))
@@ -44,9 +47,10 @@ def _close(a: Any, b: Any, ulps: float = 64.0) -> tuple[bool, float]:
     worst = 0.0
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         x, y = np.asarray(x), np.asarray(y)
-        if x.dtype == jax.dtypes.float0 or not np.issubdtype(x.dtype, np.inexact):
+        if x.dtype == jax.dtypes.float0 or not is_inexact(x.dtype):
             continue
-        eps = float(np.finfo(x.dtype).eps)
+        eps = eps_of(x.dtype)
+        x, y = as_float64(x), as_float64(y)
         scale = max(float(np.max(np.abs(y))) if y.size else 0.0, 1e-30)
         diff = float(np.max(np.abs(x - y))) if x.size else 0.0
         worst = max(worst, diff / (eps * scale))

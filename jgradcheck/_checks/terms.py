@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
+from .._dtypes import eps as eps_of
+from .._dtypes import is_real_float
 from .._options import Options
 from .._report.report import Report
 from .._typing import PyTree
@@ -76,7 +78,7 @@ def validate_terms(
     for name, fn in terms.items():
         out = fn(params, *args)
         shape, dtype = np.shape(out), getattr(out, "dtype", np.asarray(out).dtype)
-        if shape != () or not np.issubdtype(dtype, np.floating):
+        if shape != () or not is_real_float(dtype):
             raise ValueError(
                 f"term {name!r} must return a real floating-point scalar; it "
                 f"returned shape {shape}, dtype {dtype}."
@@ -86,7 +88,7 @@ def validate_terms(
     total = float(out)
     parts = sum(values.values())
     scale = max(sum(abs(v) for v in values.values()), abs(total), 1e-300)
-    eps = float(jax.numpy.finfo(getattr(out, "dtype", np.float64)).eps)
+    eps = eps_of(getattr(out, "dtype", np.float64))
     if not abs(total - parts) <= 2**10 * eps * scale:
         listed = ", ".join(f"{n}={v:.6g}" for n, v in values.items())
         raise ValueError(

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
 from .._errors import raise_unless_ok
 from .._numerics.verdict import judge
@@ -72,7 +73,7 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
     with reference_precision(precision):
         _, vjp_ref = jax.vjp(inputs.of_floats, run.at_reference)
     tests = []
-    eps_in = max(float(np.finfo(i.dtype).eps) for i in flat.checked)
+    eps_in = max(eps_of(i.dtype) for i in flat.checked)
     for o in out_infos:
         if not o.is_checked:
             continue

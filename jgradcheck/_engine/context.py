@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
+from .._dtypes import narrowest_computed
 from .._errors import NondeterministicLossError
 from .._numerics.rounding import (
     PROBE_QUANTILE,
@@ -45,6 +47,7 @@ from .._numerics.rounding import (
     rounding_from_probes,
 )
 from .._numerics.stencil import default_step, probe_offsets, probe_rounding
+from .._numerics.verdict import EPS_ACCUMULATE
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo, split_static
 from .._report.records import Timing
@@ -59,6 +62,32 @@ from .sweep import LeafSweep
 
 NOISE_PROBES = 8
 """Coordinates per leaf at which J's rounding is measured (:meth:`EvalContext.prime`)."""
+
+
+REORDER_ULPS = 2.0**10
+"""How far two compiled evaluations of a deterministic J may differ, in ulps
+of the precision its sums accumulate in, relative to ``max(|J|, 1)``: a sum of
+n terms reordered differs by up to ~n·eps·Σ|terms|."""
+
+RESTORE_ULPS = 8.0
+"""The same, in ulps of a narrow dtype J computes in (bfloat16, float16).
+
+XLA accumulates narrow floats in float32, so reordering costs float32 ulps;
+what differs in the narrow dtype is whether fusion stores an intermediate
+(rounding it by half an ulp) or keeps it in float32: a few such roundings per
+term, each at most an ulp, in each of two evaluations. 2¹⁰ ulps of bfloat16
+would be 8·max(|J|, 1), and no random loss would ever be caught."""
+
+
+def deterministic_rel(eps: float) -> float:
+    """How far two evaluations of a deterministic J computed at machine
+    epsilon ``eps`` may differ, relative to ``max(|J|, 1)``.
+
+    ``REORDER_ULPS`` ulps of the accumulation precision (``eps`` itself, or
+    float32's for narrower dtypes), and at least ``RESTORE_ULPS`` ulps of
+    ``eps``: 2¹⁰·eps for float32 and float64, 2⁻⁴ for bfloat16, 2⁻⁷ for float16.
+    """
+    return max(REORDER_ULPS * min(eps, EPS_ACCUMULATE), RESTORE_ULPS * eps)
 
 
 class Primed(NamedTuple):
@@ -152,8 +181,12 @@ class EvalContext:
         self.args_tuple = args
         params = self.flat.rebuild(self.flat.leaves)
         self.params: PyTree = params
-        self.j_dtype = np.dtype(jax.eval_shape(lambda: loss(params, *args)).dtype)
-        self.eps_j = float(np.finfo(self.j_dtype).eps)
+        jaxpr, out = jax.make_jaxpr(lambda: loss(params, *args), return_shape=True)()
+        self.j_dtype = np.dtype(out.dtype)
+        self.eps_j = eps_of(self.j_dtype)
+        self.computed_dtype = narrowest_computed(jaxpr, self.j_dtype)
+        """The least precise float dtype J computes in (its own, or narrower
+        where the loss casts inside): it bounds how two evaluations may differ."""
         self.memory_budget = opts.memory_budget
         # Compiled, not eager (one compile, not one per primitive). Whether J
         # is deterministic is tested by :meth:`prime`: twice in one compiled
@@ -191,11 +224,12 @@ class EvalContext:
         Raises:
           NondeterministicLossError: naming the usual causes and the fix.
         """
-        # Two compiled programs may round differently (fusion, FMA), by ulps
-        # of the terms J sums, which can exceed ulps of J itself when the
-        # terms cancel (J = 0 exactly, say): hence the floor of 1 and the
-        # measured rounding. A random loss differs by far more than this.
-        tol = 2**10 * self.eps_j * max(abs(self.value), abs(other), 1.0)
+        # Two compiled programs may round differently (fusion, FMA, the order
+        # of a sum), by ulps of the terms J sums, which can exceed ulps of J
+        # itself when the terms cancel (J = 0 exactly, say): hence the floor
+        # of 1 and the measured rounding. A random loss differs by far more.
+        tol = deterministic_rel(eps_of(self.computed_dtype))
+        tol *= max(abs(self.value), abs(other), 1.0)
         tol = max(tol, 64.0 * rounding)
         if abs(other - self.value) <= tol:
             return
@@ -231,10 +265,13 @@ class EvalContext:
             precision too.
           ValueError: J at the two precisions is more than rounding apart.
         """
-        eps = float(np.finfo(native_dtype).eps)
+        eps = eps_of(native_dtype)
         scale = max(abs(native), abs(self.value))
         gap = abs(native - self.value)
-        if gap <= max(1e-3, 64 * eps) * scale:
+        # A narrow J (bfloat16, float16) rounds each stored intermediate by
+        # half an ulp and sums in float32: a few ulps of its own dtype, not 64
+        # (50% of J in bfloat16, which no different dropout mask exceeds).
+        if gap <= max(1e-3, 64 * min(eps, EPS_ACCUMULATE), RESTORE_ULPS * eps) * scale:
             return
         if rounding is not None and gap <= 8.0 * rounding():
             return

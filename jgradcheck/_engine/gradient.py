@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._dtypes import is_inexact, is_real_float
 from .._errors import where_list
 from .._pytree.flat import Flat, describe_paths, split_static
 
@@ -28,7 +29,7 @@ def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any
             f"`loss` must return a scalar; it returned shape {out.shape}. "
             "Reduce it, e.g. with `.sum()` or `.mean()`."
         )
-    if not np.issubdtype(out.dtype, np.floating):
+    if not is_real_float(out.dtype):
         raise TypeError(
             f"`loss` must return a real floating-point scalar; it returned {out.dtype}."
         )
@@ -127,7 +128,7 @@ def user_gradient(
         shape = tuple(np.shape(g))
         if shape == info.shape:
             dtype = getattr(g, "dtype", np.asarray(g).dtype)
-            if not np.issubdtype(dtype, np.inexact):
+            if not is_inexact(dtype):
                 problems.append(
                     f"{name}: dtype {dtype}, expected a floating-point array"
                 )

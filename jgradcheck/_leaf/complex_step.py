@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext, Primed
 from .._engine.protocols import Sweep
 from .._engine.sweep import LeafSweep
@@ -111,7 +112,7 @@ def complex_step(
     csw = complex_sweep(ctx, info, sw.batch)
     if isinstance(csw, Fallback):
         return csw
-    eps = float(np.finfo(sw.dtype).eps)
+    eps = eps_of(sw.dtype)
     theta = sw.base[idx]
     h = (eps**2) * np.maximum(1.0, np.abs(theta))
     values = csw.base[idx] + 1j * h.astype(np.float64)

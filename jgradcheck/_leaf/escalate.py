@@ -39,6 +39,7 @@ from typing import NamedTuple, cast
 import jax
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext, Primed
 from .._engine.protocols import Sweep
 from .._numerics.combine import combine_estimates
@@ -57,13 +58,13 @@ from .._numerics.stencil import (
 )
 from .._numerics.verdict import (
     FAIL,
-    GRAD_ULPS,
     PASS,
     SAFETY,
     Judgement,
     judge,
     judge_kinks,
     leaf_scale,
+    rounding_floor,
 )
 from .._options import METHODS
 from .._pytree.flat import LeafInfo
@@ -289,7 +290,7 @@ def _widen(leaf: LeafInputs, s: LeafState, aliased: np.ndarray) -> LeafState:
 def _allowed(leaf: LeafInputs) -> np.ndarray:
     """The gradient's own rounding allowance at a kink, per entry."""
     own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
-    return own + GRAD_ULPS * leaf.eps_grad * np.abs(leaf.grad)
+    return own + rounding_floor(leaf.eps_grad) * np.abs(leaf.grad)
 
 
 def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.ndarray:
@@ -350,7 +351,7 @@ def _inputs(
         idx=idx,
         grad=g,
         grad_rounding=None if grad64 is None else np.abs(g - grad64[idx]),
-        eps_grad=float(np.finfo(np.dtype(grad.dtype)).eps),
+        eps_grad=eps_of(grad.dtype),
         h0=h0,
         roundoff0=ctx.eps_j * max(abs(primed.j0), np.finfo(np.float64).tiny) / h0,
         rtol=rtol,

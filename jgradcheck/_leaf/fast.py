@@ -19,12 +19,12 @@ extrapolation with an error bar). ``t`` is a power of two with
 The verdict on a direction mirrors :mod:`jgradcheck._numerics.verdict`::
 
     tolerance = SAFETY · err + ρ + (log₂ n + 2) · eps₆₄ · Σ|aᵢuᵢ|
-    ρ = max(GRAD_ULPS · eps · S, min(2·|⟨a − a₆₄, u⟩|, ROUNDING_CAP · S))
+    ρ = max(floor(eps) · S, min(2·|⟨a − a₆₄, u⟩|, cap(eps) · S))
     S = spread(|u| ∘ (|a| + s)),   spread(w) = min(Σ wᵢ, Z · ‖w‖₂)
 
 ``err`` is the finite difference's error bar: Richardson's truncation estimate
 plus the roundoff of J and of ``θ + t·u``. ``ρ`` is the rounding of ``⟨a, u⟩``.
-The full mode allows each entry 16 ulps of ``|aᵢ| + s`` (``s``: the leaf's
+The full mode allows each entry ``floor(eps)`` of ``|aᵢ| + s`` (16 ulps in float32) (``s``: the leaf's
 largest ``|a|``); projected on ``u`` that is at most the sum (worst case) and,
 since the signs of ``u`` are drawn independently of the gradient, at most
 Z = 6 times its 2-norm except with probability ``2·exp(−Z²/2) ≈ 3e-8``
@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext
 from .._engine.directions import DirectionSweep
 from .._numerics.stencil import Central, from_values, kinks, richardson
@@ -65,10 +66,11 @@ from .._numerics.verdict import (
     GRAD_ULPS,
     KINK,
     PASS,
-    ROUNDING_CAP,
     SAFETY,
     UNSURE,
     UNSURE_REL,
+    rounding_cap,
+    rounding_floor,
 )
 from .._pytree.coords import Selection, readable, select
 from .._pytree.flat import Flat, LeafInfo
@@ -83,7 +85,7 @@ _STREAM = 2
 _SAMPLE = 3
 """Purpose tag of the explaining sweep's sample."""
 _HALVINGS = (2.0, 4.0, 8.0)
-_EPS64 = float(np.finfo(np.float64).eps)
+_EPS64 = eps_of(np.float64)
 
 
 def fast_selection(flat: Flat, coords: Any, key: Any) -> tuple[Selection, int | None]:
@@ -166,8 +168,8 @@ def _plan(
         a=np.asarray(grad, np.float64).reshape(-1),
         a64=grad64,
         theta=theta,
-        eps_g=float(np.finfo(grad_dtype).eps),
-        eps_leaf=float(np.finfo(dtype).eps),
+        eps_g=eps_of(grad_dtype),
+        eps_leaf=eps_of(dtype),
         grad_dtype=grad_dtype,
         wide=wide,
     )
@@ -250,8 +252,9 @@ def _judge(
         measured = np.zeros(ks.size)
         if leaf.a64 is not None:
             projected = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
-            measured = np.minimum(2.0 * projected, ROUNDING_CAP * allow)
-        loose = np.maximum(GRAD_ULPS * leaf.eps_g * allow, measured)
+            cap = rounding_cap(leaf.eps_g) * allow
+            measured = np.minimum(2.0 * projected, cap)
+        loose = np.maximum(rounding_floor(leaf.eps_g) * allow, measured)
         # A measured rounding replaces the fixed allowance when a₆₄ really was
         # computed wider than a (else the same rounding hides in both).
         rho = np.maximum(GRAD_ULPS * _EPS64 * allow, measured) if leaf.wide else loose

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from jax.typing import DTypeLike
 
+from .._dtypes import eps as eps_of
+
 PROBE_QUANTILE = 0.75
 """A leaf's sweeps: the upper quartile of the probes at a few coordinates.
 
@@ -52,12 +54,12 @@ def probe_step(dtype: DTypeLike) -> float:
     θ by an ulp. At high frequencies ``u³·J‴`` can exceed the rounding, which
     only makes the error bars wider (unsure, never a false failure).
     """
-    return float(np.sqrt(np.finfo(dtype).eps))
+    return float(np.sqrt(eps_of(dtype)))
 
 
 def narrowest_dtype(*dtypes: DTypeLike) -> np.dtype:
     """The least precise of ``dtypes`` (the first of equals): it bounds roundoff."""
-    return max((np.dtype(d) for d in dtypes), key=lambda d: np.finfo(d).eps)
+    return max((np.dtype(d) for d in dtypes), key=eps_of)
 
 
 def _level(measured: np.ndarray, quantile: float) -> float:

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._dtypes import eps as eps_of
+
 Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 REFINE_LEVELS = 3
@@ -37,7 +39,7 @@ def default_step(dtype: np.dtype) -> float:
     which for unit-scale functions is ``cbrt(eps)`` (6.1e-6 in float64, 4.9e-3 in
     float32).
     """
-    return float(np.cbrt(np.finfo(dtype).eps))
+    return float(np.cbrt(eps_of(dtype)))
 
 
 def steps_for(theta: np.ndarray, rel_step: float) -> np.ndarray:
@@ -399,7 +401,7 @@ STENCILS = {
 
 def stencil_step(dtype: np.dtype, order: int) -> float:
     """The relative step ``eps^(1/(p+1))`` balancing O(h^p) truncation and roundoff."""
-    return float(np.finfo(dtype).eps ** (1.0 / (order + 1)))
+    return float(eps_of(dtype) ** (1.0 / (order + 1)))
 
 
 def _stencil_at(

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._dtypes import is_complex
 from .flat import Flat
 
 Selection = dict[int, np.ndarray]
@@ -158,6 +159,6 @@ def readable(shape: tuple[int, ...], dtype: Any, stream: list[int]) -> np.ndarra
         mag = rng.integers(1, 901, size=shape) / 100.0
         return mag * rng.choice(np.array([-1.0, 1.0]), size=shape)
 
-    if np.issubdtype(dtype, np.complexfloating):
+    if is_complex(dtype):
         return (part() + 1j * part()).astype(dtype)
     return part().astype(dtype)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
+from .._dtypes import refuse_if_cannot_compute
 from .._typing import PyTree
 
 
@@ -147,6 +148,8 @@ def flatten_params(params: PyTree) -> Flat:
             kind=kind,
             offset=-1,
         )
+        if kind == "float" and dtype is not None:
+            refuse_if_cannot_compute(dtype, f"`params` leaf {info.path or '<root>'}")
         infos.append(info)
         leaves.append(leaf)
     return Flat(treedef=treedef, leaves=tuple(leaves), infos=with_offsets(infos))

@@ -1,0 +1,117 @@
+"""Floating-point dtypes as JAX knows them: bfloat16, float16 and float8 included.
+
+NumPy does not know the ml_dtypes types JAX computes in: ``np.finfo(bfloat16)``
+raises "data type bfloat16 not inexact" and ``np.issubdtype(bfloat16,
+np.floating)`` is False. Every place in jgradcheck that classifies a dtype or
+measures its precision asks here instead (``jnp.finfo`` / ``jnp.issubdtype``,
+which know them all), so that no layer refuses a bfloat16 loss, leaf or
+gradient with NumPy's message.
+
+Some dtypes JAX can store but not compute in on a backend (the float6 types on
+CPU: "Invalid XLA PrimitiveType"). :func:`refuse_if_cannot_compute` turns that
+into an error naming the leaf and the dtype, instead of a failure deep inside a
+compiled sweep.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+
+
+def eps(dtype: DTypeLike | None) -> float:
+    """Machine epsilon of a float or complex ``dtype`` (bfloat16: 2⁻⁷; ``None``
+    is float64, as for ``np.dtype(None)``)."""
+    return float(jnp.finfo(np.float64 if dtype is None else dtype).eps)
+
+
+def is_real_float(dtype: DTypeLike) -> bool:
+    """Whether ``dtype`` is a real floating-point type (bfloat16 and float8 too)."""
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def is_complex(dtype: DTypeLike) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.complexfloating))
+
+
+def is_inexact(dtype: DTypeLike) -> bool:
+    """A real or complex floating-point type."""
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+@functools.cache
+def _why_no_arithmetic(dtype: np.dtype) -> str | None:
+    """What JAX says when asked to compute ``x·x + x`` in ``dtype``, or None."""
+    try:
+        out = jax.jit(lambda x: x * x + x)(jnp.ones((2,), dtype))
+        jax.block_until_ready(out)
+    except Exception as e:  # noqa: BLE001 - any failure means no arithmetic
+        lines = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {lines[0] if lines else ''}"
+    return None
+
+
+def refuse_if_cannot_compute(dtype: Any, where: str) -> None:
+    """Raise a ``TypeError`` naming ``where`` if JAX cannot compute in ``dtype``.
+
+    Args:
+      dtype: a floating-point dtype.
+      where: what has that dtype, e.g. ``"`params` leaf ['w']"``.
+
+    Raises:
+      TypeError: JAX cannot do arithmetic in ``dtype`` on the default backend.
+    """
+    why = _why_no_arithmetic(np.dtype(dtype))
+    if why is not None:
+        raise TypeError(
+            f"{where} has dtype {np.dtype(dtype).name}, which JAX cannot compute "
+            f"in on {jax.default_backend()} ({why}). Gradients cannot be checked "
+            "in it; the fix is to cast it to a dtype JAX computes in, e.g. "
+            "`x.astype(jnp.bfloat16)` or `x.astype(jnp.float32)`."
+        )
+
+
+def as_float64(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array, float64 if real floating-point (complex128 if complex).
+
+    NumPy computes on bfloat16 arrays in bfloat16; differences and scales of
+    them are taken after this cast.
+    """
+    x = np.asarray(x)
+    if is_complex(x.dtype):
+        return x.astype(np.complex128)
+    return x.astype(np.float64) if is_real_float(x.dtype) else x
+
+
+def _jaxprs_in(value: Any) -> list[Any]:
+    """The jaxprs among an equation's params (``jit``, ``scan``, ``cond``, rules)."""
+    out = []
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(v, "jaxpr", v)
+        if hasattr(inner, "eqns"):
+            out.append(inner)
+    return out
+
+
+def narrowest_computed(jaxpr: Any, start: np.dtype) -> np.dtype:
+    """The least precise real float dtype among ``start`` and the values a
+    jaxpr computes (sub-jaxprs included): the precision a computation really
+    rounds at, even when its output is wider (``x.astype(bfloat16)`` inside a
+    float32 loss)."""
+    narrowest = np.dtype(start)
+    stack = [getattr(jaxpr, "jaxpr", jaxpr)]
+    while stack:
+        jx = stack.pop()
+        for eqn in jx.eqns:
+            for var in eqn.outvars:
+                dt = getattr(getattr(var, "aval", None), "dtype", None)
+                if dt is not None and is_real_float(dt) and eps(dt) > eps(narrowest):
+                    narrowest = np.dtype(dt)
+            for p in eqn.params.values():
+                stack.extend(_jaxprs_in(p))
+    return narrowest
