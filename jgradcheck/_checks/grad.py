@@ -292,18 +292,8 @@ def _with_held(
     for info in view.flat.checked:
         leaf = by_position.get(info.position)
         if leaf is None and info.position in held:
-            none = np.zeros(0)
-            leaf = LeafResult(
-                info=info,
-                idx=np.zeros(0, np.int64),
-                grad=none,
-                numeric=none,
-                error_bar=none,
-                tolerance=none,
-                status=np.zeros(0, np.uint8),
-                step=none,
-                refined=np.zeros(0, bool),
-                grad_dtype=np.dtype(view.under_test[info.position].dtype),
+            leaf = LeafResult.unchecked(
+                info, np.dtype(view.under_test[info.position].dtype)
             )
         if leaf is not None:
             out.append(leaf._replace(held=held.get(info.position)))

@@ -468,17 +468,4 @@ def check_fast(
 
 def _unswept(leaf: _Leaf, d: Directions) -> LeafResult:
     """A leaf that agrees along every direction: no entry compared on its own."""
-    none = np.zeros(0)
-    return LeafResult(
-        info=leaf.info,
-        idx=np.zeros(0, np.int64),
-        grad=none,
-        numeric=none,
-        error_bar=none,
-        tolerance=none,
-        status=np.zeros(0, np.uint8),
-        step=none,
-        refined=np.zeros(0, bool),
-        grad_dtype=leaf.grad_dtype,
-        directions=d,
-    )
+    return LeafResult.unchecked(leaf.info, leaf.grad_dtype, directions=d)

@@ -134,6 +134,30 @@ class LeafResult(NamedTuple):
     """Flat indices of entries whose values are NaN or inf: held fixed, not
     checked (None when there are none)."""
 
+    @classmethod
+    def unchecked(
+        cls,
+        info: LeafInfo,
+        grad_dtype: np.dtype,
+        directions: Directions | None = None,
+    ) -> LeafResult:
+        """A leaf no entry of which was compared on its own (fast mode's
+        agreeing leaves, leaves whose every entry is held fixed)."""
+        none = np.zeros(0)
+        return cls(
+            info=info,
+            idx=np.zeros(0, np.int64),
+            grad=none,
+            numeric=none,
+            error_bar=none,
+            tolerance=none,
+            status=np.zeros(0, np.uint8),
+            step=none,
+            refined=np.zeros(0, bool),
+            grad_dtype=grad_dtype,
+            directions=directions,
+        )
+
     @property
     def path(self) -> str:
         return self.info.path
