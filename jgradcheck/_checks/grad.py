@@ -21,7 +21,7 @@ from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
-from .._engine.precision import effective_dtype, quiet_truncation
+from .._engine.precision import effective_dtype, quiet_truncation, x64_enabled
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
@@ -313,7 +313,7 @@ def _sweep_leaves(
     flat, loss_of_view, grad_of_view, under_test, selection = view
     native_value, native_dtype, _, source, dtypes = tested
     results = []
-    user_x64 = bool(jax.config.read("jax_enable_x64"))
+    user_x64 = x64_enabled()
     judge_leaf = functools.partial(
         check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
     )

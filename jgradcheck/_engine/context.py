@@ -55,7 +55,7 @@ from .._typing import Precision, PyTree
 from .devices import Layout, resolve_devices
 from .gradient import evaluate
 from .groups import Groups, plan_groups
-from .precision import effective_dtype
+from .precision import effective_dtype, x64_enabled
 from .progress import LeafProgress, check_progress
 from .protocols import Sweep, SweepCounters
 from .sweep import LeafSweep
@@ -102,7 +102,7 @@ class Primed(NamedTuple):
 @contextlib.contextmanager
 def reference_precision(precision: Precision) -> Iterator[None]:
     """Enable 64-bit types for the duration of the block only, when needed."""
-    if precision == "float64" and not jax.config.read("jax_enable_x64"):
+    if precision == "float64" and not x64_enabled():
         with jax.enable_x64(True):
             yield
     else:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps
 from .._engine.context import EvalContext
 from .._engine.protocols import Sweep
 from .._numerics.native_kink import at_kink_nearby, kinks_nearby, nearby_ladder
@@ -112,7 +112,7 @@ def precision_kinks(
     native = ctx.native_dtype(sw.info)
     if not cand.size or native == ctx.leaf_dtype(sw.info):
         return status, None
-    native_rel = float(np.cbrt(float(jnp.finfo(native).eps)))
+    native_rel = float(np.cbrt(eps(native)))
     steps = nearby_ladder(c.h0, native_rel, ctx.rel_step(sw.info))
     if steps.shape[0] < 3:
         return status, None

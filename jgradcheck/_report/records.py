@@ -142,7 +142,14 @@ class LeafResult(NamedTuple):
         directions: Directions | None = None,
     ) -> LeafResult:
         """A leaf no entry of which was compared on its own (fast mode's
-        agreeing leaves, leaves whose every entry is held fixed)."""
+        agreeing leaves, leaves whose every entry is held fixed).
+
+        >>> import numpy as np
+        >>> info = LeafInfo("['b']", 0, (3,), np.dtype(np.float32), "float", 0)
+        >>> r = LeafResult.unchecked(info, np.dtype(np.float32))
+        >>> r.checked, r.path, r.idx.size
+        (0, "['b']", 0)
+        """
         none = np.zeros(0)
         return cls(
             info=info,
