@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
-from helpers import data, mlp_loss, mlp_params
+from helpers import data, mlp_loss, mlp_params, normal
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -36,12 +36,11 @@ def test_hand_written_mlp_gradient_passes(dtype):
 
 
 def test_convolution_passes(dtype):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
     params = {
-        "kernel": jax.random.normal(k1, (4, 2, 3, 3), dtype) * 0.3,  # OIHW
+        "kernel": normal([3, 0], (4, 2, 3, 3), dtype) * 0.3,  # OIHW
         "bias": jnp.zeros((4,), dtype),
     }
-    images = jax.random.normal(k2, (2, 2, 6, 6), dtype)  # NCHW
+    images = normal([3, 1], (2, 2, 6, 6), dtype)  # NCHW
 
     def loss(p, im):
         out = jax.lax.conv_general_dilated(
@@ -128,8 +127,7 @@ def test_near_a_kink_passes():
 
 
 def test_large_magnitude_float32_passes():
-    k = jax.random.PRNGKey(7)
-    params = 300.0 + 10 * jax.random.normal(k, (50,), jnp.float32)
+    params = 300.0 + 10 * normal(7, (50,), jnp.float32)
 
     def loss(p):
         return 0.5 * jnp.sum(p**2) / 50 + jnp.sum(jnp.sin(p))  # |J| ≈ 4.5e4

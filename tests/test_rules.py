@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
+from helpers import normal
 
 
 def vjp_rule(fun, fwd_res, bwd):
@@ -91,10 +92,9 @@ def _dense_rule(transpose_dw=False, dx_scale=1.0):
 
 
 def _dense_inputs(dtype=jnp.float32, n=4):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     return (
-        jax.random.normal(k1, (3, n), dtype),
-        jax.random.normal(k2, (n, n), dtype) / 2,
+        normal([0, 0], (3, n), dtype),
+        normal([0, 1], (n, n), dtype) / 2,
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
-from helpers import data, mlp_loss, mlp_params
+from helpers import data, mlp_loss, mlp_params, normal
 from jgradcheck._engine.batch import BatchRunner, choose_batch
 from jgradcheck._engine.context import EvalContext, reference_precision
 from jgradcheck._engine.devices import Layout
@@ -37,9 +37,8 @@ _square.defjvp(lambda p, t: (_square(p[0]), 2 * p[0] * t[0]))
 
 
 def _losses():
-    k = jax.random.split(jax.random.PRNGKey(0), 4)
-    x = jax.random.normal(k[0], (5, 4))
-    w = jax.random.normal(k[1], (4, 4)) * 0.5
+    x = normal([0, 0], (5, 4))
+    w = normal([0, 1], (4, 4)) * 0.5
     cases = {
         "x@W": (lambda p, x: jnp.sum(jnp.tanh(x @ p["w"]) ** 2), {"w": w}),
         "W@x.T (sparse lhs)": (lambda p, x: jnp.sum(jnp.sin(p["w"] @ x.T)), {"w": w}),
@@ -51,7 +50,7 @@ def _losses():
         ),
         "batched einsum": (
             lambda p, x: jnp.sum(jnp.tanh(jnp.einsum("bi,bij->bj", x[:2], p["w"]))),
-            {"w": jax.random.normal(k[2], (2, 4, 3))},
+            {"w": normal([0, 2], (2, 4, 3))},
         ),
         "custom_vjp and custom_jvp": (
             lambda p, x: jnp.sum(_square(_scaled_tanh(x @ p["w"]))),
@@ -302,8 +301,8 @@ def test_batch_runner_views_share_one_compile():
 
 
 def test_engine_settings_reach_the_leaf_sweep():
-    w = jax.random.normal(jax.random.PRNGKey(0), (200, 100)) / 10
-    x = jax.random.normal(jax.random.PRNGKey(1), (5, 200))
+    w = normal(0, (200, 100)) / 10
+    x = normal(1, (5, 200))
 
     def loss(p, x):
         return jnp.sum(jnp.tanh(x @ p["w"]))
