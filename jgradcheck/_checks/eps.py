@@ -22,6 +22,9 @@ from .._engine.protocols import Sweep
 from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
+from .._report.eps_sections import eps_sweep_sections
+from .._report.html import render_html
+from .._report.text import render_text
 from .._typing import Precision, PyTree
 from .prepare import prepare_params
 
@@ -57,6 +60,12 @@ class EpsSweep:
     """Per method, the step with the smallest error for each coordinate."""
     dtype: str
     """The dtype J was evaluated in."""
+
+    def __str__(self) -> str:
+        return render_text(eps_sweep_sections(self, STENCIL_ORDERS))
+
+    def _repr_html_(self) -> str:
+        return render_html(eps_sweep_sections(self, STENCIL_ORDERS))
 
     def plot(
         self, ax: Any = None, *, coords: int | None = 4, methods: Any = None
