@@ -27,6 +27,7 @@ from .tables import Table, Tone, status_tone
 
 SYMBOLS: dict[Tone, str] = {"pass": "✓", "fail": "✗", "unsure": "?", "info": "•"}
 """The symbol beside every coloured verdict, so colour is never the only sign."""
+_BANNER_SYMBOLS: dict[Tone, str] = {**SYMBOLS, "info": "i"}
 
 LONG_TABLE = 12
 """Tables with more rows than this start collapsed, unless a row failed."""
@@ -123,6 +124,7 @@ _RULES = """
 .jgc .jgc-line { white-space: pre-wrap; }
 .jgc .jgc-line > .jgc-sym { display: inline-block; width: 1.2em; }
 .jgc .jgc-callout {
+  width: fit-content; min-width: 24em; max-width: 100%; box-sizing: border-box;
   padding: 0.45em 0.85em; border-left: 4px solid var(--jgc-tone);
   border-radius: 0 6px 6px 0; background: var(--jgc-tone-bg);
 }
@@ -260,8 +262,9 @@ def _table_section(section: Section, table: Table) -> str:
 def _banner(section: Section) -> str:
     tone = section.tone or "unsure"
     sub = "".join(f'<div class="jgc-sub">{_e(s)}</div>' for s in section.lines)
+    symbol = f'<span class="jgc-sym">{_BANNER_SYMBOLS[tone]}</span>'
     return (
-        f'<div class="jgc-banner jgc-{tone}">{_symbol(tone)}'
+        f'<div class="jgc-banner jgc-{tone}">{symbol}'
         f"<div><b>{_e(section.title)}</b>{sub}</div></div>"
     )
 
@@ -278,7 +281,8 @@ def _lines_section(section: Section) -> str:
     pairs = zip_longest(section.lines, section.marks[: len(section.lines)])
     body = "".join(_line(text, mark) for text, mark in pairs)
     if not section.title:
-        return f'<div class="jgc-section jgc-about">{body}</div>'
+        quiet = "" if section.marks else " jgc-about"
+        return f'<div class="jgc-section{quiet}">{body}</div>'
     heading = _heading_text(section.title)
     if section.tone is None:
         return (
