@@ -42,7 +42,8 @@ class EpsSweep:
     Arrays are plain NumPy, for your own plots: ``errors[method]`` has shape
     ``[coordinates, steps]`` and holds ``|n(h) − a| / max(|a|, tiny)``, the
     relative error of the estimate at step ``h = eps[j]·max(1, |θᵢ|)`` against
-    the gradient under test ``a``.
+    the gradient under test ``a``. ``print(sweep)`` (and a notebook, as HTML)
+    shows the best ε per method and per coordinate with the error there.
     """
 
     eps: np.ndarray
