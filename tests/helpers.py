@@ -89,3 +89,73 @@ def once_per_session(
         if not result.exists():
             result.write_text(json.dumps(produce()))
         return json.loads(result.read_text())
+
+
+class HtmlNode:
+    """An element of a parsed HTML fragment (see :func:`parse_html`)."""
+
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent=None):
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[HtmlNode | str] = []
+
+    @property
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def iter(self):
+        """This element and every element below it, in document order."""
+        yield self
+        for child in self.children:
+            if isinstance(child, HtmlNode):
+                yield from child.iter()
+
+    def find_all(self, cls: str) -> list[HtmlNode]:
+        return [n for n in self.iter() if cls in n.classes]
+
+    def text(self, skip: tuple[str, ...] = ()) -> str:
+        """The text inside, leaving out elements with a class in ``skip``."""
+        return "".join(
+            c if isinstance(c, str) else c.text(skip)
+            for c in self.children
+            if isinstance(c, str) or not (c.classes & set(skip))
+        )
+
+    def inside(self, cls: str) -> bool:
+        """Some ancestor has the class ``cls``."""
+        node = self.parent
+        while node is not None:
+            if cls in node.classes:
+                return True
+            node = node.parent
+        return False
+
+
+def parse_html(page: str) -> HtmlNode:
+    """A fragment as a tree of :class:`HtmlNode` (text unescaped), for tests of
+    the HTML reports' structure. Fails on an element closed out of order."""
+    from html.parser import HTMLParser
+
+    void = {"br", "hr", "img", "meta", "link", "input", "col", "wbr"}
+    root = HtmlNode("#root", {})
+
+    class _Parser(HTMLParser):
+        node = root
+
+        def handle_starttag(self, tag, attrs):
+            child = HtmlNode(tag, dict(attrs), self.node)
+            self.node.children.append(child)
+            if tag not in void:
+                self.node = child
+
+        def handle_endtag(self, tag):
+            assert self.node.tag == tag, f"</{tag}> closes <{self.node.tag}>"
+            self.node = self.node.parent
+
+        def handle_data(self, data):
+            self.node.children.append(data)
+
+    parser = _Parser(convert_charrefs=True)
+    parser.feed(page)
+    parser.close()
+    assert parser.node is root, f"<{parser.node.tag}> left open"
+    return root

@@ -22,6 +22,9 @@ from .._engine.protocols import Sweep
 from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
+from .._report.eps_sections import eps_sweep_sections
+from .._report.html import render_html
+from .._report.text import render_text
 from .._typing import Precision, PyTree
 from .prepare import prepare_params
 
@@ -39,7 +42,8 @@ class EpsSweep:
     Arrays are plain NumPy, for your own plots: ``errors[method]`` has shape
     ``[coordinates, steps]`` and holds ``|n(h) − a| / max(|a|, tiny)``, the
     relative error of the estimate at step ``h = eps[j]·max(1, |θᵢ|)`` against
-    the gradient under test ``a``.
+    the gradient under test ``a``. ``print(sweep)`` (and a notebook, as HTML)
+    shows the best ε per method and per coordinate with the error there.
     """
 
     eps: np.ndarray
@@ -57,6 +61,12 @@ class EpsSweep:
     """Per method, the step with the smallest error for each coordinate."""
     dtype: str
     """The dtype J was evaluated in."""
+
+    def __str__(self) -> str:
+        return render_text(eps_sweep_sections(self, STENCIL_ORDERS))
+
+    def _repr_html_(self) -> str:
+        return render_html(eps_sweep_sections(self, STENCIL_ORDERS))
 
     def plot(
         self, ax: Any = None, *, coords: int | None = 4, methods: Any = None

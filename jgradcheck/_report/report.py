@@ -10,7 +10,6 @@ records and their renderings; the checks build these classes.
 from __future__ import annotations
 
 import dataclasses
-import html
 from typing import Any
 
 from .html import render_html
@@ -156,4 +155,4 @@ class RuleReport(RuleReportRecord):
         return f"RuleReport(kind={self.kind!r}, ok={self.ok})"
 
     def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(str(self)) + "</pre>"
+        return render_html(rule_report_sections(self))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .records import ReportRecord
 from .rule_records import Check, RuleReportRecord
 from .sections import Section, report_sections
-from .tables import Table, comparison_row, format_number, path_label
+from .tables import Table, Tone, comparison_row, format_number, path_label
 
 
 def rule_headline(r: RuleReportRecord) -> str:
@@ -41,6 +41,10 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
+def _tone(ok: bool) -> Tone:
+    return "pass" if ok else "fail"
+
+
 def _check_line(c: Check) -> str:
     return f"{_mark(c.ok):4s} {c.name} ({c.detail})"
 
@@ -56,7 +60,7 @@ def _dot_test_section(r: RuleReportRecord) -> Section:
         "table",
         "dot-product tests, one output at a time (rule = ⟨Jᵀȳ,u⟩ from the rule, "
         "fd = ⟨ȳ, finite-difference J·u⟩ in float64):",
-        table=Table(header + ("status",), rows, frozenset({2, 3, 4, 5, 6})),
+        table=Table(header + ("status",), rows, frozenset({2, 3, 4, 5, 6}), 7),
     )
 
 
@@ -67,8 +71,12 @@ def _localisation_section(label: str, rep: ReportRecord) -> Section:
             "part",
             f"localisation, {label}: ok, {rep.n_checked} entries agree "
             f"(max rel err {format_number(worst)})",
+            tone="pass",
         )
-    return Section("part", f"localisation, {label}:", nested=report_sections(rep))
+    nested = report_sections(rep)
+    return Section(
+        "part", f"localisation, {label}:", nested=nested, tone=nested[0].tone
+    )
 
 
 def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
@@ -92,13 +100,24 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
             "headline",
             rule_headline(r),
             tuple(under),
-            tone="pass" if r.ok else "fail",
+            tone=_tone(r.ok),
         ),
-        Section("lines", lines=(f"primal: {_mark(r.primal.ok)} ({r.primal.detail})",)),
+        Section(
+            "lines",
+            lines=(f"primal: {_mark(r.primal.ok)} ({r.primal.detail})",),
+            marks=(_tone(r.primal.ok),),
+        ),
     ]
     if r.dot_tests:
         out.append(_dot_test_section(r))
-    out.append(Section("lines", "structure:", tuple(map(_check_line, r.structure))))
+    out.append(
+        Section(
+            "lines",
+            "structure:",
+            tuple(map(_check_line, r.structure)),
+            marks=tuple(_tone(c.ok) for c in r.structure),
+        )
+    )
     out += [_localisation_section(label, rep) for label, rep in r.localized]
     if r.second_order is not None:
         what = "x ↦ Jᵀ(x)·ȳ" if r.kind == "vjp" else "x ↦ J(x)·u"
@@ -107,6 +126,7 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
                 "part",
                 f"second order: the rule's own output {what}, checked the same way:",
                 nested=rule_report_sections(r.second_order),
+                tone=_tone(r.second_order.ok),
             )
         )
     return tuple(out)

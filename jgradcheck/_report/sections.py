@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple, TypeAlias
 from .records import ReportRecord
 from .tables import (
     Table,
+    Tone,
     direction_table,
     directions_agree,
     entry_table,
@@ -30,9 +31,6 @@ optional title over lines; ``table``: a title over a table; ``term``: one named
 term of the loss (``nested``: its own report, when it failed); ``part``: a
 nested report of a rule check (localisation, second order)."""
 
-Tone: TypeAlias = Literal["pass", "fail", "unsure"]
-"""How a headline reads: passed, FAILED or UNSURE."""
-
 
 class Section(NamedTuple):
     """One block of a report, in the order it is shown."""
@@ -45,7 +43,12 @@ class Section(NamedTuple):
     nested: tuple[Section, ...] = ()
     """``term`` and ``part``: the sections of the nested report (``()``: none)."""
     tone: Tone | None = None
-    """``headline`` only: passed, FAILED or UNSURE."""
+    """``headline``: passed, FAILED or UNSURE; ``term`` and ``part``: the verdict
+    of that nested check; ``lines``: the lines call for attention in this tone
+    (the diagnosis). The text says it in words; HTML adds colour and a symbol."""
+    marks: tuple[Tone | None, ...] = ()
+    """``lines``: the verdict each line states in words (``ok``/``FAIL``), one per
+    line, for HTML to mark; ``()``: the lines state none."""
 
 
 # ----------------------------------------------------------------- headline
@@ -229,14 +232,16 @@ def _direction_section(report: ReportRecord, k: int) -> Section:
     )
 
 
-def _leaf_lines(report: ReportRecord, title: str, field: str) -> list[Section]:
+def _leaf_lines(
+    report: ReportRecord, title: str, field: str, tone: Tone | None = None
+) -> list[Section]:
     """A titled ``path: text`` line for each leaf with a ``field`` (diagnosis, note)."""
     lines = tuple(
         f"{path_label(leaf.path)}: {getattr(leaf, field)}"
         for leaf in report.leaves
         if getattr(leaf, field)
     )
-    return [Section("lines", title, lines)] if lines else []
+    return [Section("lines", title, lines, tone=tone)] if lines else []
 
 
 def _term_sections(report: ReportRecord, k: int) -> list[Section]:
@@ -251,10 +256,11 @@ def _term_sections(report: ReportRecord, k: int) -> list[Section]:
     for name, term in report.terms:
         if term.ok:
             title = f"term {name!r}: ok, {term.n_checked} entries agree"
-            out.append(Section("term", title))
+            out.append(Section("term", title, tone="pass"))
         else:
+            nested = report_sections(term, k=k)
             out.append(
-                Section("term", f"term {name!r}:", nested=report_sections(term, k=k))
+                Section("term", f"term {name!r}:", nested=nested, tone=nested[0].tone)
             )
     return out
 
@@ -283,7 +289,7 @@ def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
     ]
     if has_directions(report):
         out.append(_direction_section(report, k))
-    out += _leaf_lines(report, "diagnosis:", "diagnosis")
+    out += _leaf_lines(report, "diagnosis:", "diagnosis", headline_tone(report))
     out += _leaf_lines(report, "notes:", "note")
     worst = report.worst(k)
     if worst:

@@ -7,13 +7,17 @@ lay out a :class:`Table`; they never format numbers themselves.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
 from .._numerics.verdict import PASS, STATUS_NAMES
 from .records import Directions, Entry, ReportRecord
 from .rule_records import DotTest
+
+Tone: TypeAlias = Literal["pass", "fail", "unsure", "info"]
+"""How a verdict reads: passed, FAILED, UNSURE, or ``info`` (no verdict: a kink
+not judged, a sweep that only measures)."""
 
 
 class Table(NamedTuple):
@@ -23,6 +27,19 @@ class Table(NamedTuple):
     rows: tuple[tuple[str, ...], ...]
     right: frozenset[int] = frozenset()
     """Columns aligned right in plain text (numbers)."""
+    status: int | None = None
+    """The column holding each row's verdict (``ok``, ``FAIL (2 wrong)``,
+    ``unsure``…; :func:`status_tone` reads it), or None."""
+
+
+def status_tone(cell: str) -> Tone:
+    """How a verdict cell of a table reads (the words the tables write)."""
+    word = cell.split(" ", 1)[0]
+    if word == "FAIL":
+        return "fail"
+    if word == "unsure":
+        return "unsure"
+    return "pass" if word in ("ok", "pass") else "info"
 
 
 def format_number(x: float) -> str:
@@ -96,7 +113,7 @@ def leaf_table(report: ReportRecord) -> Table:
             )
         )
     right = {3, 4, 5, 6, 7} if fast else {3, 4, 5, 6}
-    return Table(header, tuple(rows), frozenset(right))
+    return Table(header, tuple(rows), frozenset(right), len(header) - 1)
 
 
 def direction_table(report: ReportRecord, k: int) -> Table:
@@ -122,7 +139,7 @@ def direction_table(report: ReportRecord, k: int) -> Table:
     rows = tuple(
         comparison_row(path_label(path), d, j) for *_, d, path, j in picked[:k]
     )
-    return Table(header, rows, frozenset({1, 2, 3, 4, 5, 6}))
+    return Table(header, rows, frozenset({1, 2, 3, 4, 5, 6}), len(header) - 1)
 
 
 def entry_table(entries: tuple[Entry, ...]) -> Table:
@@ -150,4 +167,4 @@ def entry_table(entries: tuple[Entry, ...]) -> Table:
         )
         for e in entries
     )
-    return Table(header, rows, frozenset({1, 2, 3, 4, 5, 6}))
+    return Table(header, rows, frozenset({1, 2, 3, 4, 5, 6}), len(header) - 1)
