@@ -51,6 +51,15 @@ def _compiled(fn: Callable[..., Any], *operands: Any) -> Any:
         return fn(*operands)
 
 
+def _call_compiled(fn: Callable[..., Any], *call_args: Any) -> Any:
+    """``fn(*call_args)`` compiled with their array leaves as operands (other
+    leaves, such as strings or functions, are closed over): see
+    :func:`_compiled`. A hand-written gradient written with NumPy, or with
+    Python control flow on values, runs eagerly."""
+    split = split_static(call_args)
+    return _compiled(lambda dynamic: fn(*split.merge(dynamic)), split.dynamic)
+
+
 def _of_floats(
     loss: Callable[..., Any], flat: Flat, args: tuple
 ) -> tuple[Callable[..., Any], list[Any], Any]:
@@ -96,7 +105,7 @@ def user_gradient(
     """Call the user's ``grad(params, *args)`` and check it is shaped like ``params``."""
     if not callable(grad):
         raise TypeError(f"`grad` must be callable; got {type(grad).__name__}.")
-    out = grad(params, *args)
+    out = _call_compiled(grad, params, *args)
     try:
         leaves = flat.treedef.flatten_up_to(out)
     except (ValueError, TypeError):
