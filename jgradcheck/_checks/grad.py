@@ -146,6 +146,9 @@ def check_grad(
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
         ``params`` (a hand-written backprop), or, for a loss of named terms, a
         dict of such pytrees with the same keys. Default: ``jax.grad(loss)``.
+        Its leaves may be JAX or NumPy arrays or Python numbers (taken at
+        their leaf's dtype), and ``None`` where ``params`` has a leaf that is
+        not checked (what ``eqx.filter_grad`` returns for non-array fields).
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
