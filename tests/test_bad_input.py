@@ -87,3 +87,121 @@ def test_equinox_filter_grad_is_accepted():
     model = Model(jnp.array([0.5, 1.0]))
     loss = lambda m: m()  # noqa: E731
     assert jgc.check_grad(loss, model, grad=eqx.filter_grad(loss)).ok
+
+
+# ------------------------------------------------------------ rule outputs
+
+
+def sin_and_argmax(x):
+    return {"y": jnp.sin(x), "i": jnp.argmax(x)}
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_integer_outputs_are_held_out_and_listed(check):
+    report = check(sin_and_argmax, jnp.array([1.0, 2.0, 0.5]))
+    assert report.ok
+    assert report.held_outputs == ("['i']",)
+    assert "outputs not checked (integer or boolean: no derivative): ['i']" in str(
+        report
+    )
+    assert report.to_dict()["held_outputs"] == ["['i']"]
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_integer_output_beside_a_broken_rule_still_fails(check):
+    @jax.custom_jvp
+    def bad_sin(x):
+        return jnp.sin(x)
+
+    bad_sin.defjvp(lambda p, t: (jnp.sin(p[0]), 2 * jnp.cos(p[0]) * t[0]))
+    report = check(lambda x: (bad_sin(x), jnp.argmax(x)), jnp.array([1.0, 2.0]))
+    assert not report.ok
+    assert report.held_outputs == ("[1]",)
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_string_output_names_its_path(check):
+    with pytest.raises(
+        TypeError, match=r"`f` returned a str at output \['name'\].*fix"
+    ):
+        check(lambda x: {"y": jnp.sin(x), "name": "abc"}, jnp.array([1.0, 2.0]))
+
+
+# ------------------------------------------------------------ transformations
+
+
+def sum_sq(p):
+    return jnp.sum(p**2)
+
+
+OUTSIDE = "Checks run outside transformations; call check_grad"
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda fn: jax.jit(fn)(jnp.ones(3)),
+        lambda fn: jax.vmap(fn)(jnp.ones((2, 3))),
+        lambda fn: jax.grad(lambda x: fn(x) * 0.0)(jnp.ones(3)),
+    ],
+    ids=["jit", "vmap", "grad"],
+)
+def test_check_grad_inside_a_transformation(transform):
+    with pytest.raises(TypeError, match=f"`params` holds a traced value.*{OUTSIDE}"):
+        transform(lambda x: jnp.float32(jgc.check_grad(sum_sq, x).ok))
+
+
+def test_check_grad_with_traced_args_or_closure():
+    with pytest.raises(TypeError, match=f"`args` holds a traced value.*{OUTSIDE}"):
+        jax.jit(
+            lambda y: jgc.check_grad(lambda p, y: jnp.sum(p * y), np.ones(2), y).ok
+        )(jnp.ones(2))
+    with pytest.raises(TypeError, match="`loss` closes over a traced value"):
+        jax.jit(lambda y: jgc.check_grad(lambda p: jnp.sum(p * y), np.ones(2)).ok)(
+            jnp.ones(2)
+        )
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_rule_check_inside_jit(check):
+    with pytest.raises(TypeError, match=f"`primals` holds a traced value.*{OUTSIDE}"):
+        jax.jit(lambda x: jnp.float32(check(jnp.sin, x).ok))(jnp.ones(3))
+
+
+def test_under_disable_jit_the_check_runs_compiled_with_a_note():
+    bad = lambda p: 3 * p  # noqa: E731
+    with jax.disable_jit():
+        report = jgc.check_grad(sum_sq, jnp.array([1.0, 2.0]), grad=bad)
+        good = jgc.check_grad(sum_sq, jnp.array([1.0, 2.0]))
+        rule = jgc.check_vjp(jnp.sin, jnp.array([1.0, 2.0]))
+        assert jax.config.jax_disable_jit  # the caller's setting is restored
+    assert not report.ok and good.ok and rule.ok
+    assert "note: jax.disable_jit() is on: jgradcheck compiled" in str(good)
+    assert "disable_jit" not in str(jgc.check_grad(sum_sq, jnp.array([1.0, 2.0])))
+
+
+def branchy(p):
+    if p[0] > 0:  # Python control flow on a value: jax.grad accepts it
+        return jnp.sum(p**2)
+    return jnp.sum(p)
+
+
+def test_python_control_flow_explained_at_the_users_line():
+    with pytest.raises(TypeError) as info:
+        jgc.check_grad(branchy, jnp.ones(3))
+    msg = str(info.value)
+    assert "`loss` uses Python control flow" in msg
+    assert "if p[0] > 0:" in msg and "test_bad_input.py" in msg
+    assert "jnp.where" in msg and "lax.cond" in msg
+    assert isinstance(info.value.__cause__, jax.errors.TracerBoolConversionError)
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_rule_check_of_python_control_flow(check):
+    with pytest.raises(TypeError, match="`f` uses Python control flow.*jnp.where"):
+        check(lambda x: jnp.sin(x) if x[0] > 0 else x, jnp.ones(2))
+
+
+def test_numpy_inside_the_loss_explained():
+    with pytest.raises(TypeError, match="`loss` turns a value.*NumPy.*`jnp`"):
+        jgc.check_grad(lambda p: jnp.sum(np.sin(p)), jnp.ones(2))

@@ -19,6 +19,7 @@ from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
 from .._engine.precision import in_effective_dtypes, quiet_truncation
 from .._engine.protocols import Sweep
+from .._engine.tracing import jit_enabled
 from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
@@ -139,6 +140,7 @@ def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 @quiet_truncation()
+@jit_enabled()
 def eps_sweep(
     loss: Callable[..., Any],
     params: PyTree,

@@ -22,6 +22,7 @@ from .._dtypes import eps as eps_of
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
 from .._engine.precision import effective_dtype, quiet_truncation, x64_enabled
+from .._engine.tracing import jit_enabled, jit_notes
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
@@ -251,6 +252,7 @@ def check_grad(
 
 
 @quiet_truncation()
+@jit_enabled()
 def check_grad_with(
     loss: Callable[..., Any],
     params: PyTree,
@@ -386,6 +388,7 @@ def _settings(
         mode=opts.mode,
         directions=opts.directions,
         method=opts.method,
+        notes=jit_notes(),
     )
 
 
@@ -417,6 +420,7 @@ def assert_grad(
 
 
 @quiet_truncation()
+@jit_enabled()
 def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,

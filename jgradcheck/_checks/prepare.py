@@ -24,6 +24,7 @@ from .._engine.precision import (
     in_effective_dtypes,
     truncation_note,
 )
+from .._engine.tracing import explained_tracing, refuse_traced, traced_value
 from .._errors import where_list
 from .._leaf.fast import fast_selection
 from .._options import Options
@@ -40,6 +41,8 @@ def prepare_params(loss: Callable[..., Any], params: PyTree, args: tuple) -> Fla
       ValueError, TypeError: empty params, no floating-point leaves, or a loss
         that is not a finite real scalar.
     """
+    refuse_traced(params, "params")
+    refuse_traced(args, "args")
     flat = flatten_params(params)
     if not flat.infos:
         raise ValueError("`params` is empty: there is nothing to check.")
@@ -109,16 +112,21 @@ def gradient_under_test(
     if grad is None:
         # JAX differentiates float32 leaves, not float64 arrays it truncates
         # piecemeal (mixed float32/float64 programs it cannot always transpose).
-        native, under_test = value_and_gradient(loss, in_effective_dtypes(flat), args)
+        with explained_tracing("loss"):
+            native, under_test = value_and_gradient(
+                loss, in_effective_dtypes(flat), args
+            )
         narrowed = [i.dtype for i in flat.checked if i.dtype is not None]
         source = "jax.grad(loss)"
     else:
-        native = evaluate(loss, flat, args)
+        with explained_tracing("loss"):
+            native = evaluate(loss, flat, args)
         under_test = user_gradient(grad, params, flat, args)
         narrowed = [
             g.dtype for g in under_test.values() if computed_dtype(g) != g.dtype
         ]
         source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+    traced_value(native, "loss")
     if held and not np.isfinite(float(native)):
         raise ValueError(_reads_nonfinite(flat, held, float(native)))
     bad = nonfinite_places(flat, under_test, held)

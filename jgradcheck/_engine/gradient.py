@@ -12,13 +12,14 @@ import numpy as np
 from .._dtypes import is_inexact, is_real_float
 from .._errors import where_list
 from .._pytree.flat import Flat, describe_paths, split_static
+from .tracing import trace_shape
 
 
 def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any:
     """Trace ``loss`` once (no FLOPs) and insist on a real scalar output."""
     if not callable(loss):
         raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
-    out = jax.eval_shape(lambda: loss(params, *args))
+    out = trace_shape(lambda: loss(params, *args), "loss")
     if not hasattr(out, "shape") or not hasattr(out, "dtype"):
         raise TypeError(
             "`loss` must return a scalar array; it returned a "

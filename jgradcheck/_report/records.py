@@ -280,6 +280,9 @@ class Settings(NamedTuple):
     """Fast mode: random directions per leaf."""
     method: Method = "auto"
     """The ``method=`` asked for."""
+    notes: tuple[str, ...] = ()
+    """How the check ran where the caller might expect otherwise (under
+    ``jax.disable_jit()``: compiled anyway)."""
 
 
 class Timing(NamedTuple):

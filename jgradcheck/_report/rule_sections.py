@@ -85,6 +85,11 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
     under = ["inputs are named by position: [1]['w'] is f's 2nd argument, key 'w'"]
     if r.held:
         under.append("held fixed (not differentiated): " + ", ".join(r.held))
+    if r.held_outputs:
+        under.append(
+            "outputs not checked (integer or boolean: no derivative): "
+            + ", ".join(r.held_outputs)
+        )
     if r.precision:
         under.append(f"precision: {r.precision}")
     out = [

@@ -180,6 +180,7 @@ def about_lines(report: ReportRecord) -> list[str]:
         f"{t.evaluations} evaluations of J, {t.sweep_seconds:.2f} s "
         f"(+ {t.compile_seconds:.2f} s compile)"
         + (f" on {len(t.devices)} devices" if len(t.devices) > 1 else ""),
+        *(f"note: {note}" for note in s.notes),
     ]
 
 

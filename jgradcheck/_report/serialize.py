@@ -177,6 +177,7 @@ def rule_report_dict(
             for label, rep in r.localized
         ],
         "held": list(r.held),
+        "held_outputs": list(r.held_outputs),
         "precision": r.precision,
         "second_order": (
             None
