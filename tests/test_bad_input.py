@@ -205,3 +205,33 @@ def test_rule_check_of_python_control_flow(check):
 def test_numpy_inside_the_loss_explained():
     with pytest.raises(TypeError, match="`loss` turns a value.*NumPy.*`jnp`"):
         jgc.check_grad(lambda p: jnp.sum(np.sin(p)), jnp.ones(2))
+
+
+# ------------------------------------------------------------ nothing verified
+
+
+def test_zero_size_float_leaves_verify_nothing():
+    report = jgc.check_grad(
+        lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.zeros((0, 3)), "n": jnp.arange(2)}
+    )
+    assert not report.ok and not report.verified and report.n_fail == 0
+    assert str(report).startswith(
+        "gradient check UNSURE: nothing was verified: no entry was compared"
+    )
+    with pytest.raises(jgc.GradCheckError):
+        jgc.assert_grad(lambda p: jnp.sum(p**2), jnp.zeros((2, 0)))
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_every_entry_at_a_kink_verifies_nothing(mode):
+    report = jgc.check_grad(lambda p: jnp.sum(jnp.abs(p)), jnp.zeros(3), mode=mode)
+    assert not report.ok and report.n_kink == 3 and report.n_fail == 0
+    head = str(report).splitlines()[0]
+    assert head.startswith("gradient check UNSURE: nothing was verified: all 3")
+    assert "away from the kinks" in head
+    assert report.to_dict()["ok"] is False
+
+
+def test_one_entry_off_the_kink_is_a_pass():
+    report = jgc.check_grad(lambda p: jnp.sum(jnp.abs(p)), jnp.array([0.0, 0.0, 1.0]))
+    assert report.ok and report.verified and report.n_kink == 2

@@ -207,6 +207,10 @@ def check_grad(
 
     Returns:
       A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
+      A report that verified nothing (every checked entry at a kink of the
+      loss, or floating-point leaves of zero size only) is not a pass:
+      ``ok`` is False, ``report.verified`` is False and the headline says
+      "nothing was verified" and why (docs/guide/close-enough.md, section 9).
 
     Raises:
       TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the

@@ -318,8 +318,30 @@ class ReportRecord:
 
     @property
     def ok(self) -> bool:
-        """True when no checked entry failed and none was left unsure (any term)."""
-        return all(leaf.ok for leaf in self.leaves) and all(r.ok for _, r in self.terms)
+        """True when no checked entry failed, none was left unsure, and
+        something was verified (:attr:`verified`), in every term too."""
+        return (
+            self.verified
+            and all(leaf.ok for leaf in self.leaves)
+            and all(r.ok for _, r in self.terms)
+        )
+
+    @property
+    def verified(self) -> bool:
+        """Whether some entry agreed with its finite difference (or, in fast
+        mode, the gradient along some direction did). False when params' only
+        floating-point leaves have no entries, every entry is NaN/inf (held),
+        or every checked entry sits at a kink: nothing was compared, and such a
+        report is not a pass (``ok`` is False, the headline says "nothing was
+        verified")."""
+        return any(
+            bool(np.any(leaf.status == PASS))
+            or (
+                leaf.directions is not None
+                and bool(np.any(leaf.directions.status == PASS))
+            )
+            for leaf in self.leaves
+        )
 
     @property
     def n_checked(self) -> int:

@@ -27,7 +27,8 @@ from .text import render_text
 class Report(ReportRecord):
     """The result of :func:`jgradcheck.check_grad`.
 
-    ``report.ok`` is True when every checked entry agrees. ``print(report)``
+    ``report.ok`` is True when every checked entry agrees and at least one was
+    verified (entries at kinks alone verify nothing). ``print(report)``
     shows one row per leaf and the worst entries; ``report.worst(k)`` and
     ``report.failures()`` return :class:`Entry` records for programmatic use.
     """

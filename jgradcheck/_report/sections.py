@@ -79,6 +79,8 @@ def headline(report: ReportRecord) -> str:
             "could not be judged (finite-difference error bar too wide: a kink, a "
             "discontinuity or a noisy loss near them)"
         )
+    if not report.verified:
+        return "gradient check UNSURE: nothing was verified: " + _unverified(report)
     unsure = [leaf for leaf in report.leaves if not leaf.ok]
     if unsure:
         paths = ", ".join(path_label(leaf.path) for leaf in unsure)
@@ -96,6 +98,32 @@ def headline(report: ReportRecord) -> str:
             "one-sided slopes there: not judged)"
         )
     return f"gradient check passed: {report.n_checked} entries agree"
+
+
+def _unverified(report: ReportRecord) -> str:
+    """Why a report without a failure verified nothing, and what to do."""
+    held = sum(0 if leaf.held is None else leaf.held.size for leaf in report.leaves)
+    parts = []
+    if report.n_kink:
+        parts.append(
+            f"all {report.n_kink} checked entries sit at a kink of the loss (the "
+            "gradient lies between the one-sided slopes there: not judged)"
+        )
+    if held:
+        parts.append(f"{held} entries of `params` are NaN or inf (held fixed)")
+    if any(leaf.directions is not None for leaf in report.leaves):
+        parts.append("no random direction agreed within its error bar")
+    if not parts:
+        return (
+            "no entry was compared (the floating-point leaves of `params` have "
+            "no entries); give params with at least one entry"
+        )
+    fix = (
+        "; to verify the gradient, check it at params away from the kinks"
+        if (report.n_kink)
+        else ""
+    )
+    return "; ".join(parts) + fix
 
 
 def headline_tone(report: ReportRecord) -> Tone:
