@@ -25,7 +25,7 @@ from .._engine.precision import (
     truncation_note,
 )
 from .._engine.tracing import explained_tracing, refuse_traced, traced_value
-from .._errors import where_list
+from .._errors import NonFiniteGradientError, where_list
 from .._leaf.fast import fast_selection
 from .._options import Options
 from .._pytree.coords import Selection, select
@@ -131,7 +131,7 @@ def gradient_under_test(
         raise ValueError(_reads_nonfinite(flat, held, float(native)))
     bad = nonfinite_places(flat, under_test, held)
     if bad:
-        raise ValueError(
+        raise NonFiniteGradientError(
             f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
             "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
         )
