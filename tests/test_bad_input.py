@@ -235,3 +235,68 @@ def test_every_entry_at_a_kink_verifies_nothing(mode):
 def test_one_entry_off_the_kink_is_a_pass():
     report = jgc.check_grad(lambda p: jnp.sum(jnp.abs(p)), jnp.array([0.0, 0.0, 1.0]))
     assert report.ok and report.verified and report.n_kink == 2
+
+
+# ------------------------------------------------------------ report lines
+
+
+def test_rule_localisation_says_what_is_under_test():
+    vjp = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0]))
+    ((_, rep),) = vjp.localized
+    assert rep.settings.gradient.startswith("the rule's Jᵀȳ")
+    jvp = jgc.check_jvp(lambda x: 2.0 * jnp.sin(x), jnp.array([0.5, 1.0]))
+    assert "grad=grad" not in str(jvp) and "grad=grad" not in str(vjp)
+    assert "(largest |a-n|/tolerance " in str(vjp)  # not an alarming max rel err
+
+
+def test_rule_report_names_fs_own_inputs():
+    one = str(jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0])))
+    assert "inputs are named by position: [0] is f's argument\n" in one
+    assert "[1]['w']" not in one
+    two = jgc.check_vjp(
+        lambda x, p: jnp.sin(x * p["w"]), jnp.array([0.5, 1.0]), {"w": jnp.array(2.0)}
+    )
+    assert "[1]['w'] is f's 2nd argument, key 'w'" in str(two)
+
+
+def test_rule_failure_lines_are_capped():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (2 * g * jnp.cos(x),))
+    report = jgc.check_vjp(f, jnp.linspace(0.1, 1.0, 30))
+    lines = report.failures()
+    assert len([x for x in lines if "rule=" in x]) == 20
+    assert any(x.endswith("… and 10 more failing entries") for x in lines)
+    assert len([x for x in report.failures(None) if "rule=" in x]) == 30
+
+
+def test_sampled_headline_and_timing_line():
+    report = jgc.check_grad(
+        lambda p: jnp.sum(jnp.sin(p)), jnp.linspace(0, 1, 400), coords=8
+    )
+    lines = str(report).splitlines()
+    assert lines[0] == "gradient check passed: 8 of 400 entries (2% sampled) agree"
+    t = report.timing
+    assert t.wall_seconds is not None
+    assert t.wall_seconds >= t.sweep_seconds + t.compile_seconds
+    assert any(x.startswith(f"{t.wall_seconds:.2f} s in all: ") for x in lines)
+
+
+def test_entry_has_its_index_within_the_leaf():
+    params = {"a": jnp.ones(3), "w": jnp.ones((2, 2))}
+    report = jgc.check_grad(
+        lambda p: jnp.sum(p["a"]) + jnp.sum(p["w"] ** 2),
+        params,
+        grad=lambda p: {"a": jnp.ones(3), "w": (2 * p["w"]).at[1, 0].set(0.0)},
+    )
+    (e,) = report.failures()
+    assert e.index == (1, 0) and e.leaf_index == 2 and e.flat_index == 3 + 2
+    assert np.ravel(params["w"])[e.leaf_index] == params["w"][e.index]
+
+
+def test_eps_sweep_repr_is_short():
+    sweep = jgc.eps_sweep(lambda p: jnp.sum(p**3), jnp.linspace(0.5, 1.0, 6))
+    assert repr(sweep).startswith("EpsSweep(6 coordinates × 49 steps")
+    assert len(repr(sweep)) < 200

@@ -33,7 +33,7 @@ DEFAULT_GRID = np.logspace(-13, -1, 49)
 """The relative steps tried unless ``eps=`` says: 49 from 1e-13 to 1e-1."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class EpsSweep:
     """Errors of finite-difference estimates over a grid of steps.
 
@@ -58,6 +58,16 @@ class EpsSweep:
     """Per method, the step with the smallest error for each coordinate."""
     dtype: str
     """The dtype J was evaluated in."""
+
+    def __repr__(self) -> str:
+        best = ", ".join(
+            f"{m}: {float(np.median(b)):.1e}" for m, b in self.best_eps.items()
+        )
+        return (
+            f"EpsSweep({len(self.where)} coordinates × {len(self.eps)} steps "
+            f"{float(self.eps[0]):.0e}…{float(self.eps[-1]):.0e} in {self.dtype}; "
+            f"median best step: {best})"
+        )
 
     def plot(
         self, ax: Any = None, *, coords: int | None = 4, methods: Any = None

@@ -9,7 +9,9 @@ hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -265,13 +267,16 @@ def check_grad_with(
     grad: Callable[..., PyTree] | None = None,
     terms: dict[str, Callable[..., Any]] | None = None,
     opts: Options,
+    source: str | None = None,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
     The entry point of callers that hold an :class:`Options`: the named terms
     (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
-    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments.
+    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments;
+    ``source`` says what ``grad`` is in the report (default ``grad=NAME``).
     """
+    started = time.perf_counter()
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
@@ -280,13 +285,15 @@ def check_grad_with(
         )
     flat = prepare_params(loss, params, args)
     tested = gradient_under_test(
-        loss, grad, params, flat, args, held=nonfinite_entries(flat)
+        loss, grad, params, flat, args, held=nonfinite_entries(flat), label=source
     )
     selection, explain = selection_of(flat, opts)
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
     held = nonfinite_entries(view.flat)
     view = view._replace(selection=without(view.selection, held))
-    return _sweep_leaves(view, args, tested, explain, opts, held)
+    report = _sweep_leaves(view, args, tested, explain, opts, held)
+    wall = time.perf_counter() - started
+    return dataclasses.replace(report, timing=report.timing._replace(wall_seconds=wall))
 
 
 def _with_held(

@@ -90,6 +90,7 @@ def gradient_under_test(
     flat: Flat,
     args: tuple,
     held: Selection | None = None,
+    label: str | None = None,
 ) -> GradientUnderTest:
     """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
 
@@ -102,7 +103,8 @@ def gradient_under_test(
     eps and its rounding measured against the float64 re-run, as for any
     float32 gradient; ``source`` says so. ``jax.grad`` is taken at the leaves'
     effective dtypes (float32 leaves, not float64 arrays that JAX would
-    truncate piecemeal); a ``grad=`` gets ``params`` as given.
+    truncate piecemeal); a ``grad=`` gets ``params`` as given. ``label``
+    names it in the report instead of ``grad=NAME`` (a rule check's Jᵀȳ).
 
     Raises:
       ValueError: when the gradient is not finite somewhere else, naming the
@@ -125,7 +127,8 @@ def gradient_under_test(
         narrowed = [
             g.dtype for g in under_test.values() if computed_dtype(g) != g.dtype
         ]
-        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+        name = getattr(grad, "__name__", type(grad).__name__)
+        source = label or f"grad={name}"
     traced_value(native, "loss")
     if held and not np.isfinite(float(native)):
         raise ValueError(_reads_nonfinite(flat, held, float(native)))

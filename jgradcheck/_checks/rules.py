@@ -197,6 +197,7 @@ def check_rule(
         localized=localized,
         structure=tuple(checks),
         held=held_paths(inputs.flat),
+        inputs=tuple(i.path for i in inputs.flat.checked),
         held_outputs=inputs.held_outputs,
         second_order=second,
         precision=inputs.narrowed,
@@ -362,6 +363,7 @@ def check_per_coordinate(
     flat: Flat,
     derivative: Callable[[Flat], list[Any]],
     opts: Options,
+    label: str = "the rule's derivative",
 ) -> Report:
     """:func:`check_grad` of ``f_scalar(args)`` over the differentiated leaves.
 
@@ -369,6 +371,7 @@ def check_per_coordinate(
     differentiated leaf of ``fl`` (the primals, possibly cast); held leaves get
     zeros and are not swept, fixed and static leaves are left alone. ``opts``:
     the rule check's options (precision, method, memory, devices, progress).
+    ``label`` says in the report what the gradient under test is.
     """
 
     def grad(args: tuple) -> PyTree:
@@ -383,5 +386,10 @@ def check_per_coordinate(
         [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
     return check_grad_with(
-        f_scalar, tuple(primals), (), grad=grad, opts=opts.replace(coords=mask)
+        f_scalar,
+        tuple(primals),
+        (),
+        grad=grad,
+        opts=opts.replace(coords=mask),
+        source=label,
     )

@@ -221,6 +221,31 @@ def _positive(text: str) -> int:
     return value
 
 
+def _check_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``check`` that the rule checks do not have."""
+    p.add_argument(
+        "--coords",
+        type=_positive,
+        metavar="N",
+        help="check N coordinates drawn with --key (default: all)",
+    )
+    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
+    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="full",
+        help="full: every selected entry (default); fast: random directions per "
+        "leaf, sweeping only the leaves that disagree (docs/fast_mode.md)",
+    )
+    p.add_argument(
+        "--directions",
+        type=_positive,
+        metavar="N",
+        help="with --mode fast: random directions per leaf (default: 4)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jgradcheck",
@@ -256,27 +281,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="the gradient under test, grad(params, *args) (default: jax.grad)",
     )
-    p.add_argument(
-        "--coords",
-        type=_positive,
-        metavar="N",
-        help="check N coordinates drawn with --key (default: all)",
-    )
-    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
-    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
-    p.add_argument(
-        "--mode",
-        choices=MODES,
-        default="full",
-        help="full: every selected entry (default); fast: random directions per "
-        "leaf, sweeping only the leaves that disagree (docs/fast_mode.md)",
-    )
-    p.add_argument(
-        "--directions",
-        type=_positive,
-        metavar="N",
-        help="with --mode fast: random directions per leaf (default: 4)",
-    )
+    _check_options(p)
     _common(p)
     for command, what in [
         ("check-vjp", "check_vjp: the reverse-mode rule (custom_vjp) of F"),

@@ -51,6 +51,9 @@ class Entry(NamedTuple):
     tolerance: float
     status: str
     """``"pass"``, ``"FAIL"``, ``"unsure"`` or ``"kink"``."""
+    leaf_index: int = -1
+    """Flat (row-major) index within the leaf: ``leaf.reshape(-1)[leaf_index]``
+    is this entry (``index`` is the same place, one int per axis)."""
 
 
 class Directions(NamedTuple):
@@ -258,6 +261,7 @@ class LeafResult(NamedTuple):
             rel_err=float(rel_error(np.array([a]), np.array([n]))[0]),
             tolerance=float(self.tolerance[k]),
             status=STATUS_NAMES[int(self.status[k])],
+            leaf_index=flat,
         )
 
 
@@ -295,6 +299,8 @@ class Timing(NamedTuple):
     explaining sweeps together)."""
     devices: tuple[str, ...] = ()
     """The devices the sweeps ran on (their results' shardings)."""
+    wall_seconds: float | None = None
+    """The whole call, from the options to the report (None: not measured)."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

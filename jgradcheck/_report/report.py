@@ -114,9 +114,11 @@ class RuleReport(RuleReportRecord):
     second_order: RuleReport | None = None
     """With ``order=2``: the same checks on the rule's own output as a function."""
 
-    def failures(self) -> list[str]:
-        """One line per failed part, most specific first."""
-        return rule_failure_lines(self)
+    def failures(self, limit: int | None = 20) -> list[str]:
+        """One line per failed part, most specific first: at most ``limit``
+        failing entries per localised report, the worst, then a line
+        ``… and N more failing entries`` (``None``: every entry)."""
+        return rule_failure_lines(self, limit)
 
     def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
         """The report as a plain dict that :func:`json.dumps` accepts.
