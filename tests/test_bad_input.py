@@ -300,3 +300,26 @@ def test_eps_sweep_repr_is_short():
     sweep = jgc.eps_sweep(lambda p: jnp.sum(p**3), jnp.linspace(0.5, 1.0, 6))
     assert repr(sweep).startswith("EpsSweep(6 coordinates × 49 steps")
     assert len(repr(sweep)) < 200
+
+
+def test_one_nonzero_entry_is_not_called_scaled():
+    from jgradcheck._numerics.diagnose import diagnose
+    from jgradcheck._numerics.verdict import FAIL
+    from jgradcheck._pytree.flat import LeafInfo
+
+    info = LeafInfo("['w']", 0, (4,), np.dtype(np.float64), "float", 0)
+    a = np.array([-0.598715, 0.1, 0.0, 0.0])
+    n = np.array([1.0, 0.0, 0.0, 0.0])
+    fail = np.full(4, FAIL, np.uint8)
+    text = diagnose(info, np.arange(4), a, n, np.zeros(4), np.full(4, 1e-6), fail)
+    assert text is None or not text.startswith("scaled")
+    two = diagnose(
+        info,
+        np.arange(4),
+        2 * n + 2 * n[::-1],
+        n + n[::-1],
+        np.zeros(4),
+        np.full(4, 1e-6),
+        fail,
+    )
+    assert two == "scaled: a ≈ 2·n (a missing or extra factor 2?)"
