@@ -25,6 +25,15 @@ class NondeterministicLossError(ValueError):
     """
 
 
+class NonFiniteGradientError(ValueError):
+    """The gradient under test is NaN or inf at finite params.
+
+    A ``ValueError`` from Python (nothing can be compared there); the command
+    line reports it as a failed check (exit 1): the gradient is broken, the
+    setup is not.
+    """
+
+
 def raise_unless_ok(report: Any) -> Any:
     """Return ``report`` if it passed, else raise :class:`GradCheckError` with it."""
     if not report.ok:

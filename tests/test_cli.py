@@ -82,6 +82,16 @@ def terms(p, x):
     return {"data": loss(p, x), "l2": 0.5 * jnp.sum(p["w"] ** 2)}
 
 
+def nan_grad(p, x):
+    g = right_grad(p, x)
+    g["b"] = g["b"].at[1].set(jnp.nan)
+    return g
+
+
+def abs_loss(p, x):
+    return jnp.sum(jnp.abs(p["w"] - 1 / 3)) + jnp.sum(jnp.abs(p["b"]))
+
+
 CONFIG = {"w": 1.0}
 """
 
@@ -188,6 +198,52 @@ def test_options_reach_check_grad(files, capsys):
     assert d["settings"]["reference_dtype"] == "float32"
     code, out, _ = run(capsys, *CHECK, *BATCH, "--rtol", "1e-3", "--atol", "0")
     assert code == 0 and "rtol=0.001, atol=0.0" in out
+
+
+def test_nan_in_the_gradient_is_a_failed_check(files, capsys):
+    code, out, err = run(capsys, *CHECK, *BATCH, "--grad", "model.py:nan_grad")
+    assert code == 1, err
+    assert out.startswith("gradient check FAILED: the gradient under test")
+    assert "['b'][1] = nan" in out and err == ""
+    code, out, _ = run(capsys, *CHECK, *BATCH, "--grad", "model.py:nan_grad", "--json")
+    d = json.loads(out)
+    assert code == 1 and d["ok"] is False and "not finite" in d["summary"]
+
+
+def test_nothing_verified_exits_1(files, capsys):
+    code, out, err = run(
+        capsys, "check", "model.py:abs_loss", "--params", "model.py:make_params", *BATCH
+    )
+    assert code == 1, err
+    assert out.startswith("gradient check UNSURE: nothing was verified")
+
+
+def test_mode_fast_and_engine_options(files, capsys):
+    code, out, err = run(
+        capsys,
+        *CHECK,
+        *BATCH,
+        "--mode",
+        "fast",
+        "--directions",
+        "2",
+        "--memory-budget",
+        "512MiB",
+        "--devices",
+        "1",
+        "--json",
+    )
+    d = json.loads(out)
+    assert code == 0, err
+    assert d["settings"]["mode"] == "fast" and d["settings"]["directions"] == 2
+    code, out, err = run(
+        capsys, *CHECK, *BATCH, "--mode", "fast", "--grad", "model.py:wrong_grad"
+    )
+    assert code == 1 and out.startswith("gradient check FAILED"), err
+    code, _, err = run(capsys, *CHECK, *BATCH, "--directions", "2")
+    assert code == 2 and "`directions` is an option of mode='fast'" in err
+    code, _, err = run(capsys, *CHECK, *BATCH, "--memory-budget", "lots")
+    assert code == 2 and "`memory_budget`" in err
 
 
 def test_json_report(files, capsys):

@@ -83,6 +83,7 @@ def test_report_dict_matches_the_report():
         "path": "[1]['w']",
         "index": [2, 1],
         "flat_index": entry.flat_index,
+        "leaf_index": 5,
         "a": entry.grad,
         "n": entry.numeric,
         "err": entry.error_bar,

@@ -19,6 +19,7 @@ from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import autodiff_gradient, user_gradient
 from .._engine.precision import in_effective_dtypes, quiet_truncation
 from .._engine.protocols import Sweep
+from .._engine.tracing import jit_enabled
 from .._options import Options
 from .._pytree.coords import select
 from .._pytree.flat import LeafInfo
@@ -35,7 +36,7 @@ DEFAULT_GRID = np.logspace(-13, -1, 49)
 """The relative steps tried unless ``eps=`` says: 49 from 1e-13 to 1e-1."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class EpsSweep:
     """Errors of finite-difference estimates over a grid of steps.
 
@@ -67,6 +68,16 @@ class EpsSweep:
 
     def _repr_html_(self) -> str:
         return render_html(eps_sweep_sections(self, STENCIL_ORDERS))
+
+    def __repr__(self) -> str:
+        best = ", ".join(
+            f"{m}: {float(np.median(b)):.1e}" for m, b in self.best_eps.items()
+        )
+        return (
+            f"EpsSweep({len(self.where)} coordinates × {len(self.eps)} steps "
+            f"{float(self.eps[0]):.0e}…{float(self.eps[-1]):.0e} in {self.dtype}; "
+            f"median best step: {best})"
+        )
 
     def plot(
         self, ax: Any = None, *, coords: int | None = 4, methods: Any = None
@@ -149,6 +160,7 @@ def _best(grid: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 @quiet_truncation()
+@jit_enabled()
 def eps_sweep(
     loss: Callable[..., Any],
     params: PyTree,

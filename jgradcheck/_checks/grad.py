@@ -9,7 +9,9 @@ hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -22,6 +24,7 @@ from .._dtypes import eps as eps_of
 from .._engine.context import evaluation_context
 from .._engine.gradient import reference_gradient
 from .._engine.precision import effective_dtype, quiet_truncation, x64_enabled
+from .._engine.tracing import jit_enabled, jit_notes
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
@@ -146,6 +149,9 @@ def check_grad(
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
         ``params`` (a hand-written backprop), or, for a loss of named terms, a
         dict of such pytrees with the same keys. Default: ``jax.grad(loss)``.
+        Its leaves may be JAX or NumPy arrays or Python numbers (taken at
+        their leaf's dtype), and ``None`` where ``params`` has a leaf that is
+        not checked (what ``eqx.filter_grad`` returns for non-array fields).
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
@@ -203,6 +209,10 @@ def check_grad(
 
     Returns:
       A ``Report``; read ``report.ok``, ``print(report)``, ``report.worst(k)``.
+      A report that verified nothing (every checked entry at a kink of the
+      loss, or floating-point leaves of zero size only) is not a pass:
+      ``ok`` is False, ``report.verified`` is False and the headline says
+      "nothing was verified" and why (docs/guide/close-enough.md, section 9).
 
     Raises:
       TypeError, ValueError: for bad input (non-scalar loss, NaN/inf in the
@@ -248,6 +258,7 @@ def check_grad(
 
 
 @quiet_truncation()
+@jit_enabled()
 def check_grad_with(
     loss: Callable[..., Any],
     params: PyTree,
@@ -256,13 +267,16 @@ def check_grad_with(
     grad: Callable[..., PyTree] | None = None,
     terms: dict[str, Callable[..., Any]] | None = None,
     opts: Options,
+    source: str | None = None,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
     The entry point of callers that hold an :class:`Options`: the named terms
     (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
-    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments.
+    and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments;
+    ``source`` says what ``grad`` is in the report (default ``grad=NAME``).
     """
+    started = time.perf_counter()
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
@@ -271,13 +285,15 @@ def check_grad_with(
         )
     flat = prepare_params(loss, params, args)
     tested = gradient_under_test(
-        loss, grad, params, flat, args, held=nonfinite_entries(flat)
+        loss, grad, params, flat, args, held=nonfinite_entries(flat), label=source
     )
     selection, explain = selection_of(flat, opts)
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
     held = nonfinite_entries(view.flat)
     view = view._replace(selection=without(view.selection, held))
-    return _sweep_leaves(view, args, tested, explain, opts, held)
+    report = _sweep_leaves(view, args, tested, explain, opts, held)
+    wall = time.perf_counter() - started
+    return dataclasses.replace(report, timing=report.timing._replace(wall_seconds=wall))
 
 
 def _with_held(
@@ -383,6 +399,7 @@ def _settings(
         mode=opts.mode,
         directions=opts.directions,
         method=opts.method,
+        notes=jit_notes(),
     )
 
 
@@ -414,6 +431,7 @@ def assert_grad(
 
 
 @quiet_truncation()
+@jit_enabled()
 def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,

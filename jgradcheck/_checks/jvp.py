@@ -70,7 +70,8 @@ def _jacobian_row(
             lambda xs: jax.tree_util.tree_leaves(g(xs))[pos].reshape(-1)[k]
         )(floats(fl))
 
-    return check_per_coordinate(loss, primals, flat, row, opts)
+    label = "the rule's row of J (J·u for unit tangents u, by jax.jacfwd)"
+    return check_per_coordinate(loss, primals, flat, row, opts, label=label)
 
 
 def _compare(

@@ -24,7 +24,8 @@ from .._engine.precision import (
     in_effective_dtypes,
     truncation_note,
 )
-from .._errors import where_list
+from .._engine.tracing import explained_tracing, refuse_traced, traced_value
+from .._errors import NonFiniteGradientError, where_list
 from .._leaf.fast import fast_selection
 from .._options import Options
 from .._pytree.coords import Selection, select
@@ -40,6 +41,8 @@ def prepare_params(loss: Callable[..., Any], params: PyTree, args: tuple) -> Fla
       ValueError, TypeError: empty params, no floating-point leaves, or a loss
         that is not a finite real scalar.
     """
+    refuse_traced(params, "params")
+    refuse_traced(args, "args")
     flat = flatten_params(params)
     if not flat.infos:
         raise ValueError("`params` is empty: there is nothing to check.")
@@ -87,6 +90,7 @@ def gradient_under_test(
     flat: Flat,
     args: tuple,
     held: Selection | None = None,
+    label: str | None = None,
 ) -> GradientUnderTest:
     """``jax.grad(loss)`` (or ``grad(params, *args)``) at the params' own dtype.
 
@@ -99,7 +103,8 @@ def gradient_under_test(
     eps and its rounding measured against the float64 re-run, as for any
     float32 gradient; ``source`` says so. ``jax.grad`` is taken at the leaves'
     effective dtypes (float32 leaves, not float64 arrays that JAX would
-    truncate piecemeal); a ``grad=`` gets ``params`` as given.
+    truncate piecemeal); a ``grad=`` gets ``params`` as given. ``label``
+    names it in the report instead of ``grad=NAME`` (a rule check's Jᵀȳ).
 
     Raises:
       ValueError: when the gradient is not finite somewhere else, naming the
@@ -109,21 +114,27 @@ def gradient_under_test(
     if grad is None:
         # JAX differentiates float32 leaves, not float64 arrays it truncates
         # piecemeal (mixed float32/float64 programs it cannot always transpose).
-        native, under_test = value_and_gradient(loss, in_effective_dtypes(flat), args)
+        with explained_tracing("loss"):
+            native, under_test = value_and_gradient(
+                loss, in_effective_dtypes(flat), args
+            )
         narrowed = [i.dtype for i in flat.checked if i.dtype is not None]
         source = "jax.grad(loss)"
     else:
-        native = evaluate(loss, flat, args)
+        with explained_tracing("loss"):
+            native = evaluate(loss, flat, args)
         under_test = user_gradient(grad, params, flat, args)
         narrowed = [
             g.dtype for g in under_test.values() if computed_dtype(g) != g.dtype
         ]
-        source = f"grad={getattr(grad, '__name__', type(grad).__name__)}"
+        name = getattr(grad, "__name__", type(grad).__name__)
+        source = label or f"grad={name}"
+    traced_value(native, "loss")
     if held and not np.isfinite(float(native)):
         raise ValueError(_reads_nonfinite(flat, held, float(native)))
     bad = nonfinite_places(flat, under_test, held)
     if bad:
-        raise ValueError(
+        raise NonFiniteGradientError(
             f"the gradient under test ({source}) is not finite at: {where_list(bad)}. "
             "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
         )

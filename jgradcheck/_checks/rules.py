@@ -37,9 +37,11 @@ from typing import Any, Literal, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import keystr
 
 from .._engine.context import reference_precision
 from .._engine.precision import quiet_truncation, to_effective, truncation_phrase
+from .._engine.tracing import jit_enabled, refuse_traced, trace_shape
 from .._numerics.stencil import Estimate
 from .._options import Options
 from .._pytree.coords import readable as readable
@@ -73,6 +75,9 @@ class RuleInputs(NamedTuple):
     """The int seed of every draw (``key=``)."""
     opts: Options
     """Precision, method and the sweeps' options."""
+    held_outputs: tuple[str, ...]
+    """Paths of ``f``'s integer and boolean outputs, held out of the checks
+    (:func:`inexact_outputs`)."""
     narrowed: str
     """What the caller's x64 setting narrowed (``"float64 arrays, computed in
     float32: x64 is off"``), or ``""``
@@ -138,6 +143,7 @@ def check_order(order: Any) -> int:
 
 
 @quiet_truncation()
+@jit_enabled()
 def check_rule(
     f: Callable[..., Any],
     primals: tuple,
@@ -191,6 +197,8 @@ def check_rule(
         localized=localized,
         structure=tuple(checks),
         held=held_paths(inputs.flat),
+        inputs=tuple(i.path for i in inputs.flat.checked),
+        held_outputs=inputs.held_outputs,
         second_order=second,
         precision=inputs.narrowed,
     )
@@ -228,17 +236,62 @@ def rule_inputs(
     if narrowed:  # otherwise the primals are passed on untouched
         primals = tuple(jax.tree_util.tree_map(to_effective, tuple(primals)))
     flat = inputs(f, primals, tuple(nondiff_argnums))
+    f, want, held_out = inexact_outputs(f, f(*flat.rebuild(flat.leaves)))
+    trace_shape(lambda: of_floats(f, flat)(floats(flat)), "f")
     return RuleInputs(
         f=f,
         primals=primals,
         flat=flat,
         of_floats=of_floats(f, flat),
         floats=floats(flat),
-        want=f(*flat.rebuild(flat.leaves)),
+        want=want,
+        held_outputs=held_out,
         seed=seed_of(opts.key),
         opts=opts,
         narrowed=narrowed,
     )
+
+
+def _is_inexact(x: Any) -> bool:
+    if isinstance(x, float):
+        return True
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def inexact_outputs(
+    f: Callable[..., Any], out: PyTree
+) -> tuple[Callable[..., Any], PyTree, tuple[str, ...]]:
+    """``f`` with its integer, boolean and key outputs replaced by None (an
+    empty pytree, so the other outputs keep their paths), and ``out`` so.
+
+    They have no derivative (JAX's float0 cotangents) and are held out of the
+    checks; their paths are returned too. ``f`` itself when there is none.
+
+    Raises:
+      TypeError: an output leaf that is not an array or a number, by path.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(out)[0]
+    for path, leaf in leaves:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
+            raise TypeError(
+                f"`f` returned a {type(leaf).__name__} at output "
+                f"{keystr(path) or '<root>'}; rule checks compare array outputs. "
+                "The fix is to check a wrapper that leaves it out, e.g. "
+                "`lambda *x: f(*x)[0]`."
+            )
+    held = tuple(
+        keystr(path) or "<root>" for path, leaf in leaves if not _is_inexact(leaf)
+    )
+    if not held:
+        return f, out, ()
+
+    def only_inexact(tree: PyTree) -> PyTree:
+        return jax.tree_util.tree_map(lambda x: x if _is_inexact(x) else None, tree)
+
+    def f_inexact(*args: Any) -> PyTree:
+        return only_inexact(f(*args))
+
+    return f_inexact, only_inexact(out), held
 
 
 def inputs(
@@ -249,6 +302,7 @@ def inputs(
         raise TypeError(f"`f` must be callable; got {type(f).__name__}.")
     if not args:
         raise ValueError("no primal arguments were given: call check_vjp(f, *primals).")
+    refuse_traced(args, "primals")
     for n in nondiff_argnums:
         if not 0 <= n < len(args):
             raise ValueError(
@@ -309,6 +363,7 @@ def check_per_coordinate(
     flat: Flat,
     derivative: Callable[[Flat], list[Any]],
     opts: Options,
+    label: str = "the rule's derivative",
 ) -> Report:
     """:func:`check_grad` of ``f_scalar(args)`` over the differentiated leaves.
 
@@ -316,6 +371,7 @@ def check_per_coordinate(
     differentiated leaf of ``fl`` (the primals, possibly cast); held leaves get
     zeros and are not swept, fixed and static leaves are left alone. ``opts``:
     the rule check's options (precision, method, memory, devices, progress).
+    ``label`` says in the report what the gradient under test is.
     """
 
     def grad(args: tuple) -> PyTree:
@@ -330,5 +386,10 @@ def check_per_coordinate(
         [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
     return check_grad_with(
-        f_scalar, tuple(primals), (), grad=grad, opts=opts.replace(coords=mask)
+        f_scalar,
+        tuple(primals),
+        (),
+        grad=grad,
+        opts=opts.replace(coords=mask),
+        source=label,
     )

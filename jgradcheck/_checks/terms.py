@@ -19,6 +19,7 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._dtypes import is_real_float
+from .._engine.tracing import trace_shape
 from .._options import Options
 from .._report.report import Report
 from .._typing import PyTree
@@ -44,7 +45,7 @@ def returns_terms(loss: Callable[..., Any], params: PyTree, args: tuple) -> bool
     """Whether ``loss(params, *args)`` is a dict of named terms (traced, no FLOPs)."""
     if not callable(loss):
         return False
-    out = jax.eval_shape(lambda: loss(params, *args))
+    out = trace_shape(lambda: loss(params, *args), "loss")
     return isinstance(out, dict) and len(out) > 0
 
 

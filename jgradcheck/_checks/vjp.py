@@ -146,6 +146,7 @@ def _localize(run: RuleRun, only: int) -> Report:
         flat,
         lambda fl: pull(*fl.rebuild(fl.leaves)),
         inputs.opts,
+        label="the rule's Jᵀȳ for a random ȳ, by jax.vjp,",
     )
 
 

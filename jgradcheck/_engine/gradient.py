@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -11,13 +12,14 @@ import numpy as np
 from .._dtypes import is_inexact, is_real_float
 from .._errors import where_list
 from .._pytree.flat import Flat, describe_paths, split_static
+from .tracing import trace_shape
 
 
 def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any:
     """Trace ``loss`` once (no FLOPs) and insist on a real scalar output."""
     if not callable(loss):
         raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
-    out = jax.eval_shape(lambda: loss(params, *args))
+    out = trace_shape(lambda: loss(params, *args), "loss")
     if not hasattr(out, "shape") or not hasattr(out, "dtype"):
         raise TypeError(
             "`loss` must return a scalar array; it returned a "
@@ -34,6 +36,29 @@ def loss_output_check(loss: Callable[..., Any], params: Any, args: tuple) -> Any
             f"`loss` must return a real floating-point scalar; it returned {out.dtype}."
         )
     return out
+
+
+def refuse_unless_callable_as(fn: Callable[..., Any], name: str, n: int) -> None:
+    """Refuse ``fn`` (the ``name=`` argument) unless it takes ``n`` positional
+    arguments, as ``loss`` does: ``fn(params, *args)``.
+
+    Functions whose signature Python cannot read (some builtins) pass.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(n))
+    except TypeError as e:
+        shown = "params" + "".join(f", args[{k}]" for k in range(n - 1))
+        raise TypeError(
+            f"`{name}` is called as `{name}({shown})`, like `loss`, with the "
+            f"{n - 1} extra positional argument(s) given to the check; but "
+            f"`{name}{signature}` cannot take them ({e}). The fix is to give "
+            f"`{name}` the same signature as `loss`, e.g. "
+            f"`lambda params, *args: ...`."
+        ) from None
 
 
 def _compiled(fn: Callable[..., Any], *operands: Any) -> Any:
@@ -105,6 +130,7 @@ def user_gradient(
     """Call the user's ``grad(params, *args)`` and check it is shaped like ``params``."""
     if not callable(grad):
         raise TypeError(f"`grad` must be callable; got {type(grad).__name__}.")
+    refuse_unless_callable_as(grad, "grad", 1 + len(args))
     out = _call_compiled(grad, params, *args)
     try:
         leaves = flat.treedef.flatten_up_to(out)
@@ -134,6 +160,8 @@ def user_gradient(
                 f"{name}: got None, expected an array of shape {info.shape}"
             )
             continue
+        if isinstance(g, (int, float)) and not isinstance(g, bool):
+            g = np.asarray(g, info.dtype)  # a Python number, at its leaf's dtype
         shape = tuple(np.shape(g))
         if shape == info.shape:
             dtype = getattr(g, "dtype", np.asarray(g).dtype)

@@ -6,7 +6,8 @@ functions from a file (or ``package.module:name``), calls ``make_params()``
 prints the report. Exit codes:
 
 * 0: the check passed;
-* 1: it did not pass: entries disagree (or could not be judged, ``unsure``);
+* 1: it did not pass: entries disagree (or could not be judged, ``unsure``,
+  or nothing was verified), or the gradient under test is NaN/inf somewhere;
 * 2: nothing was checked: bad options, a file or name that cannot be loaded,
   a user function that raised, or input :func:`jgradcheck.check_grad` refused.
   The reason is one message on stderr, without a traceback.
@@ -23,7 +24,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._options import METHOD_NAMES, PRECISIONS, Options
+from .._errors import NonFiniteGradientError
+from .._options import METHOD_NAMES, MODES, PRECISIONS, Options
 from .load import (
     Loader,
     UsageError,
@@ -47,6 +49,8 @@ def _run_check(
     """Call a jgradcheck check; anything it raises means nothing was checked."""
     try:
         return fn(*args, **kw)
+    except NonFiniteGradientError:
+        raise  # a broken gradient: a failed check (exit 1), not a setup error
     except Exception as e:
         extra = hint if "positional argument" in str(e) else ""
         frames = traceback_frames(e)
@@ -95,17 +99,34 @@ def _check(args: argparse.Namespace) -> int:
             precision=args.precision,
             rtol=args.rtol,
             atol=args.atol,
+            mode=args.mode,
+            directions=args.directions,
+            memory_budget=args.memory_budget,
+            devices=args.devices,
         )
         return check_grad_with(loss, params, extra, grad=grad, opts=opts)
 
-    report = _run_check(
-        "check_grad",
-        check,
-        hint=""
-        if args.args
-        else " (the loss's other arguments are given with --args FILE.py:make_batch)",
-    )
+    try:
+        report = _run_check(
+            "check_grad",
+            check,
+            hint=""
+            if args.args
+            else " (the loss's other arguments are given with --args FILE.py:make_batch)",
+        )
+    except NonFiniteGradientError as e:
+        return _not_finite(e, args)
     return _output(report, args)
+
+
+def _not_finite(error: NonFiniteGradientError, args: argparse.Namespace) -> int:
+    """A gradient with NaN/inf entries: the check failed (exit 1)."""
+    summary = f"gradient check FAILED: {error}"
+    if args.json:
+        print(json.dumps({"kind": "grad", "ok": False, "summary": summary}, indent=2))
+    else:
+        print(summary)
+    return EXIT_FAILED
 
 
 def _check_rule(args: argparse.Namespace) -> int:
@@ -121,7 +142,13 @@ def _check_rule(args: argparse.Namespace) -> int:
     primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
 
     def check() -> Any:
-        opts = Options.build(key=args.key, precision=args.precision, method=args.method)
+        opts = Options.build(
+            key=args.key,
+            precision=args.precision,
+            method=args.method,
+            memory_budget=args.memory_budget,
+            devices=args.devices,
+        )
         return check_rule(
             f,
             _as_tuple(primals),
@@ -154,6 +181,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--key", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="memory one batch of evaluations may use: bytes or a size such as "
+        "2GB, 512MiB (default: 2GiB)",
+    )
+    p.add_argument(
+        "--devices",
+        type=_positive,
+        metavar="N",
+        help="run the sweeps on the first N local devices (default: all)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print the report as JSON on stdout instead of text",
@@ -180,6 +219,31 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _check_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``check`` that the rule checks do not have."""
+    p.add_argument(
+        "--coords",
+        type=_positive,
+        metavar="N",
+        help="check N coordinates drawn with --key (default: all)",
+    )
+    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
+    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="full",
+        help="full: every selected entry (default); fast: random directions per "
+        "leaf, sweeping only the leaves that disagree (docs/fast_mode.md)",
+    )
+    p.add_argument(
+        "--directions",
+        type=_positive,
+        metavar="N",
+        help="with --mode fast: random directions per leaf (default: 4)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,14 +281,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="the gradient under test, grad(params, *args) (default: jax.grad)",
     )
-    p.add_argument(
-        "--coords",
-        type=_positive,
-        metavar="N",
-        help="check N coordinates drawn with --key (default: all)",
-    )
-    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
-    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
+    _check_options(p)
     _common(p)
     for command, what in [
         ("check-vjp", "check_vjp: the reverse-mode rule (custom_vjp) of F"),

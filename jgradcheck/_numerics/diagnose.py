@@ -8,7 +8,9 @@ diagnosis rather than a guess. Patterns:
 
 * zero: ``a`` is zero where ``n`` is not (a missing path);
 * sign flipped: ``a ≈ −n``;
-* scaled: ``a ≈ c·n`` for a constant ``c`` (a missing 1/N, a doubled term);
+* scaled: ``a ≈ c·n`` for a constant ``c`` (a missing 1/N, a doubled term),
+  where at least two entries of ``n`` exceed their tolerance (with one, any
+  ``a`` is a multiple of ``n``);
 * transposed: ``a ≈ nᵀ`` (square matrices, every entry checked);
 * off by a term proportional to θ: ``d ≈ λ·θ`` (weight decay missing or doubled);
 * isolated entries: at most 3 or 1% of the entries fail; they are listed.
@@ -54,10 +56,11 @@ def diagnose(
     if explains(a + n):
         return "sign flipped: a ≈ −n"
     nn = float(np.dot(n, n))
-    if nn > 0:
+    # One nonzero n is "scaled" by any a: a ratio needs two entries to show.
+    if nn > 0 and int(np.sum(np.abs(n) > tolerance)) >= 2:
         c = float(np.dot(a, n)) / nn
         if explains(a - c * n):
-            return f"scaled: a ≈ {c:.6g}·n{_integer_hint(c)}"
+            return f"scaled: a ≈ {c:.4g}·n{_integer_hint(c)}"
     shape = info.shape
     if len(shape) == 2 and shape[0] == shape[1] and idx.size == info.size:
         order = np.argsort(idx)

@@ -51,6 +51,9 @@ class Entry(NamedTuple):
     tolerance: float
     status: str
     """``"pass"``, ``"FAIL"``, ``"unsure"`` or ``"kink"``."""
+    leaf_index: int = -1
+    """Flat (row-major) index within the leaf: ``leaf.reshape(-1)[leaf_index]``
+    is this entry (``index`` is the same place, one int per axis)."""
 
 
 class Directions(NamedTuple):
@@ -258,6 +261,7 @@ class LeafResult(NamedTuple):
             rel_err=float(rel_error(np.array([a]), np.array([n]))[0]),
             tolerance=float(self.tolerance[k]),
             status=STATUS_NAMES[int(self.status[k])],
+            leaf_index=flat,
         )
 
 
@@ -280,6 +284,9 @@ class Settings(NamedTuple):
     """Fast mode: random directions per leaf."""
     method: Method = "auto"
     """The ``method=`` asked for."""
+    notes: tuple[str, ...] = ()
+    """How the check ran where the caller might expect otherwise (under
+    ``jax.disable_jit()``: compiled anyway)."""
 
 
 class Timing(NamedTuple):
@@ -292,6 +299,8 @@ class Timing(NamedTuple):
     explaining sweeps together)."""
     devices: tuple[str, ...] = ()
     """The devices the sweeps ran on (their results' shardings)."""
+    wall_seconds: float | None = None
+    """The whole call, from the options to the report (None: not measured)."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -315,8 +324,30 @@ class ReportRecord:
 
     @property
     def ok(self) -> bool:
-        """True when no checked entry failed and none was left unsure (any term)."""
-        return all(leaf.ok for leaf in self.leaves) and all(r.ok for _, r in self.terms)
+        """True when no checked entry failed, none was left unsure, and
+        something was verified (:attr:`verified`), in every term too."""
+        return (
+            self.verified
+            and all(leaf.ok for leaf in self.leaves)
+            and all(r.ok for _, r in self.terms)
+        )
+
+    @property
+    def verified(self) -> bool:
+        """Whether some entry agreed with its finite difference (or, in fast
+        mode, the gradient along some direction did). False when params' only
+        floating-point leaves have no entries, every entry is NaN/inf (held),
+        or every checked entry sits at a kink: nothing was compared, and such a
+        report is not a pass (``ok`` is False, the headline says "nothing was
+        verified")."""
+        return any(
+            bool(np.any(leaf.status == PASS))
+            or (
+                leaf.directions is not None
+                and bool(np.any(leaf.directions.status == PASS))
+            )
+            for leaf in self.leaves
+        )
 
     @property
     def n_checked(self) -> int:

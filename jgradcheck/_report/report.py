@@ -26,7 +26,8 @@ from .text import render_text
 class Report(ReportRecord):
     """The result of :func:`jgradcheck.check_grad`.
 
-    ``report.ok`` is True when every checked entry agrees. ``print(report)``
+    ``report.ok`` is True when every checked entry agrees and at least one was
+    verified (entries at kinks alone verify nothing). ``print(report)``
     shows one row per leaf and the worst entries; ``report.worst(k)`` and
     ``report.failures()`` return :class:`Entry` records for programmatic use.
     """
@@ -112,9 +113,11 @@ class RuleReport(RuleReportRecord):
     second_order: RuleReport | None = None
     """With ``order=2``: the same checks on the rule's own output as a function."""
 
-    def failures(self) -> list[str]:
-        """One line per failed part, most specific first."""
-        return rule_failure_lines(self)
+    def failures(self, limit: int | None = 20) -> list[str]:
+        """One line per failed part, most specific first: at most ``limit``
+        failing entries per localised report, the worst, then a line
+        ``… and N more failing entries`` (``None``: every entry)."""
+        return rule_failure_lines(self, limit)
 
     def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
         """The report as a plain dict that :func:`json.dumps` accepts.

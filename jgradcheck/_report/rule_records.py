@@ -63,6 +63,10 @@ class RuleReportRecord:
     """Inputs held fixed (not differentiated), by path."""
     second_order: RuleReportRecord | None = None
     """With ``order=2``: the same checks on the rule's own output as a function."""
+    inputs: tuple[str, ...] = ()
+    """Paths of the differentiated inputs (``[0]``: f's first argument)."""
+    held_outputs: tuple[str, ...] = ()
+    """Outputs held out of the checks (integer, boolean: no derivative), by path."""
     precision: str = ""
     """What ran at which precision when the caller's x64 setting narrowed the
     inputs (``"float64 arrays, computed in float32: x64 is off"``), else ``""``."""

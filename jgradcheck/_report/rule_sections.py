@@ -18,14 +18,22 @@ def rule_headline(r: RuleReportRecord) -> str:
     return f"check_{r.kind}: {'passed' if r.ok else 'FAILED'}"
 
 
-def rule_failure_lines(r: RuleReportRecord) -> list[str]:
-    """One line per failed part, most specific first (``RuleReport.failures``)."""
+def rule_failure_lines(r: RuleReportRecord, limit: int | None = 20) -> list[str]:
+    """One line per failed part, most specific first (``RuleReport.failures``):
+    at most ``limit`` failing entries per localised report (the worst), then
+    ``… and N more`` (``None``: every entry)."""
     out = []
     for label, rep in r.localized:
-        for e in rep.failures():
+        failing = [e for e in rep.worst(rep.n_fail) if e.status == "FAIL"]
+        shown = failing if limit is None else failing[:limit]
+        for e in shown:
             out.append(
                 f"{label}: {e.where} rule={format_number(e.grad)} "
                 f"fd={format_number(e.numeric)}"
+            )
+        if len(failing) > len(shown):
+            out.append(
+                f"{label}: … and {len(failing) - len(shown)} more failing entries"
             )
     out += [
         f"dot-product test, output {path_label(d.output)}"
@@ -66,17 +74,42 @@ def _dot_test_section(r: RuleReportRecord) -> Section:
 
 def _localisation_section(label: str, rep: ReportRecord) -> Section:
     if rep.ok:
-        worst = max((leaf.max_rel_err for leaf in rep.leaves), default=0.0)
+        closest = rep.worst(1)
+        ratio = closest[0].abs_err / closest[0].tolerance if closest else 0.0
         return Section(
             "part",
             f"localisation, {label}: ok, {rep.n_checked} entries agree "
-            f"(max rel err {format_number(worst)})",
+            f"(largest |a-n|/tolerance {ratio:.2g})",
             tone="pass",
         )
     nested = report_sections(rep)
     return Section(
         "part", f"localisation, {label}:", nested=nested, tone=nested[0].tone
     )
+
+
+def _ordinal(n: int) -> str:
+    suffix = (
+        "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    )
+    return f"{n}{suffix}"
+
+
+def _naming_line(paths: tuple[str, ...]) -> str:
+    """How inputs are named, with an example from ``f``'s own inputs."""
+    example = next((p for p in paths if p.count("[") + p.count(".") > 1), paths[0])
+    head, _, rest = example.partition("]")
+    arg = int(head.lstrip("["))
+    n_args = len({p.partition("]")[0] for p in paths})
+    which = "argument" if n_args == 1 and arg == 0 else f"{_ordinal(arg + 1)} argument"
+    line = f"inputs are named by position: {example} is f's {which}"
+    if rest.startswith("['"):
+        line += f", key {rest[2:].partition(chr(39))[0]!r}"
+    elif rest.startswith("["):
+        line += f", item {rest[1:].partition(']')[0]}"
+    elif rest.startswith("."):
+        line += f", field {rest[1:].partition('[')[0].partition('.')[0]!r}"
+    return line
 
 
 def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
@@ -90,9 +123,14 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
       named and which were held fixed), primal, dot-product tests, structure,
       localisation and the second order.
     """
-    under = ["inputs are named by position: [1]['w'] is f's 2nd argument, key 'w'"]
+    under = [_naming_line(r.inputs)] if r.inputs else []
     if r.held:
         under.append("held fixed (not differentiated): " + ", ".join(r.held))
+    if r.held_outputs:
+        under.append(
+            "outputs not checked (integer or boolean: no derivative): "
+            + ", ".join(r.held_outputs)
+        )
     if r.precision:
         under.append(f"precision: {r.precision}")
     out = [

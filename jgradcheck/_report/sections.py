@@ -82,6 +82,8 @@ def headline(report: ReportRecord) -> str:
             "could not be judged (finite-difference error bar too wide: a kink, a "
             "discontinuity or a noisy loss near them)"
         )
+    if not report.verified:
+        return "gradient check UNSURE: nothing was verified: " + _unverified(report)
     unsure = [leaf for leaf in report.leaves if not leaf.ok]
     if unsure:
         paths = ", ".join(path_label(leaf.path) for leaf in unsure)
@@ -94,11 +96,37 @@ def headline(report: ReportRecord) -> str:
         return _fast_headline(report)
     if report.n_kink:
         return (
-            f"gradient check passed: {report.n_checked - report.n_kink} entries agree; "
-            f"{report.n_kink} sit at a kink of the loss (the gradient lies between the "
+            f"gradient check passed: {_entries(report, report.n_checked - report.n_kink)}"
+            f" agree; {report.n_kink} sit at a kink of the loss (the gradient lies between the "
             "one-sided slopes there: not judged)"
         )
-    return f"gradient check passed: {report.n_checked} entries agree"
+    return f"gradient check passed: {_entries(report, report.n_checked)} agree"
+
+
+def _unverified(report: ReportRecord) -> str:
+    """Why a report without a failure verified nothing, and what to do."""
+    held = sum(0 if leaf.held is None else leaf.held.size for leaf in report.leaves)
+    parts = []
+    if report.n_kink:
+        parts.append(
+            f"all {report.n_kink} checked entries sit at a kink of the loss (the "
+            "gradient lies between the one-sided slopes there: not judged)"
+        )
+    if held:
+        parts.append(f"{held} entries of `params` are NaN or inf (held fixed)")
+    if any(leaf.directions is not None for leaf in report.leaves):
+        parts.append("no random direction agreed within its error bar")
+    if not parts:
+        return (
+            "no entry was compared (the floating-point leaves of `params` have "
+            "no entries); give params with at least one entry"
+        )
+    fix = (
+        "; to verify the gradient, check it at params away from the kinks"
+        if (report.n_kink)
+        else ""
+    )
+    return "; ".join(parts) + fix
 
 
 def headline_tone(report: ReportRecord) -> Tone:
@@ -169,7 +197,7 @@ def _estimate_lines(report: ReportRecord) -> list[str]:
 
 def about_lines(report: ReportRecord) -> list[str]:
     """What ``a``, ``n`` and ``err`` are, the tolerance rule and the cost."""
-    s, t = report.settings, report.timing
+    s = report.settings
     tol = (
         f"rtol={s.rtol}, atol={s.atol}"
         if s.rtol is not None or s.atol is not None
@@ -180,10 +208,37 @@ def about_lines(report: ReportRecord) -> list[str]:
         *_estimate_lines(report),
         f"err = error bar of n (truncation + roundoff); tolerance: {tol}",
         f"rounding of a: {s.rounding}",
-        f"{t.evaluations} evaluations of J, {t.sweep_seconds:.2f} s "
-        f"(+ {t.compile_seconds:.2f} s compile)"
-        + (f" on {len(t.devices)} devices" if len(t.devices) > 1 else ""),
+        _timing_line(report),
+        *(f"note: {note}" for note in s.notes),
     ]
+
+
+def _timing_line(report: ReportRecord) -> str:
+    """The call's wall time and its parts (sweeps, compiling, the rest)."""
+    t = report.timing
+    on = f" on {len(t.devices)} devices" if len(t.devices) > 1 else ""
+    if t.wall_seconds is None:
+        return (
+            f"{t.evaluations} evaluations of J, {t.sweep_seconds:.2f} s "
+            f"(+ {t.compile_seconds:.2f} s compile){on}"
+        )
+    rest = max(0.0, t.wall_seconds - t.sweep_seconds - t.compile_seconds)
+    return (
+        f"{t.wall_seconds:.2f} s in all: {t.evaluations} evaluations of J in "
+        f"{t.sweep_seconds:.2f} s{on}, compiling the sweeps {t.compile_seconds:.2f} s, "
+        f"the rest {rest:.2f} s (the gradient under test, tracing, checks of J)"
+    )
+
+
+def _entries(report: ReportRecord, n: int) -> str:
+    """``n entries``, or ``n of N entries (p%)`` when only a sample was checked."""
+    total = sum(
+        leaf.total - (0 if leaf.held is None else leaf.held.size)
+        for leaf in report.leaves
+    )
+    if report.n_checked >= total:
+        return f"{n} entries"
+    return f"{n} of {total:,} entries ({100 * report.n_checked / total:.2g}% sampled)"
 
 
 def skipped_line(report: ReportRecord) -> str | None:

@@ -45,6 +45,7 @@ def entry_dict(e: Entry) -> dict[str, Any]:
         "path": e.path,
         "index": [int(i) for i in e.index],
         "flat_index": int(e.flat_index),
+        "leaf_index": int(e.leaf_index),
         "a": number(e.grad),
         "n": number(e.numeric),
         "err": number(e.error_bar),
@@ -126,6 +127,7 @@ def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[st
             "compile_seconds": number(t.compile_seconds),
             "sweep_seconds": number(t.sweep_seconds),
             "evaluations": int(t.evaluations),
+            "wall_seconds": number(t.wall_seconds),
         },
         "leaves": [leaf_dict(leaf) for leaf in report.leaves],
         "failures": [entry_dict(e) for e in failures],
@@ -161,7 +163,7 @@ def rule_report_dict(
     r: RuleReportRecord, max_entries: int | None = None
 ) -> dict[str, Any]:
     """See :meth:`jgradcheck.RuleReport.to_dict`."""
-    failures = rule_failure_lines(r)
+    failures = rule_failure_lines(r, None)
     if max_entries is not None:
         failures = failures[:max_entries]
     return {
@@ -177,6 +179,7 @@ def rule_report_dict(
             for label, rep in r.localized
         ],
         "held": list(r.held),
+        "held_outputs": list(r.held_outputs),
         "precision": r.precision,
         "second_order": (
             None
