@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +19,23 @@ import numpy as np
 
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
-from .._engine.context import evaluation_context
+from .._engine.context import EvalContext, evaluation_context
 from .._engine.gradient import reference_gradient
-from .._engine.precision import effective_dtype, quiet_truncation, x64_enabled
+from .._engine.precision import (
+    effective_dtype,
+    in_effective_dtypes,
+    quiet_truncation,
+    x64_enabled,
+)
+from .._engine.primal_ad import (
+    Yardstick,
+    autodiff_yardstick,
+    exact_yardstick,
+    fixed_note,
+    loss_has_rules,
+    primal_gradient,
+    why_not,
+)
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
@@ -256,12 +270,16 @@ def check_grad_with(
     grad: Callable[..., PyTree] | None = None,
     terms: dict[str, Callable[..., Any]] | None = None,
     opts: Options,
+    autodiff: bool = False,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
     The entry point of callers that hold an :class:`Options`: the named terms
     (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
     and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments.
+    ``autodiff``: ``grad`` is JAX's autodiff of ``loss`` (a rule check's
+    ``jax.vjp``), so where ``loss`` uses no custom rule of the user's it is
+    its own yardstick, re-run at float64, as ``jax.grad`` is.
     """
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
@@ -277,7 +295,7 @@ def check_grad_with(
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
     held = nonfinite_entries(view.flat)
     view = view._replace(selection=without(view.selection, held))
-    return _sweep_leaves(view, args, tested, explain, opts, held)
+    return _sweep_leaves(view, args, tested, explain, opts, held, autodiff)
 
 
 def _with_held(
@@ -307,6 +325,7 @@ def _sweep_leaves(
     explain: int | None,
     opts: Options,
     held: Selection,
+    autodiff: bool = False,
 ) -> Report:
     """Every selected entry swept and judged at reference precision (full or
     fast); the NaN/inf entries ``held`` are listed, not swept."""
@@ -314,9 +333,8 @@ def _sweep_leaves(
     native_value, native_dtype, _, source, dtypes = tested
     results = []
     user_x64 = x64_enabled()
-    judge_leaf = functools.partial(
-        check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
-    )
+    narrow = opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes)
+    native = _native_yardstick(view, args, autodiff) if narrow else None
     with evaluation_context(loss_of_view, flat, args, opts) as ctx:
         if opts.precision == "float64":
             ctx.check_same_function(
@@ -326,11 +344,14 @@ def _sweep_leaves(
                     loss_of_view, flat, args, native_value, user_x64
                 ),
             )
-        measured = None
-        if opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes):
-            measured = reference_gradient(
-                loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
-            )
+        measured, how = _yardstick(view, ctx, native) if narrow else (None, "fixed")
+        judge_leaf = functools.partial(
+            check_leaf,
+            rtol=opts.rtol,
+            atol=opts.atol,
+            method=opts.method,
+            label="" if measured is None else measured.label,
+        )
         if opts.mode == "fast":
             assert opts.directions is not None  # Options fills it in fast mode
             results = check_fast(
@@ -351,10 +372,12 @@ def _sweep_leaves(
                 idx = selection[info.position]
                 if idx.size:
                     g = under_test[info.position]
-                    g64 = None if measured is None else measured[info.position]
-                    results.append(judge_leaf(ctx, info, idx, g, g64))
+                    yard = (
+                        None if measured is None else measured.leaves.get(info.position)
+                    )
+                    results.append(judge_leaf(ctx, info, idx, g, yard))
         settings = _settings(
-            source, ctx.j_dtype, ctx.rel_step(flat.checked[0]), measured, opts
+            source, ctx.j_dtype, ctx.rel_step(flat.checked[0]), how, opts
         )
     timing = ctx.timing()
     return Report(
@@ -365,11 +388,63 @@ def _sweep_leaves(
     )
 
 
+class _Native(NamedTuple):
+    """The yardstick's native half, computed under the caller's x64 setting."""
+
+    exact: bool
+    """The gradient under test is JAX's autodiff of the loss, which uses no
+    custom rule of the user's: it is its own yardstick."""
+    b: dict[int, np.ndarray] | None
+    """Autodiff of the primal at the native precision (custom rules inlined)."""
+    dtypes: str
+    failed: str
+    """Why the primal could not be differentiated ("" when it could)."""
+
+
+def _native_yardstick(view: RealView, args: tuple, autodiff: bool) -> _Native:
+    """Whether the gradient under test is its own yardstick, and else
+    autodiff of the primal at the params' own precision."""
+    loss, flat = view.loss, view.flat
+    if (view.grad is None or autodiff) and not loss_has_rules(loss, flat, args):
+        return _Native(True, None, "", "")
+    try:
+        b, dtypes = primal_gradient(loss, in_effective_dtypes(flat), args)
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return _Native(False, None, "", why_not(e))
+    return _Native(False, b, dtypes, "")
+
+
+def _yardstick(
+    view: RealView, ctx: EvalContext, native: _Native | None
+) -> tuple[Yardstick | None, str]:
+    """The gradient's rounding allowance (inside the float64 scope), and how
+    the report names it."""
+    assert native is not None
+    a = {p: np.asarray(g, np.float64).reshape(-1) for p, g in view.under_test.items()}
+    if native.exact:
+        a64 = reference_gradient(
+            view.loss, view.grad, ctx.params, ctx.flat, ctx.args_tuple
+        )
+        if a64 is None:
+            return None, "fixed"
+        return exact_yardstick(a, a64, "measured against float64"), (
+            "measured against float64"
+        )
+    if native.b is None:
+        return None, fixed_note(native.failed)
+    try:
+        b64, _ = primal_gradient(view.loss, ctx.flat, ctx.args_tuple)
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return None, fixed_note(why_not(e))
+    yard = autodiff_yardstick(a, native.b, b64, native.dtypes)
+    return yard, yard.how
+
+
 def _settings(
     source: str,
     reference_dtype: np.dtype,
     rel_step: float,
-    measured: dict[int, np.ndarray] | None,
+    how: str,
     opts: Options,
 ) -> Settings:
     """What the report says about how it was checked."""
@@ -377,7 +452,7 @@ def _settings(
         gradient=source,
         reference_dtype=str(reference_dtype),
         rel_step=rel_step,
-        rounding="measured against float64" if measured is not None else "fixed",
+        rounding=how,
         rtol=opts.rtol,
         atol=opts.atol,
         mode=opts.mode,

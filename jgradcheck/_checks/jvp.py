@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, TextIO
+from typing import Any, ClassVar, Literal, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +12,10 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.primal_ad import fixed_note, inlined, rules_in, why_not
 from .._errors import raise_unless_ok
 from .._numerics.stencil import Estimate, default_step
-from .._numerics.verdict import judge, leaf_scale
+from .._numerics.verdict import judge, leaf_scale, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.records import LeafResult, Settings, Timing
@@ -76,7 +77,7 @@ def _jacobian_row(
 def _compare(
     out_infos: list[LeafInfo],
     rule: list[np.ndarray],
-    rule_ref: list[np.ndarray] | None,
+    rounding: dict[int, np.ndarray] | None,
     differences: list[tuple[Estimate, np.ndarray]],
     p: int,
     settings: Settings,
@@ -98,9 +99,6 @@ def _compare(
             o = o._replace(
                 shape=o.shape + (2,), dtype=np.dtype(jnp.finfo(o.dtype).dtype)
             )
-        rounding = None
-        if rule_ref is not None:
-            rounding = np.abs(a - _real(rule_ref[o.position]))
         v = judge(
             a,
             n,
@@ -108,7 +106,7 @@ def _compare(
             r0p,
             eps_grad=eps_of(o.dtype),
             scale=leaf_scale(n, err),
-            rounding=rounding,
+            rounding=None if rounding is None else rounding[o.position],
         )
         results.append(
             LeafResult(
@@ -128,24 +126,72 @@ def _compare(
     return Report(tuple(results), skipped, settings, Timing(0.0, 0.0, evaluations))
 
 
-def _rule_at_reference(run: RuleRun) -> list[list[np.ndarray] | None]:
-    """The rule's J·u at reference precision per direction (None: native)."""
+class _Yardstick(NamedTuple):
+    """The tangent comparisons' yardstick: autodiff at native and reference
+    precision (``native`` None: the rule is autodiff itself)."""
+
+    native: Callable[[list[Any]], list[Any]] | None
+    reference: Callable[[list[Any]], list[Any]] | None
+    how: str
+
+
+def _yardstick(run: RuleRun) -> _Yardstick:
+    """JAX's forward-mode autodiff of the primal, custom rules inlined, at the
+    native and reference precision; where ``f`` uses no custom rule of the
+    user's, the rule itself at reference precision (its rounding is then
+    measured entry by entry); nothing where the precision is native or the
+    primal cannot be differentiated (the fixed allowance then)."""
     inputs = run.inputs
     if inputs.opts.precision != "float64":
-        return [None] * len(run.directions)
-    with reference_precision(inputs.opts.precision):
-        return [
-            [
-                np.asarray(t)
-                for t in _tangent_leaves(
-                    inputs.of_floats, run.at_reference, [widen_np(v) for v in d]
-                )[1]
-            ]
-            for d in run.directions
+        return _Yardstick(None, None, "fixed")
+
+    def at(g: Callable[[list[Any]], Any], xs: list[Any]) -> Callable[..., Any]:
+        return lambda d: [
+            np.asarray(t)
+            for t in _tangent_leaves(g, xs, [jnp.asarray(v) for v in d])[1]
         ]
 
+    with reference_precision(inputs.opts.precision):
+        if not rules_in(inputs.of_floats, run.at_reference):
+            return _Yardstick(
+                None, at(inputs.of_floats, run.at_reference), "measured against float64"
+            )
+    primal = inlined(inputs.of_floats)
+    try:
+        native = at(primal, inputs.floats)
+        out = native(run.directions[0])
+        with reference_precision(inputs.opts.precision):
+            at(primal, run.at_reference)([widen_np(v) for v in run.directions[0]])
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return _Yardstick(None, None, fixed_note(why_not(e)))
+    dtypes = ", ".join(sorted({str(np.asarray(t).dtype) for t in out}))
+    return _Yardstick(
+        native, at(primal, run.at_reference), f"autodiff of the primal at {dtypes}"
+    )
 
-def _tangent_settings(run: RuleRun) -> Settings:
+
+def _tangent_rounding(
+    run: RuleRun, yard: _Yardstick, d: list[np.ndarray], tangent: list[np.ndarray]
+) -> dict[int, np.ndarray] | None:
+    """The rounding allowance of the rule's J·u along ``d``, per output leaf."""
+    if yard.reference is None:
+        return None
+    with reference_precision(run.inputs.opts.precision):
+        b64 = yard.reference([widen_np(v) for v in d])
+    b = None if yard.native is None else yard.native(d)
+    out = {}
+    for o in run.out_infos:
+        if not o.is_checked:
+            continue
+        a, r64 = _real(tangent[o.position]), _real(b64[o.position])
+        if b is None:  # the rule is autodiff itself
+            out[o.position] = np.abs(a - r64)
+        else:
+            out[o.position] = yardstick_rounding(a, _real(b[o.position]), r64)
+    return out
+
+
+def _tangent_settings(run: RuleRun, how: str) -> Settings:
     """The settings the tangent comparisons report."""
     in_float64 = run.inputs.opts.precision == "float64"
     leaf = jax.tree_util.tree_leaves(run.differences[0][0].value)[0]
@@ -155,7 +201,7 @@ def _tangent_settings(run: RuleRun) -> Settings:
         + (f" ({run.inputs.narrowed})" if run.inputs.narrowed else ""),
         reference_dtype="float64" if in_float64 else str(np.dtype(leaf.dtype)),
         rel_step=default_step(np.dtype(np.float64) if in_float64 else native),
-        rounding="measured against float64" if in_float64 else "fixed",
+        rounding=how,
         rtol=None,
         atol=None,
     )
@@ -164,8 +210,8 @@ def _tangent_settings(run: RuleRun) -> Settings:
 def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
     """J·u against FD(J·u) along the random tangent, then (while it fails) along
     it on one input leaf at a time."""
-    refs = _rule_at_reference(run)
-    settings = _tangent_settings(run)
+    yard = _yardstick(run)
+    settings = _tangent_settings(run, yard.how)
     evals = 8 * len(run.directions)
     flat = run.inputs.flat
     localized: list[tuple[str, Report]] = []
@@ -176,8 +222,9 @@ def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
             np.asarray(t)
             for t in jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
         ]
+        rounding = _tangent_rounding(run, yard, d, tangent)
         rep = _compare(
-            run.out_infos, tangent, refs[p], run.differences, p, settings, evals
+            run.out_infos, tangent, rounding, run.differences, p, settings, evals
         )
         label = (
             "random tangent on every input"

@@ -193,6 +193,7 @@ def check_rule(
         held=held_paths(inputs.flat),
         second_order=second,
         precision=inputs.narrowed,
+        rounding=next((rep.settings.rounding for _, rep in localized), ""),
     )
 
 
@@ -330,5 +331,10 @@ def check_per_coordinate(
         [i.is_checked if i.is_checked or i.kind == "held" else None for i in flat.infos]
     )
     return check_grad_with(
-        f_scalar, tuple(primals), (), grad=grad, opts=opts.replace(coords=mask)
+        f_scalar,
+        tuple(primals),
+        (),
+        grad=grad,
+        opts=opts.replace(coords=mask),
+        autodiff=True,
     )

@@ -12,8 +12,9 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.primal_ad import inlined, rules_in
 from .._errors import raise_unless_ok
-from .._numerics.verdict import judge
+from .._numerics.verdict import judge, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.report import Report, RuleReport
@@ -63,6 +64,31 @@ def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
     )
 
 
+def _pullbacks(
+    run: RuleRun,
+) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """The yardstick of the dot tests: ``(native, reference)`` pullbacks.
+
+    Where ``f`` uses no custom rule of the user's, the rule *is* JAX's
+    autodiff: ``(None, its pullback at reference precision)``, its rounding
+    measured entry by entry. Else autodiff of the primal (rules inlined) at
+    the native and at reference precision; ``(None, None)`` where AD cannot
+    differentiate the primal (the fixed allowance then).
+    """
+    inputs = run.inputs
+    with reference_precision(inputs.opts.precision):
+        if not rules_in(inputs.of_floats, run.at_reference):
+            return None, jax.vjp(inputs.of_floats, run.at_reference)[1]
+    primal = inlined(inputs.of_floats)
+    try:
+        native = jax.vjp(primal, inputs.floats)[1]
+        with reference_precision(inputs.opts.precision):
+            ref = jax.vjp(primal, run.at_reference)[1]
+    except Exception:  # noqa: BLE001 - AD of the primal is optional
+        return None, None
+    return native, ref
+
+
 def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
     """One DotTest per floating-point output leaf: ⟨ȳ, FD(J·u)⟩ vs ⟨Jᵀȳ, u⟩."""
     inputs, us = run.inputs, run.directions
@@ -70,8 +96,7 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
     out_infos, out_def = run.out_infos, run.out_def
     u_stack = [np.stack([u[k] for u in us]) for k in range(len(flat.checked))]
     in_float64 = precision == "float64"
-    with reference_precision(precision):
-        _, vjp_ref = jax.vjp(inputs.of_floats, run.at_reference)
+    native_ad, vjp_ref = _pullbacks(run) if in_float64 else (None, None)
     tests = []
     eps_in = max(eps_of(i.dtype) for i in flat.checked)
     for o in out_infos:
@@ -82,14 +107,7 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
         ]
         stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cts)
         rule = _dot(jax.vmap(run.apply)(stacked)[0], u_stack)
-        with reference_precision(precision):
-            st_ref = jax.tree_util.tree_map(
-                lambda c: (
-                    c if c.dtype == jax.dtypes.float0 or not in_float64 else widen(c)
-                ),
-                stacked,
-            )
-            rule_ref = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
+        rounding = _dot_rounding(rule, stacked, u_stack, native_ad, vjp_ref, precision)
         est, r0 = run.differences[o.position]
         ybar = np.stack(
             [widen_np(jax.tree_util.tree_leaves(c)[o.position]) for c in cts]
@@ -106,10 +124,32 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
             round0,
             eps_grad=eps_in,
             scale=float(terms.max()),
-            rounding=np.abs(rule - rule_ref) if in_float64 else None,
+            rounding=rounding,
         )
         tests.append(DotTest(o.path, rule, numeric, error, v.tolerance, v.status))
     return tests
+
+
+def _dot_rounding(
+    rule: np.ndarray,
+    stacked: PyTree,
+    u_stack: list[np.ndarray],
+    native_ad: Callable[[Any], Any] | None,
+    vjp_ref: Callable[[Any], Any] | None,
+    precision: Precision,
+) -> np.ndarray | None:
+    """The rounding allowance of the dot tests' ``rule`` values (None: fixed)."""
+    if vjp_ref is None:
+        return None
+    with reference_precision(precision):
+        st_ref = jax.tree_util.tree_map(
+            lambda c: c if c.dtype == jax.dtypes.float0 else widen(c), stacked
+        )
+        b64 = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
+    if native_ad is None:  # the rule is autodiff itself
+        return np.abs(rule - b64)
+    b = _dot(jax.vmap(native_ad)(stacked)[0], u_stack)
+    return yardstick_rounding(rule, b, b64)
 
 
 def _pulled_back(

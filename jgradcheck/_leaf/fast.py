@@ -60,6 +60,7 @@ import numpy as np
 from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext
 from .._engine.directions import DirectionSweep
+from .._engine.primal_ad import LeafYardstick, Yardstick
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
@@ -133,6 +134,10 @@ class _Leaf(NamedTuple):
     t: float
     a: np.ndarray
     a64: np.ndarray | None
+    """The gradient's float64 counterpart, where its rounding ``a − a64`` is
+    known entry by entry (the gradient is autodiff itself)."""
+    yard: LeafYardstick | None
+    """The leaf's rounding allowance from the yardstick (None: fixed)."""
     theta: np.ndarray
     eps_g: float
     eps_leaf: float
@@ -146,7 +151,7 @@ def _plan(
     info: LeafInfo,
     idx: np.ndarray,
     grad: Any,
-    grad64: np.ndarray | None,
+    yard: LeafYardstick | None,
     k: int,
     seed: int,
 ) -> _Leaf:
@@ -157,6 +162,7 @@ def _plan(
     h = ctx.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
     t = 2.0 ** math.floor(math.log2(h / float(np.max(np.abs(u)))))
     grad_dtype = np.dtype(grad.dtype)
+    grad64 = None if yard is None else yard.counterpart
     wide = grad64 is not None and bool(
         np.any(grad64[idx] != grad64[idx].astype(grad_dtype).astype(np.float64))
     )
@@ -167,6 +173,7 @@ def _plan(
         t=t,
         a=np.asarray(grad, np.float64).reshape(-1),
         a64=grad64,
+        yard=yard,
         theta=theta,
         eps_g=eps_of(grad_dtype),
         eps_leaf=eps_of(dtype),
@@ -252,8 +259,10 @@ def _judge(
         measured = np.zeros(ks.size)
         if leaf.a64 is not None:
             projected = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
-            cap = rounding_cap(leaf.eps_g) * allow
-            measured = np.minimum(2.0 * projected, cap)
+            measured = np.minimum(2.0 * projected, rounding_cap(leaf.eps_g) * allow)
+        elif leaf.yard is not None:  # autodiff's allowance per entry, projected
+            projected = spread(np.abs(u) * leaf.yard.rounding)
+            measured = np.minimum(2.0 * projected, rounding_cap(leaf.eps_g) * allow)
         loose = np.maximum(rounding_floor(leaf.eps_g) * allow, measured)
         # A measured rounding replaces the fixed allowance when a₆₄ really was
         # computed wider than a (else the same rounding hides in both).
@@ -407,7 +416,7 @@ def check_fast(
     flat: Flat,
     selection: Selection,
     under_test: dict[int, Any],
-    measured: dict[int, np.ndarray] | None,
+    measured: Yardstick | None,
     *,
     directions: int,
     seed: int,
@@ -422,13 +431,13 @@ def check_fast(
       ctx: the evaluation context (the directional sweep is registered with
         it, so its timing and evaluation counts include it).
       flat: the (real-view) parameters; ``selection`` the entries per leaf.
-      under_test, measured: the gradient under test per leaf position, and the
-        same gradient function on float64 inputs (or None).
+      under_test, measured: the gradient under test per leaf position, and its
+        rounding allowance (:mod:`jgradcheck._engine.primal_ad`; None: fixed).
       directions: K, random directions per leaf (fewer for a leaf with fewer
         entries).
       seed: the seed of the directions and of the explaining sample.
       explain: most entries of a failing leaf swept one by one (None: all).
-      check_leaf: ``check_leaf(ctx, info, idx, grad, grad64)``, the full mode's
+      check_leaf: ``check_leaf(ctx, info, idx, grad, yard)``, the full mode's
         sweep and verdict of one leaf.
       rtol, atol: explicit tolerances, as in check_grad.
     """
@@ -436,7 +445,7 @@ def check_fast(
     for info in flat.checked:
         idx = selection[info.position]
         if idx.size:
-            g64 = None if measured is None else measured[info.position]
+            g64 = None if measured is None else measured.leaves.get(info.position)
             leaves.append(
                 _plan(ctx, info, idx, under_test[info.position], g64, directions, seed)
             )
@@ -459,7 +468,7 @@ def check_fast(
             continue
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
-        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.a64)
+        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.yard)
         d = _resolve(d, loose, res, leaf.u)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))

@@ -129,7 +129,8 @@ class RuleReport(RuleReportRecord):
         (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
         ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
         ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
-        ``precision`` (what the x64 setting narrowed, or ``""``) and
+        ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
+        (how the rule's rounding was allowed for) and
         ``second_order`` (the same dict for ``order=2``, else ``None``).
 
         Args:

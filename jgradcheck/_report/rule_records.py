@@ -66,6 +66,9 @@ class RuleReportRecord:
     precision: str = ""
     """What ran at which precision when the caller's x64 setting narrowed the
     inputs (``"float64 arrays, computed in float32: x64 is off"``), else ``""``."""
+    rounding: str = ""
+    """How the rule's own rounding was allowed for (the localised checks'
+    ``settings.rounding``: ``"autodiff of the primal at float32"``, ...)."""
 
     @property
     def ok(self) -> bool:

@@ -87,6 +87,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
         under.append("held fixed (not differentiated): " + ", ".join(r.held))
     if r.precision:
         under.append(f"precision: {r.precision}")
+    if r.rounding not in ("", "fixed", "measured against float64"):
+        under.append(f"rounding of the rule judged by: {r.rounding}")
     out = [
         Section(
             "headline",

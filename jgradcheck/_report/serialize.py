@@ -178,6 +178,7 @@ def rule_report_dict(
         ],
         "held": list(r.held),
         "precision": r.precision,
+        "rounding": r.rounding,
         "second_order": (
             None
             if r.second_order is None
