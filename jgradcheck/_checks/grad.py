@@ -9,6 +9,7 @@ hold an ``Options`` (named terms, the rule checks' sweeps, the benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
@@ -19,8 +20,14 @@ import numpy as np
 
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
-from .._engine.context import EvalContext, evaluation_context
-from .._engine.gradient import reference_gradient
+from .._engine.context import (
+    EvalContext,
+    at_precision,
+    evaluation_context,
+    reference_precision,
+    to_float64_args,
+)
+from .._engine.gradient import autodiff_gradient, reference_gradient
 from .._engine.precision import (
     effective_dtype,
     in_effective_dtypes,
@@ -40,12 +47,13 @@ from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
+from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
 from .._numerics.verdict import EPS_ACCUMULATE
 from .._options import Options
 from .._pytree.coords import Selection, nonfinite_entries, seed_of, without
 from .._pytree.flat import Flat
-from .._report.records import LeafResult, Settings
+from .._report.records import LeafResult, ReferenceCheck, Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
 from .prepare import (
@@ -56,6 +64,7 @@ from .prepare import (
     prepare_params,
     selection_of,
 )
+from .reference import against_grad, validate_reference
 from .terms import check_terms, returns_terms, validate_terms
 
 
@@ -132,6 +141,8 @@ def check_grad(
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
     terms: dict[str, Callable[..., Any]] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> Report:
     """Compare a gradient with central finite differences, entry by entry.
 
@@ -160,6 +171,15 @@ def check_grad(
       grad: optional ``grad(params, *args)`` returning a pytree shaped like
         ``params`` (a hand-written backprop), or, for a loss of named terms, a
         dict of such pytrees with the same keys. Default: ``jax.grad(loss)``.
+        Its rounding allowance is what JAX's autodiff of ``loss`` reaches at
+        the params' precision, every custom rule (``jax.custom_vjp`` /
+        ``jax.custom_jvp`` not defined in JAX) replaced by its primal body
+        (``report.settings.rounding`` says ``autodiff of the primal at
+        float32``; ``measured against float64`` where the gradient under test
+        is ``jax.grad`` of a loss without such rules; ``fixed (...)`` with the
+        reason where autodiff cannot differentiate the primal). A rule that
+        loses digits (a float32 rule computing in float16) fails, diagnosed
+        "imprecise" with its error in ulps next to autodiff's.
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
@@ -244,6 +264,12 @@ def check_grad(
       ...                    terms={"fit": loss, "l2": l2})
       >>> r.ok, [name for name, _ in r.terms]
       (True, ['fit', 'l2'])
+      >>> bf = {k: v.astype(jnp.bfloat16) for k, v in params.items()}
+      >>> xb = jnp.arange(6.0).reshape(2, 3).astype(jnp.bfloat16)
+      >>> ref = lambda p, x: loss(p, x)  # e.g. the unfused implementation
+      >>> r = jgc.check_grad(loss, bf, xb, reference=ref)
+      >>> r.reference.ok, r.reference.native
+      (True, 'bfloat16')
     """
     opts = Options.build(
         coords=coords,
@@ -258,7 +284,17 @@ def check_grad(
         devices=devices,
         progress=progress,
     )
-    return check_grad_with(loss, params, args, grad=grad, terms=terms, opts=opts)
+    factor = validate_reference(reference, reference_factor)
+    return check_grad_with(
+        loss,
+        params,
+        args,
+        grad=grad,
+        terms=terms,
+        opts=opts,
+        reference=reference,
+        reference_factor=factor,
+    )
 
 
 @quiet_truncation()
@@ -271,6 +307,8 @@ def check_grad_with(
     terms: dict[str, Callable[..., Any]] | None = None,
     opts: Options,
     autodiff: bool = False,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
@@ -284,6 +322,11 @@ def check_grad_with(
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
+        if reference is not None:
+            raise ValueError(
+                "`reference=` compares one loss; check each term with its own "
+                "reference instead of passing `terms`."
+            )
         return check_terms(
             check_grad_with, loss, params, args, grad=grad, terms=terms, opts=opts
         )
@@ -295,7 +338,48 @@ def check_grad_with(
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
     held = nonfinite_entries(view.flat)
     view = view._replace(selection=without(view.selection, held))
-    return _sweep_leaves(view, args, tested, explain, opts, held, autodiff)
+    report = _sweep_leaves(view, args, tested, explain, opts, held, autodiff)
+    if reference is None:
+        return report
+    return dataclasses.replace(
+        report,
+        reference=_against(reference, reference_factor, report, view, flat, args, opts),
+    )
+
+
+def _against(
+    loss_ref: Callable[..., Any],
+    factor: float,
+    report: Report,
+    view: RealView,
+    flat: Flat,
+    args: tuple,
+    opts: Options,
+) -> ReferenceCheck:
+    """``reference=`` of check_grad: the gradient under test against
+    ``jax.grad(loss_ref)`` in float64 and at the params' own precision."""
+    if view.flat is not flat:
+        raise ValueError("`reference=` supports real floating-point params only.")
+    if opts.precision != "float64":
+        raise ValueError(
+            "`reference=` compares with the reference's float64 gradient; use "
+            "precision='float64' (the default)."
+        )
+    prepare_params(loss_ref, flat.rebuild(flat.leaves), args)
+    native = autodiff_gradient(loss_ref, in_effective_dtypes(flat), args)
+    with reference_precision("float64"):
+        wide = at_precision(flat, "float64")
+        ref64 = autodiff_gradient(loss_ref, wide, to_float64_args(args))
+        ref64 = {p: np.asarray(v, np.float64) for p, v in ref64.items()}
+    under_test = {p: np.asarray(g) for p, g in view.under_test.items()}
+    return against_grad(
+        loss_ref,
+        factor,
+        report.leaves,
+        under_test,
+        ref64,
+        {p: np.asarray(v) for p, v in native.items()},
+    )
 
 
 def _with_held(

@@ -14,15 +14,23 @@ from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
 from .._engine.primal_ad import fixed_note, inlined, rules_in, why_not
 from .._errors import raise_unless_ok
+from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.stencil import Estimate, default_step
 from .._numerics.verdict import judge, leaf_scale, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
-from .._report.records import LeafResult, Settings, Timing
+from .._report.records import LeafResult, ReferenceCheck, Settings, Timing
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .reference import (
+    disagreement,
+    evidence,
+    leaf_against,
+    name_of,
+    validate_reference,
+)
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -235,6 +243,40 @@ def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
     return localized
 
 
+def _against(run: RuleRun, f_ref: Callable[..., Any], factor: float) -> ReferenceCheck:
+    """The rule's J·u (the random tangent on every input) against
+    ``jax.jvp`` of the reference, per output leaf; the tangent comparison's
+    finite differences arbitrate."""
+    inputs, d = run.inputs, run.directions[0]
+    ref = of_floats(f_ref, inputs.flat)
+    rule = jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
+    _, ref_native = _tangent_leaves(ref, inputs.floats, d)
+    with reference_precision("float64"):
+        _, ref64 = _tangent_leaves(ref, run.at_reference, [widen_np(v) for v in d])
+        ref64 = [np.asarray(t) for t in ref64]
+    leaves, bad, total = [], 0, 0
+    for o in run.out_infos:
+        if not o.is_checked:
+            continue
+        k = o.position
+        label = f"output {o.path or '<root>'}"
+        leaves.append(leaf_against(label, o, rule[k], ref64[k], ref_native[k], factor))
+        est, _ = run.differences[k]
+        n = _real(est.value[0])
+        err = np.repeat(_real(est.error[0]), n.size // max(o.size, 1))
+        bad += disagreement(_real(ref64[k]), n, err, leaf_scale(n, err))
+        total += n.size
+    natives = sorted({str(np.asarray(t).dtype) for t in ref_native})
+    return ReferenceCheck(
+        name=name_of(f_ref),
+        factor=factor,
+        native=", ".join(natives),
+        leaves=tuple(leaves),
+        reference_agrees=bad == 0,
+        evidence=evidence(bad, total, "output entries"),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class JVP:
     """Forward mode for :func:`jgradcheck._checks.rules.check_rule`.
@@ -313,6 +355,16 @@ class JVP:
 
         return pushed
 
+    def against(
+        self,
+        run: RuleRun,
+        reference: Callable[..., Any],
+        factor: float,
+        dot_tests: tuple[DotTest, ...],
+        localized: tuple[tuple[str, Report], ...],
+    ) -> ReferenceCheck:
+        return _against(run, reference, factor)
+
 
 def check_jvp(
     f: Callable[..., Any],
@@ -327,6 +379,8 @@ def check_jvp(
     memory_budget: int | str | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -360,6 +414,21 @@ def check_jvp(
       memory_budget: as in :func:`check_grad`, for the Jacobian rows' sweeps.
       devices: as in :func:`check_grad`, for the Jacobian rows' sweeps.
       progress: as in :func:`check_grad`, for the Jacobian rows' sweeps.
+      reference: a plain JAX implementation of ``f`` (same arguments, same
+        outputs). The rule's J·u for the random tangent is compared entry by
+        entry with ``jax.jvp`` of the reference in float64 (``ref64``),
+        allowing ``reference_factor`` times the reference's own error at the
+        primals' precision (``max|ref_native − ref64|`` over the output leaf)
+        plus one ulp of the leaf's scale (``report.reference``, with the
+        ratio per leaf). The float64 finite differences of J·u arbitrate:
+        where ``ref64`` disagrees with them, the report says the reference
+        is wrong, not the rule. Works in bfloat16 and float16.
+      reference_factor: ``k`` of ``reference=`` (default 2, see
+        :func:`check_vjp`).
+
+    The rule's rounding is judged against JAX's forward-mode autodiff of the
+    primal (custom rules replaced by their primal bodies) at the primals'
+    precision; ``report.rounding`` says what was used.
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.
@@ -373,6 +442,9 @@ def check_jvp(
       <...>
       >>> jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5)).ok
       True
+      >>> r = jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5), reference=jnp.sin)
+      >>> r.reference.ok, r.reference.name
+      (True, 'sin')
     """
     opts = Options.build(
         key=key,
@@ -382,6 +454,7 @@ def check_jvp(
         devices=devices,
         progress=progress,
     )
+    factor = validate_reference(reference, reference_factor)
     return check_rule(
         f,
         primals,
@@ -389,6 +462,8 @@ def check_jvp(
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
+        reference=reference,
+        reference_factor=factor,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .records import ReportRecord
 from .rule_records import Check, RuleReportRecord
-from .sections import Section, report_sections
+from .sections import Section, reference_section, report_sections
 from .tables import Table, comparison_row, format_number, path_label
 
 
@@ -33,6 +33,8 @@ def rule_failure_lines(r: RuleReportRecord) -> list[str]:
         if not d.ok
     ]
     out += [f"primal: {r.primal.detail}"] if not r.primal.ok else []
+    if r.reference is not None and not r.reference.ok:
+        out.append(f"reference: {r.reference.verdict}")
     out += [f"{c.name}: {c.detail}" for c in r.structure if not c.ok]
     return out
 
@@ -100,6 +102,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
     ]
     if r.dot_tests:
         out.append(_dot_test_section(r))
+    if r.reference is not None:
+        out.append(reference_section(r.reference, "rule"))
     out.append(Section("lines", "structure:", tuple(map(_check_line, r.structure))))
     out += [_localisation_section(label, rep) for label, rep in r.localized]
     if r.second_order is not None:
