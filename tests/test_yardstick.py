@@ -60,8 +60,9 @@ def test_check_vjp_catches_a_float16_backward(backward):
     assert "autodiff of the primal at float32 reaches" in str(report)
 
 
+@pytest.mark.parametrize("mode", ["full", "fast"])
 @pytest.mark.parametrize("backward", [jnp.float32, jnp.float16])
-def test_check_grad_catches_a_float16_backward_nested_in_a_loss(backward):
+def test_check_grad_catches_a_float16_backward_nested_in_a_loss(backward, mode):
     w, x = _data()
     dense = _dense(backward)
 
@@ -69,7 +70,7 @@ def test_check_grad_catches_a_float16_backward_nested_in_a_loss(backward):
     def loss(p, x):
         return jnp.sum(dense(p["w"], x) ** 2) + 0.1 * jnp.sum(p["w"] ** 2)
 
-    report = jgc.check_grad(loss, {"w": w}, x)
+    report = jgc.check_grad(loss, {"w": w}, x, mode=mode)
     assert report.settings.rounding == "autodiff of the primal at float32"
     assert report.ok == (backward == jnp.float32), report
     if backward == jnp.float16:

@@ -206,10 +206,16 @@ class LeafYardstick(NamedTuple):
     rounding: np.ndarray
     """Per entry of the whole leaf (flattened): the rounding a correct
     gradient at this precision may carry."""
-    counterpart: np.ndarray | None
-    """A float64 value whose difference from the gradient under test is that
-    gradient's own rounding, where it is known exactly (the gradient *is*
-    autodiff here): the float64 re-run. None otherwise."""
+    counterpart: np.ndarray
+    """The yardstick at float64 (``a₆₄`` or ``b₆₄``), flattened: where
+    ``same``, its difference from the gradient under test is that gradient's
+    own rounding, signed (fast mode projects it on its directions)."""
+    same: np.ndarray
+    """bool per entry: the gradient under test *is* the yardstick there (it is
+    autodiff, or equals autodiff of the primal bit for bit)."""
+    autodiff: np.ndarray
+    """The yardstick at the native precision (``a`` or ``b``), flattened:
+    ``|autodiff − counterpart|`` is autodiff's own rounding per entry."""
     reach: float | None
     """Autodiff's largest rounding in the leaf, as a fraction of the scale
     (None where the gradient under test is autodiff itself)."""
@@ -231,7 +237,11 @@ def exact_yardstick(
     """The gradient under test is autodiff itself: its rounding ``|a − a₆₄|``
     is measured entry by entry (``a₆₄``: the same gradient at float64)."""
     leaves = {
-        p: LeafYardstick(np.abs(a[p] - a64[p]), a64[p], None) for p in a if p in a64
+        p: LeafYardstick(
+            np.abs(a[p] - a64[p]), a64[p], np.ones(a[p].shape, bool), a[p], None
+        )
+        for p in a
+        if p in a64
     }
     return Yardstick(leaves, how, how)
 
@@ -247,11 +257,13 @@ def autodiff_yardstick(
     arrays, by leaf position)."""
     leaves = {}
     for p, ap in a.items():
-        same = bool(np.array_equal(ap, b[p]))
+        same = ap == b[p]
         leaves[p] = LeafYardstick(
             yardstick_rounding(ap, b[p], b64[p]),
-            b64[p] if same else None,
-            None if same else yardstick_reach(b[p], b64[p]),
+            b64[p],
+            same,
+            b[p],
+            None if same.all() else yardstick_reach(b[p], b64[p]),
         )
     label = f"autodiff of the primal at {dtypes}"
     return Yardstick(leaves, label, label)

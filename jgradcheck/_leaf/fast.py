@@ -28,9 +28,13 @@ The full mode allows each entry ``floor(eps)`` of ``|aᵢ| + s`` (16 ulps in flo
 largest ``|a|``); projected on ``u`` that is at most the sum (worst case) and,
 since the signs of ``u`` are drawn independently of the gradient, at most
 Z = 6 times its 2-norm except with probability ``2·exp(−Z²/2) ≈ 3e-8``
-(Hoeffding): ``S`` takes the smaller. When the reference is float64, the same
-gradient function run on float64 inputs, ``a₆₄``, gives the projected rounding
-``⟨a − a₆₄, u⟩`` exactly; if ``a₆₄`` really is wider than ``a`` (some entry
+(Hoeffding): ``S`` takes the smaller. When the reference is float64, the
+yardstick (:mod:`jgradcheck._engine.primal_ad`) gives the projected rounding:
+where the gradient under test is autodiff itself (``jax.grad`` of a loss
+without custom rules, or equal to autodiff of the primal bit for bit),
+``⟨a − a₆₄, u⟩`` exactly, with ``a₆₄`` autodiff at float64; on other entries
+(a custom rule, a hand-written gradient) autodiff's per-entry allowance
+spread like the fixed one. If ``a₆₄`` really is wider than ``a`` (some entry
 does not fit a's dtype), ``eps`` is float64's and the measurement decides, so a
 small error in one float32 entry is not hidden under a fixed allowance that
 grows like √n. A direction that fails only against that measured rounding, in a
@@ -134,8 +138,8 @@ class _Leaf(NamedTuple):
     t: float
     a: np.ndarray
     a64: np.ndarray | None
-    """The gradient's float64 counterpart, where its rounding ``a − a64`` is
-    known entry by entry (the gradient is autodiff itself)."""
+    """The yardstick at float64: where ``yard.same``, ``a − a64`` is the
+    gradient's own rounding, entry by entry."""
     yard: LeafYardstick | None
     """The leaf's rounding allowance from the yardstick (None: fixed)."""
     theta: np.ndarray
@@ -231,6 +235,25 @@ def _differences(
     return values[:prime], out
 
 
+def _projected(leaf: _Leaf, u: np.ndarray) -> np.ndarray:
+    """The gradient's rounding projected on ``u``: exactly, signed, where it
+    is the yardstick itself (``a − a₆₄``). Elsewhere the gradient is another
+    computation whose roundings are independent of autodiff's but of the
+    same size entry by entry: their sum along random-sign ``u`` has about
+    the 2-norm of ``u ∘ (b − b₆₄)`` (autodiff's own rounding ``b − b₆₄``,
+    summed over many entries, so an entry where autodiff happened to round
+    exactly does not matter), and exceeds ``Z`` times it with probability
+    ``2·exp(−Z²/2)`` (Hoeffding)."""
+    assert leaf.yard is not None and leaf.a64 is not None
+    same = leaf.yard.same
+    exact = np.abs(np.sum(u * np.where(same, leaf.a - leaf.a64, 0.0), -1))
+    if same.all():
+        return exact
+    own = np.abs(leaf.a64 - leaf.yard.autodiff)
+    other = np.where(same, 0.0, np.abs(u) * own)
+    return exact + Z * np.sqrt(np.sum(other * other, -1))
+
+
 class _Verdict(NamedTuple):
     tolerance: np.ndarray
     status: np.ndarray
@@ -257,12 +280,10 @@ def _judge(
         s = float(np.max(np.abs(leaf.a[leaf.idx])))
         allow = spread(np.abs(u) * (np.abs(leaf.a) + s))
         measured = np.zeros(ks.size)
-        if leaf.a64 is not None:
-            projected = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
-            measured = np.minimum(2.0 * projected, rounding_cap(leaf.eps_g) * allow)
-        elif leaf.yard is not None:  # autodiff's allowance per entry, projected
-            projected = spread(np.abs(u) * leaf.yard.rounding)
-            measured = np.minimum(2.0 * projected, rounding_cap(leaf.eps_g) * allow)
+        if leaf.yard is not None:
+            measured = np.minimum(
+                2.0 * _projected(leaf, u), rounding_cap(leaf.eps_g) * allow
+            )
         loose = np.maximum(rounding_floor(leaf.eps_g) * allow, measured)
         # A measured rounding replaces the fixed allowance when a₆₄ really was
         # computed wider than a (else the same rounding hides in both).
