@@ -153,7 +153,7 @@ def test_check_jvp_with_reference():
     assert good.ok, good
     gelu2 = jax.custom_jvp(lambda x: jax.nn.gelu(x, approximate=False))
     gelu2.defjvp(tangent(lambda x: 0.5 * right(x)))
-    bad = jgc.check_jvp(gelu2, x, reference=ref)
+    bad = jgc.check_jvp(gelu2, x, reference=ref, localize=0)
     assert not bad.ok and not bad.reference.ok and bad.reference.reference_agrees
 
 
