@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -21,20 +21,41 @@ import numpy as np
 
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
-from .._engine.context import evaluation_context
-from .._engine.gradient import reference_gradient
-from .._engine.precision import effective_dtype, quiet_truncation, x64_enabled
+from .._engine.context import (
+    EvalContext,
+    at_precision,
+    evaluation_context,
+    reference_precision,
+    to_float64_args,
+)
+from .._engine.gradient import autodiff_gradient, reference_gradient
+from .._engine.precision import (
+    effective_dtype,
+    in_effective_dtypes,
+    quiet_truncation,
+    x64_enabled,
+)
+from .._engine.primal_ad import (
+    Yardstick,
+    autodiff_yardstick,
+    exact_yardstick,
+    fixed_note,
+    loss_has_rules,
+    primal_gradient,
+    why_not,
+)
 from .._engine.tracing import jit_enabled, jit_notes
 from .._errors import raise_unless_ok
 from .._leaf.escalate import check_leaf
 from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
+from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
 from .._numerics.verdict import EPS_ACCUMULATE
 from .._options import Options
 from .._pytree.coords import Selection, nonfinite_entries, seed_of, without
 from .._pytree.flat import Flat
-from .._report.records import LeafResult, Settings
+from .._report.records import LeafResult, ReferenceCheck, Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
 from .prepare import (
@@ -45,6 +66,7 @@ from .prepare import (
     prepare_params,
     selection_of,
 )
+from .reference import against_grad, validate_reference
 from .terms import check_terms, returns_terms, validate_terms
 
 
@@ -121,6 +143,8 @@ def check_grad(
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
     terms: dict[str, Callable[..., Any]] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> Report:
     """Compare a gradient with central finite differences, entry by entry.
 
@@ -152,6 +176,15 @@ def check_grad(
         Its leaves may be JAX or NumPy arrays or Python numbers (taken at
         their leaf's dtype), and ``None`` where ``params`` has a leaf that is
         not checked (what ``eqx.filter_grad`` returns for non-array fields).
+        Its rounding allowance is what JAX's autodiff of ``loss`` reaches at
+        the params' precision, every custom rule (``jax.custom_vjp`` /
+        ``jax.custom_jvp`` not defined in JAX) replaced by its primal body
+        (``report.settings.rounding`` says ``autodiff of the primal at
+        float32``; ``measured against float64`` where the gradient under test
+        is ``jax.grad`` of a loss without such rules; ``fixed (...)`` with the
+        reason where autodiff cannot differentiate the primal). A rule that
+        loses digits (a float32 rule computing in float16) fails, diagnosed
+        "imprecise" with its error in ulps next to autodiff's.
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
@@ -240,6 +273,12 @@ def check_grad(
       ...                    terms={"fit": loss, "l2": l2})
       >>> r.ok, [name for name, _ in r.terms]
       (True, ['fit', 'l2'])
+      >>> bf = {k: v.astype(jnp.bfloat16) for k, v in params.items()}
+      >>> xb = jnp.arange(6.0).reshape(2, 3).astype(jnp.bfloat16)
+      >>> ref = lambda p, x: loss(p, x)  # e.g. the unfused implementation
+      >>> r = jgc.check_grad(loss, bf, xb, reference=ref)
+      >>> r.reference.ok, r.reference.native
+      (True, 'bfloat16')
     """
     opts = Options.build(
         coords=coords,
@@ -254,7 +293,17 @@ def check_grad(
         devices=devices,
         progress=progress,
     )
-    return check_grad_with(loss, params, args, grad=grad, terms=terms, opts=opts)
+    factor = validate_reference(reference, reference_factor)
+    return check_grad_with(
+        loss,
+        params,
+        args,
+        grad=grad,
+        terms=terms,
+        opts=opts,
+        reference=reference,
+        reference_factor=factor,
+    )
 
 
 @quiet_truncation()
@@ -268,6 +317,9 @@ def check_grad_with(
     terms: dict[str, Callable[..., Any]] | None = None,
     opts: Options,
     source: str | None = None,
+    autodiff: bool = False,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
@@ -275,11 +327,19 @@ def check_grad_with(
     (:func:`jgradcheck._checks.terms.check_terms`), the rule checks' sweeps
     and the benchmarks. ``args`` is the tuple of ``loss``'s extra arguments;
     ``source`` says what ``grad`` is in the report (default ``grad=NAME``).
+    ``autodiff``: ``grad`` is JAX's autodiff of ``loss`` (a rule check's
+    ``jax.vjp``), so where ``loss`` uses no custom rule of the user's it is
+    its own yardstick, re-run at float64, as ``jax.grad`` is.
     """
     started = time.perf_counter()
     if terms is not None:
         terms = validate_terms(terms, loss, params, args)
     if terms is not None or returns_terms(loss, params, args):
+        if reference is not None:
+            raise ValueError(
+                "`reference=` compares one loss; check each term with its own "
+                "reference instead of passing `terms`."
+            )
         return check_terms(
             check_grad_with, loss, params, args, grad=grad, terms=terms, opts=opts
         )
@@ -291,9 +351,51 @@ def check_grad_with(
     view = complex_as_real(flat, loss, grad, tested.grads, selection)
     held = nonfinite_entries(view.flat)
     view = view._replace(selection=without(view.selection, held))
-    report = _sweep_leaves(view, args, tested, explain, opts, held)
+    report = _sweep_leaves(view, args, tested, explain, opts, held, autodiff)
+    if reference is not None:
+        report = dataclasses.replace(
+            report,
+            reference=_against(
+                reference, reference_factor, report, view, flat, args, opts
+            ),
+        )
     wall = time.perf_counter() - started
     return dataclasses.replace(report, timing=report.timing._replace(wall_seconds=wall))
+
+
+def _against(
+    loss_ref: Callable[..., Any],
+    factor: float,
+    report: Report,
+    view: RealView,
+    flat: Flat,
+    args: tuple,
+    opts: Options,
+) -> ReferenceCheck:
+    """``reference=`` of check_grad: the gradient under test against
+    ``jax.grad(loss_ref)`` in float64 and at the params' own precision."""
+    if view.flat is not flat:
+        raise ValueError("`reference=` supports real floating-point params only.")
+    if opts.precision != "float64":
+        raise ValueError(
+            "`reference=` compares with the reference's float64 gradient; use "
+            "precision='float64' (the default)."
+        )
+    prepare_params(loss_ref, flat.rebuild(flat.leaves), args)
+    native = autodiff_gradient(loss_ref, in_effective_dtypes(flat), args)
+    with reference_precision("float64"):
+        wide = at_precision(flat, "float64")
+        ref64 = autodiff_gradient(loss_ref, wide, to_float64_args(args))
+        ref64 = {p: np.asarray(v, np.float64) for p, v in ref64.items()}
+    under_test = {p: np.asarray(g) for p, g in view.under_test.items()}
+    return against_grad(
+        loss_ref,
+        factor,
+        report.leaves,
+        under_test,
+        ref64,
+        {p: np.asarray(v) for p, v in native.items()},
+    )
 
 
 def _with_held(
@@ -323,6 +425,7 @@ def _sweep_leaves(
     explain: int | None,
     opts: Options,
     held: Selection,
+    autodiff: bool = False,
 ) -> Report:
     """Every selected entry swept and judged at reference precision (full or
     fast); the NaN/inf entries ``held`` are listed, not swept."""
@@ -330,9 +433,8 @@ def _sweep_leaves(
     native_value, native_dtype, _, source, dtypes = tested
     results = []
     user_x64 = x64_enabled()
-    judge_leaf = functools.partial(
-        check_leaf, rtol=opts.rtol, atol=opts.atol, method=opts.method
-    )
+    narrow = opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes)
+    native = _native_yardstick(view, args, autodiff) if narrow else None
     with evaluation_context(loss_of_view, flat, args, opts) as ctx:
         if opts.precision == "float64":
             ctx.check_same_function(
@@ -342,11 +444,14 @@ def _sweep_leaves(
                     loss_of_view, flat, args, native_value, user_x64
                 ),
             )
-        measured = None
-        if opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes):
-            measured = reference_gradient(
-                loss_of_view, grad_of_view, ctx.params, ctx.flat, ctx.args_tuple
-            )
+        measured, how = _yardstick(view, ctx, native) if narrow else (None, "fixed")
+        judge_leaf = functools.partial(
+            check_leaf,
+            rtol=opts.rtol,
+            atol=opts.atol,
+            method=opts.method,
+            label="" if measured is None else measured.label,
+        )
         if opts.mode == "fast":
             assert opts.directions is not None  # Options fills it in fast mode
             results = check_fast(
@@ -367,10 +472,12 @@ def _sweep_leaves(
                 idx = selection[info.position]
                 if idx.size:
                     g = under_test[info.position]
-                    g64 = None if measured is None else measured[info.position]
-                    results.append(judge_leaf(ctx, info, idx, g, g64))
+                    yard = (
+                        None if measured is None else measured.leaves.get(info.position)
+                    )
+                    results.append(judge_leaf(ctx, info, idx, g, yard))
         settings = _settings(
-            source, ctx.j_dtype, ctx.rel_step(flat.checked[0]), measured, opts
+            source, ctx.j_dtype, ctx.rel_step(flat.checked[0]), how, opts
         )
     timing = ctx.timing()
     return Report(
@@ -381,11 +488,63 @@ def _sweep_leaves(
     )
 
 
+class _Native(NamedTuple):
+    """The yardstick's native half, computed under the caller's x64 setting."""
+
+    exact: bool
+    """The gradient under test is JAX's autodiff of the loss, which uses no
+    custom rule of the user's: it is its own yardstick."""
+    b: dict[int, np.ndarray] | None
+    """Autodiff of the primal at the native precision (custom rules inlined)."""
+    dtypes: str
+    failed: str
+    """Why the primal could not be differentiated ("" when it could)."""
+
+
+def _native_yardstick(view: RealView, args: tuple, autodiff: bool) -> _Native:
+    """Whether the gradient under test is its own yardstick, and else
+    autodiff of the primal at the params' own precision."""
+    loss, flat = view.loss, view.flat
+    if (view.grad is None or autodiff) and not loss_has_rules(loss, flat, args):
+        return _Native(True, None, "", "")
+    try:
+        b, dtypes = primal_gradient(loss, in_effective_dtypes(flat), args)
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return _Native(False, None, "", why_not(e))
+    return _Native(False, b, dtypes, "")
+
+
+def _yardstick(
+    view: RealView, ctx: EvalContext, native: _Native | None
+) -> tuple[Yardstick | None, str]:
+    """The gradient's rounding allowance (inside the float64 scope), and how
+    the report names it."""
+    assert native is not None
+    a = {p: np.asarray(g, np.float64).reshape(-1) for p, g in view.under_test.items()}
+    if native.exact:
+        a64 = reference_gradient(
+            view.loss, view.grad, ctx.params, ctx.flat, ctx.args_tuple
+        )
+        if a64 is None:
+            return None, "fixed"
+        return exact_yardstick(a, a64, "measured against float64"), (
+            "measured against float64"
+        )
+    if native.b is None:
+        return None, fixed_note(native.failed)
+    try:
+        b64, _ = primal_gradient(view.loss, ctx.flat, ctx.args_tuple)
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return None, fixed_note(why_not(e))
+    yard = autodiff_yardstick(a, native.b, b64, native.dtypes)
+    return yard, yard.how
+
+
 def _settings(
     source: str,
     reference_dtype: np.dtype,
     rel_step: float,
-    measured: dict[int, np.ndarray] | None,
+    how: str,
     opts: Options,
 ) -> Settings:
     """What the report says about how it was checked."""
@@ -393,7 +552,7 @@ def _settings(
         gradient=source,
         reference_dtype=str(reference_dtype),
         rel_step=rel_step,
-        rounding="measured against float64" if measured is not None else "fixed",
+        rounding=how,
         rtol=opts.rtol,
         atol=opts.atol,
         mode=opts.mode,

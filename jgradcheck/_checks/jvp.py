@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, TextIO
+from typing import Any, ClassVar, Literal, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -12,16 +12,25 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.primal_ad import fixed_note, inlined, rules_in, why_not
 from .._errors import raise_unless_ok
+from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.stencil import Estimate, default_step
-from .._numerics.verdict import judge, leaf_scale
+from .._numerics.verdict import judge, leaf_scale, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
-from .._report.records import LeafResult, Settings, Timing
+from .._report.records import LeafResult, ReferenceCheck, Settings, Timing
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .reference import (
+    disagreement,
+    evidence,
+    leaf_against,
+    name_of,
+    validate_reference,
+)
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -77,7 +86,7 @@ def _jacobian_row(
 def _compare(
     out_infos: list[LeafInfo],
     rule: list[np.ndarray],
-    rule_ref: list[np.ndarray] | None,
+    rounding: dict[int, np.ndarray] | None,
     differences: list[tuple[Estimate, np.ndarray]],
     p: int,
     settings: Settings,
@@ -99,9 +108,6 @@ def _compare(
             o = o._replace(
                 shape=o.shape + (2,), dtype=np.dtype(jnp.finfo(o.dtype).dtype)
             )
-        rounding = None
-        if rule_ref is not None:
-            rounding = np.abs(a - _real(rule_ref[o.position]))
         v = judge(
             a,
             n,
@@ -109,7 +115,7 @@ def _compare(
             r0p,
             eps_grad=eps_of(o.dtype),
             scale=leaf_scale(n, err),
-            rounding=rounding,
+            rounding=None if rounding is None else rounding[o.position],
         )
         results.append(
             LeafResult(
@@ -129,24 +135,72 @@ def _compare(
     return Report(tuple(results), skipped, settings, Timing(0.0, 0.0, evaluations))
 
 
-def _rule_at_reference(run: RuleRun) -> list[list[np.ndarray] | None]:
-    """The rule's J·u at reference precision per direction (None: native)."""
+class _Yardstick(NamedTuple):
+    """The tangent comparisons' yardstick: autodiff at native and reference
+    precision (``native`` None: the rule is autodiff itself)."""
+
+    native: Callable[[list[Any]], list[Any]] | None
+    reference: Callable[[list[Any]], list[Any]] | None
+    how: str
+
+
+def _yardstick(run: RuleRun) -> _Yardstick:
+    """JAX's forward-mode autodiff of the primal, custom rules inlined, at the
+    native and reference precision; where ``f`` uses no custom rule of the
+    user's, the rule itself at reference precision (its rounding is then
+    measured entry by entry); nothing where the precision is native or the
+    primal cannot be differentiated (the fixed allowance then)."""
     inputs = run.inputs
     if inputs.opts.precision != "float64":
-        return [None] * len(run.directions)
-    with reference_precision(inputs.opts.precision):
-        return [
-            [
-                np.asarray(t)
-                for t in _tangent_leaves(
-                    inputs.of_floats, run.at_reference, [widen_np(v) for v in d]
-                )[1]
-            ]
-            for d in run.directions
+        return _Yardstick(None, None, "fixed")
+
+    def at(g: Callable[[list[Any]], Any], xs: list[Any]) -> Callable[..., Any]:
+        return lambda d: [
+            np.asarray(t)
+            for t in _tangent_leaves(g, xs, [jnp.asarray(v) for v in d])[1]
         ]
 
+    with reference_precision(inputs.opts.precision):
+        if not rules_in(inputs.of_floats, run.at_reference):
+            return _Yardstick(
+                None, at(inputs.of_floats, run.at_reference), "measured against float64"
+            )
+    primal = inlined(inputs.of_floats)
+    try:
+        native = at(primal, inputs.floats)
+        out = native(run.directions[0])
+        with reference_precision(inputs.opts.precision):
+            at(primal, run.at_reference)([widen_np(v) for v in run.directions[0]])
+    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+        return _Yardstick(None, None, fixed_note(why_not(e)))
+    dtypes = ", ".join(sorted({str(np.asarray(t).dtype) for t in out}))
+    return _Yardstick(
+        native, at(primal, run.at_reference), f"autodiff of the primal at {dtypes}"
+    )
 
-def _tangent_settings(run: RuleRun) -> Settings:
+
+def _tangent_rounding(
+    run: RuleRun, yard: _Yardstick, d: list[np.ndarray], tangent: list[np.ndarray]
+) -> dict[int, np.ndarray] | None:
+    """The rounding allowance of the rule's J·u along ``d``, per output leaf."""
+    if yard.reference is None:
+        return None
+    with reference_precision(run.inputs.opts.precision):
+        b64 = yard.reference([widen_np(v) for v in d])
+    b = None if yard.native is None else yard.native(d)
+    out = {}
+    for o in run.out_infos:
+        if not o.is_checked:
+            continue
+        a, r64 = _real(tangent[o.position]), _real(b64[o.position])
+        if b is None:  # the rule is autodiff itself
+            out[o.position] = np.abs(a - r64)
+        else:
+            out[o.position] = yardstick_rounding(a, _real(b[o.position]), r64)
+    return out
+
+
+def _tangent_settings(run: RuleRun, how: str) -> Settings:
     """The settings the tangent comparisons report."""
     in_float64 = run.inputs.opts.precision == "float64"
     leaf = jax.tree_util.tree_leaves(run.differences[0][0].value)[0]
@@ -156,7 +210,7 @@ def _tangent_settings(run: RuleRun) -> Settings:
         + (f" ({run.inputs.narrowed})" if run.inputs.narrowed else ""),
         reference_dtype="float64" if in_float64 else str(np.dtype(leaf.dtype)),
         rel_step=default_step(np.dtype(np.float64) if in_float64 else native),
-        rounding="measured against float64" if in_float64 else "fixed",
+        rounding=how,
         rtol=None,
         atol=None,
     )
@@ -165,8 +219,8 @@ def _tangent_settings(run: RuleRun) -> Settings:
 def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
     """J·u against FD(J·u) along the random tangent, then (while it fails) along
     it on one input leaf at a time."""
-    refs = _rule_at_reference(run)
-    settings = _tangent_settings(run)
+    yard = _yardstick(run)
+    settings = _tangent_settings(run, yard.how)
     evals = 8 * len(run.directions)
     flat = run.inputs.flat
     localized: list[tuple[str, Report]] = []
@@ -177,8 +231,9 @@ def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
             np.asarray(t)
             for t in jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
         ]
+        rounding = _tangent_rounding(run, yard, d, tangent)
         rep = _compare(
-            run.out_infos, tangent, refs[p], run.differences, p, settings, evals
+            run.out_infos, tangent, rounding, run.differences, p, settings, evals
         )
         label = (
             "random tangent on every input"
@@ -187,6 +242,40 @@ def _tangent_comparisons(run: RuleRun) -> list[tuple[str, Report]]:
         )
         localized.append((label, rep))
     return localized
+
+
+def _against(run: RuleRun, f_ref: Callable[..., Any], factor: float) -> ReferenceCheck:
+    """The rule's J·u (the random tangent on every input) against
+    ``jax.jvp`` of the reference, per output leaf; the tangent comparison's
+    finite differences arbitrate."""
+    inputs, d = run.inputs, run.directions[0]
+    ref = of_floats(f_ref, inputs.flat)
+    rule = jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
+    _, ref_native = _tangent_leaves(ref, inputs.floats, d)
+    with reference_precision("float64"):
+        _, ref64 = _tangent_leaves(ref, run.at_reference, [widen_np(v) for v in d])
+        ref64 = [np.asarray(t) for t in ref64]
+    leaves, bad, total = [], 0, 0
+    for o in run.out_infos:
+        if not o.is_checked:
+            continue
+        k = o.position
+        label = f"output {o.path or '<root>'}"
+        leaves.append(leaf_against(label, o, rule[k], ref64[k], ref_native[k], factor))
+        est, _ = run.differences[k]
+        n = _real(est.value[0])
+        err = np.repeat(_real(est.error[0]), n.size // max(o.size, 1))
+        bad += disagreement(_real(ref64[k]), n, err, leaf_scale(n, err))
+        total += n.size
+    natives = sorted({str(np.asarray(t).dtype) for t in ref_native})
+    return ReferenceCheck(
+        name=name_of(f_ref),
+        factor=factor,
+        native=", ".join(natives),
+        leaves=tuple(leaves),
+        reference_agrees=bad == 0,
+        evidence=evidence(bad, total, "output entries"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +356,16 @@ class JVP:
 
         return pushed
 
+    def against(
+        self,
+        run: RuleRun,
+        reference: Callable[..., Any],
+        factor: float,
+        dot_tests: tuple[DotTest, ...],
+        localized: tuple[tuple[str, Report], ...],
+    ) -> ReferenceCheck:
+        return _against(run, reference, factor)
+
 
 def check_jvp(
     f: Callable[..., Any],
@@ -281,6 +380,8 @@ def check_jvp(
     memory_budget: int | str | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -314,6 +415,21 @@ def check_jvp(
       memory_budget: as in :func:`check_grad`, for the Jacobian rows' sweeps.
       devices: as in :func:`check_grad`, for the Jacobian rows' sweeps.
       progress: as in :func:`check_grad`, for the Jacobian rows' sweeps.
+      reference: a plain JAX implementation of ``f`` (same arguments, same
+        outputs). The rule's J·u for the random tangent is compared entry by
+        entry with ``jax.jvp`` of the reference in float64 (``ref64``),
+        allowing ``reference_factor`` times the reference's own error at the
+        primals' precision (``max|ref_native − ref64|`` over the output leaf)
+        plus one ulp of the leaf's scale (``report.reference``, with the
+        ratio per leaf). The float64 finite differences of J·u arbitrate:
+        where ``ref64`` disagrees with them, the report says the reference
+        is wrong, not the rule. Works in bfloat16 and float16.
+      reference_factor: ``k`` of ``reference=`` (default 2, see
+        :func:`check_vjp`).
+
+    The rule's rounding is judged against JAX's forward-mode autodiff of the
+    primal (custom rules replaced by their primal bodies) at the primals'
+    precision; ``report.rounding`` says what was used.
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.
@@ -327,6 +443,9 @@ def check_jvp(
       <...>
       >>> jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5)).ok
       True
+      >>> r = jgc.check_jvp(f, jnp.linspace(0.0, 1.0, 5), reference=jnp.sin)
+      >>> r.reference.ok, r.reference.name
+      (True, 'sin')
     """
     opts = Options.build(
         key=key,
@@ -336,6 +455,7 @@ def check_jvp(
         devices=devices,
         progress=progress,
     )
+    factor = validate_reference(reference, reference_factor)
     return check_rule(
         f,
         primals,
@@ -343,6 +463,8 @@ def check_jvp(
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
+        reference=reference,
+        reference_factor=factor,
     )
 
 

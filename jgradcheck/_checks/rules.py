@@ -47,6 +47,7 @@ from .._options import Options
 from .._pytree.coords import readable as readable
 from .._pytree.coords import seed_of
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
+from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import PyTree
@@ -134,6 +135,17 @@ class Direction(Protocol):
         """The rule as a function of the primals, for ``order=2``."""
         ...
 
+    def against(
+        self,
+        run: RuleRun,
+        reference: Callable[..., Any],
+        factor: float,
+        dot_tests: tuple[DotTest, ...],
+        localized: tuple[tuple[str, Report], ...],
+    ) -> ReferenceCheck:
+        """The rule against JAX's derivative of ``reference`` (``reference=``)."""
+        ...
+
 
 def check_order(order: Any) -> int:
     """``order=`` of a rule check: 1 or 2."""
@@ -152,6 +164,8 @@ def check_rule(
     nondiff_argnums: tuple[int, ...],
     order: int,
     opts: Options,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = 2.0,
 ) -> RuleReport:
     """Test the rule of ``f`` at ``primals`` in ``direction``'s mode.
 
@@ -179,6 +193,17 @@ def check_rule(
         inputs, out_infos, out_def, directions, apply, at_reference, differences
     )
     dot_tests, localized = direction.compare(run)
+    against = None
+    if reference is not None:
+        if opts.precision != "float64":
+            raise ValueError(
+                "`reference=` compares with the reference's float64 derivative; "
+                "use precision='float64' (the default)."
+            )
+        check_reference_output(reference, inputs, y)
+        against = direction.against(
+            run, reference, reference_factor, dot_tests, localized
+        )
     checks = direction.structure(run)
     second = None
     if order == 2:
@@ -201,7 +226,26 @@ def check_rule(
         held_outputs=inputs.held_outputs,
         second_order=second,
         precision=inputs.narrowed,
+        rounding=next((rep.settings.rounding for _, rep in localized), ""),
+        reference=against,
     )
+
+
+def check_reference_output(
+    reference: Callable[..., Any], inputs: RuleInputs, y: PyTree
+) -> None:
+    """``reference(*primals)`` must be shaped like ``f(*primals)``."""
+    got = jax.eval_shape(lambda: reference(*inputs.primals))
+    want_def = jax.tree_util.tree_structure(y)
+    got_def = jax.tree_util.tree_structure(got)
+    shapes = [np.shape(v) for v in jax.tree_util.tree_leaves(y)]
+    got_shapes = [tuple(v.shape) for v in jax.tree_util.tree_leaves(got)]
+    if str(got_def) != str(want_def) or got_shapes != shapes:
+        raise ValueError(
+            "`reference` must return what `f` returns (the same pytree of the same "
+            f"shapes); f gives {want_def} with shapes {shapes}, reference gives "
+            f"{got_def} with shapes {got_shapes}."
+        )
 
 
 def within(localize: int | None, n: int) -> bool:
@@ -392,4 +436,5 @@ def check_per_coordinate(
         grad=grad,
         opts=opts.replace(coords=mask),
         source=label,
+        autodiff=True,
     )

@@ -12,14 +12,24 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.primal_ad import inlined, rules_in
 from .._errors import raise_unless_ok
-from .._numerics.verdict import judge
+from .._numerics.reference import REFERENCE_FACTOR
+from .._numerics.verdict import judge, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
+from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen, widen_np
+from .reference import (
+    disagreement,
+    evidence,
+    leaf_against,
+    name_of,
+    validate_reference,
+)
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -63,6 +73,31 @@ def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
     )
 
 
+def _pullbacks(
+    run: RuleRun,
+) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """The yardstick of the dot tests: ``(native, reference)`` pullbacks.
+
+    Where ``f`` uses no custom rule of the user's, the rule *is* JAX's
+    autodiff: ``(None, its pullback at reference precision)``, its rounding
+    measured entry by entry. Else autodiff of the primal (rules inlined) at
+    the native and at reference precision; ``(None, None)`` where AD cannot
+    differentiate the primal (the fixed allowance then).
+    """
+    inputs = run.inputs
+    with reference_precision(inputs.opts.precision):
+        if not rules_in(inputs.of_floats, run.at_reference):
+            return None, jax.vjp(inputs.of_floats, run.at_reference)[1]
+    primal = inlined(inputs.of_floats)
+    try:
+        native = jax.vjp(primal, inputs.floats)[1]
+        with reference_precision(inputs.opts.precision):
+            ref = jax.vjp(primal, run.at_reference)[1]
+    except Exception:  # noqa: BLE001 - AD of the primal is optional
+        return None, None
+    return native, ref
+
+
 def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
     """One DotTest per floating-point output leaf: ⟨ȳ, FD(J·u)⟩ vs ⟨Jᵀȳ, u⟩."""
     inputs, us = run.inputs, run.directions
@@ -70,8 +105,7 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
     out_infos, out_def = run.out_infos, run.out_def
     u_stack = [np.stack([u[k] for u in us]) for k in range(len(flat.checked))]
     in_float64 = precision == "float64"
-    with reference_precision(precision):
-        _, vjp_ref = jax.vjp(inputs.of_floats, run.at_reference)
+    native_ad, vjp_ref = _pullbacks(run) if in_float64 else (None, None)
     tests = []
     eps_in = max(eps_of(i.dtype) for i in flat.checked)
     for o in out_infos:
@@ -82,23 +116,8 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
         ]
         stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cts)
         rule = _dot(jax.vmap(run.apply)(stacked)[0], u_stack)
-        with reference_precision(precision):
-            st_ref = jax.tree_util.tree_map(
-                lambda c: (
-                    c if c.dtype == jax.dtypes.float0 or not in_float64 else widen(c)
-                ),
-                stacked,
-            )
-            rule_ref = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
-        est, r0 = run.differences[o.position]
-        ybar = np.stack(
-            [widen_np(jax.tree_util.tree_leaves(c)[o.position]) for c in cts]
-        )
-        flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
-        numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
-        error = np.sum(np.abs(flatten(ybar)) * flatten(est.error), axis=1)
-        round0 = np.sum(np.abs(flatten(ybar)) * flatten(r0), axis=1)
-        terms = np.sum(np.abs(flatten(ybar) * flatten(est.value)), axis=1)
+        rounding = _dot_rounding(rule, stacked, u_stack, native_ad, vjp_ref, precision)
+        numeric, error, round0, terms = _dot_fd(run, o.position, cts)
         v = judge(
             rule,
             numeric,
@@ -106,10 +125,104 @@ def _dot_tests(run: RuleRun, pairs: int) -> list[DotTest]:
             round0,
             eps_grad=eps_in,
             scale=float(terms.max()),
-            rounding=np.abs(rule - rule_ref) if in_float64 else None,
+            rounding=rounding,
         )
         tests.append(DotTest(o.path, rule, numeric, error, v.tolerance, v.status))
     return tests
+
+
+def _dot_fd(
+    run: RuleRun, position: int, cts: list[PyTree]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """⟨ȳ, FD(J·u)⟩ per pair, its error bar, its roundoff at the default step
+    and ``Σ|ȳ·FD(J·u)|`` (the scale), for cotangents ``cts`` on one output."""
+    est, r0 = run.differences[position]
+    pairs = len(cts)
+    ybar = np.stack([widen_np(jax.tree_util.tree_leaves(c)[position]) for c in cts])
+    flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
+    numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
+    error = np.sum(np.abs(flatten(ybar)) * flatten(est.error), axis=1)
+    round0 = np.sum(np.abs(flatten(ybar)) * flatten(r0), axis=1)
+    terms = np.sum(np.abs(flatten(ybar) * flatten(est.value)), axis=1)
+    return numeric, error, round0, terms
+
+
+def _against(
+    run: RuleRun, f_ref: Callable[..., Any], factor: float, pairs: int
+) -> ReferenceCheck:
+    """The rule's Jᵀȳ against ``jax.vjp`` of the reference, per output leaf's
+    cotangent and input leaf; the dot tests' finite differences arbitrate."""
+    inputs = run.inputs
+    flat, seed = inputs.flat, inputs.seed
+    ref = of_floats(f_ref, flat)
+    u_stack = [
+        np.stack([u[k] for u in run.directions]) for k in range(len(flat.checked))
+    ]
+    _, native_vjp = jax.vjp(ref, inputs.floats)
+    with reference_precision("float64"):
+        _, vjp64 = jax.vjp(ref, run.at_reference)
+    leaves, bad, total, natives = [], 0, 0, set()
+    for o in run.out_infos:
+        if not o.is_checked:
+            continue
+        cts = [
+            _cotangent(run.out_infos, run.out_def, seed, p, o.position)
+            for p in range(pairs)
+        ]
+        rule = run.apply(cts[0])[0]
+        ref_native = native_vjp(cts[0])[0]
+        with reference_precision("float64"):
+            ref64 = vjp64(_widened(cts[0]))[0]
+            stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cts)
+            dots64 = _dot(jax.vmap(vjp64)(_widened(stacked))[0], u_stack)
+        where = o.path or "<root>"
+        for info, a, r64, rn in zip(flat.checked, rule, ref64, ref_native):
+            label = f"{info.path} (cotangent on output {where})"
+            leaves.append(leaf_against(label, info, a, r64, rn, factor))
+            natives.add(str(np.asarray(rn).dtype))
+        numeric, error, _, terms = _dot_fd(run, o.position, cts)
+        bad += disagreement(dots64, numeric, error, float(terms.max()))
+        total += pairs
+    return ReferenceCheck(
+        name=name_of(f_ref),
+        factor=factor,
+        native=", ".join(sorted(natives)),
+        leaves=tuple(leaves),
+        reference_agrees=bad == 0,
+        evidence=evidence(bad, total, "dot-product pairs"),
+    )
+
+
+def _widened(tree: PyTree) -> PyTree:
+    """Cotangents in float64 (float0 leaves as they are); call in x64 scope."""
+    return jax.tree_util.tree_map(
+        lambda c: c if c.dtype == jax.dtypes.float0 else widen(c), tree
+    )
+
+
+def _dot_rounding(
+    rule: np.ndarray,
+    stacked: PyTree,
+    u_stack: list[np.ndarray],
+    native_ad: Callable[[Any], Any] | None,
+    vjp_ref: Callable[[Any], Any] | None,
+    precision: Precision,
+) -> np.ndarray | None:
+    """The rounding allowance of the dot tests' ``rule`` values (None: fixed)."""
+    if vjp_ref is None:
+        return None
+    try:  # a pullback raises when applied (reverse mode through a while_loop)
+        with reference_precision(precision):
+            st_ref = jax.tree_util.tree_map(
+                lambda c: c if c.dtype == jax.dtypes.float0 else widen(c), stacked
+            )
+            b64 = _dot(jax.vmap(vjp_ref)(st_ref)[0], u_stack)
+        if native_ad is None:  # the rule is autodiff itself
+            return np.abs(rule - b64)
+        b = _dot(jax.vmap(native_ad)(stacked)[0], u_stack)
+    except Exception:  # noqa: BLE001 - AD of the primal is optional
+        return None
+    return yardstick_rounding(rule, b, b64)
 
 
 def _pulled_back(
@@ -234,6 +347,16 @@ class VJP:
     def derivative(self, run: RuleRun) -> Callable[..., Any]:
         return _pulled_back(run.inputs.f, run.inputs.flat, self._probe(run))
 
+    def against(
+        self,
+        run: RuleRun,
+        reference: Callable[..., Any],
+        factor: float,
+        dot_tests: tuple[DotTest, ...],
+        localized: tuple[tuple[str, Report], ...],
+    ) -> ReferenceCheck:
+        return _against(run, reference, factor, self.pairs)
+
 
 def check_vjp(
     f: Callable[..., Any],
@@ -248,6 +371,8 @@ def check_vjp(
     memory_budget: int | str | None = None,
     devices: int | Sequence[jax.Device] | None = None,
     progress: bool | TextIO | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float = REFERENCE_FACTOR,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -281,6 +406,28 @@ def check_vjp(
       memory_budget: as in :func:`check_grad`, for the localisation sweeps.
       devices: as in :func:`check_grad`, for the localisation sweeps.
       progress: as in :func:`check_grad`, for the localisation sweeps.
+      reference: a plain JAX implementation of ``f`` (same arguments, same
+        outputs), e.g. the unfused version of a kernel. The rule's Jᵀȳ (for a
+        readable cotangent on each output leaf) is compared entry by entry
+        with ``jax.vjp`` of the reference in float64 (``ref64``), allowing
+        ``reference_factor`` times the reference's own error at the primals'
+        precision (``max|ref_native − ref64|`` over the input leaf) plus one
+        ulp of the leaf's scale; ``report.reference`` gives the ratio
+        ``max|rule − ref64| / max|ref_native − ref64|`` per leaf. The dot
+        tests' float64 finite differences arbitrate: where ``ref64``
+        disagrees with them, the report says the reference is wrong, not the
+        rule. Works in bfloat16 and float16 (the reference then runs in
+        that dtype for the yardstick).
+      reference_factor: ``k`` of ``reference=`` (default 2, as
+        flash-attention's tests: a correct kernel reorders sums, so its error
+        is of the reference's order, not below it; a wrong formula is off
+        by O(1) of the scale).
+
+    The rule's rounding is judged against JAX's autodiff of the primal at the
+    primals' precision (``f`` with its custom rules replaced by their primal
+    bodies): a rule that loses digits fails however consistent it is with
+    itself; where autodiff cannot differentiate the primal (a ``while_loop``)
+    a fixed allowance is used and ``report.rounding`` says so.
 
     Returns:
       A ``RuleReport``.
@@ -294,6 +441,10 @@ def check_vjp(
       ...                 lambda x, g: (g * jax.nn.sigmoid(x),))
       >>> jgc.check_vjp(softplus, jnp.linspace(-3.0, 3.0, 7)).ok
       True
+      >>> x16 = jnp.linspace(-3.0, 3.0, 7).astype(jnp.bfloat16)
+      >>> r = jgc.check_vjp(softplus, x16, reference=lambda x: jnp.logaddexp(x, 0.0))
+      >>> r.ok, r.reference.native
+      (True, 'bfloat16')
     """
     opts = Options.build(
         key=key,
@@ -305,6 +456,7 @@ def check_vjp(
     )
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
+    factor = validate_reference(reference, reference_factor)
     return check_rule(
         f,
         primals,
@@ -312,6 +464,8 @@ def check_vjp(
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
+        reference=reference,
+        reference_factor=factor,
     )
 
 

@@ -121,6 +121,11 @@ def _to_float64(x: Any) -> Any:
     return x
 
 
+def to_float64_args(args: tuple) -> tuple:
+    """``args`` with their floating-point arrays in float64 (call in x64 scope)."""
+    return tuple(jax.tree_util.tree_map(_to_float64, tuple(args)))
+
+
 def at_precision(flat: Flat, precision: Precision) -> Flat:
     """``flat`` with its checked leaves as JAX arrays, in float64 for ``"float64"``.
 

@@ -108,20 +108,29 @@ def evaluate(loss: Callable[..., Any], flat: Flat, args: tuple) -> Any:
 
 
 def value_and_gradient(
-    loss: Callable[..., Any], flat: Flat, args: tuple
+    loss: Callable[..., Any],
+    flat: Flat,
+    args: tuple,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> tuple[Any, dict[int, Any]]:
     """``jax.value_and_grad(loss)`` with respect to the floating-point leaves,
-    compiled (see :func:`_compiled`): ``(J, {position: gradient leaf})``."""
+    compiled (see :func:`_compiled`): ``(J, {position: gradient leaf})``.
+
+    ``wrap`` transforms the loss (as a function of its float leaves and array
+    args) before it is differentiated (e.g. custom rules inlined)."""
     f, floats, adyn = _of_floats(loss, flat, args)
-    value, grads = _compiled(jax.value_and_grad(f), floats, adyn)
+    value, grads = _compiled(jax.value_and_grad(wrap(f) if wrap else f), floats, adyn)
     return value, dict(zip([i.position for i in flat.checked], grads))
 
 
 def autodiff_gradient(
-    loss: Callable[..., Any], flat: Flat, args: tuple
+    loss: Callable[..., Any],
+    flat: Flat,
+    args: tuple,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> dict[int, Any]:
     """``jax.grad(loss)`` with respect to the floating-point leaves only."""
-    return value_and_gradient(loss, flat, args)[1]
+    return value_and_gradient(loss, flat, args, wrap)[1]
 
 
 def user_gradient(

@@ -41,9 +41,10 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext, Primed
+from .._engine.primal_ad import LeafYardstick
 from .._engine.protocols import Sweep
 from .._numerics.combine import combine_estimates
-from .._numerics.diagnose import diagnose
+from .._numerics.diagnose import diagnose, imprecise
 from .._numerics.stencil import (
     Central,
     Estimate,
@@ -100,7 +101,8 @@ class LeafInputs(NamedTuple):
     grad: np.ndarray
     """The gradient under test at ``idx`` (float64 copy)."""
     grad_rounding: np.ndarray | None
-    """``|grad − grad in float64|`` at ``idx``, when measured."""
+    """The gradient's rounding allowance at ``idx`` from the yardstick
+    (:mod:`jgradcheck._engine.primal_ad`), when measured."""
     eps_grad: float
     h0: np.ndarray
     """The default step per entry."""
@@ -336,7 +338,7 @@ def _inputs(
     sw: Sweep,
     idx: np.ndarray,
     grad: jax.Array,
-    grad64: np.ndarray | None,
+    yard: LeafYardstick | None,
     primed: Primed,
     *,
     rtol: float | None,
@@ -350,7 +352,7 @@ def _inputs(
         primed=primed,
         idx=idx,
         grad=g,
-        grad_rounding=None if grad64 is None else np.abs(g - grad64[idx]),
+        grad_rounding=None if yard is None else yard.rounding[idx],
         eps_grad=eps_of(grad.dtype),
         h0=h0,
         roundoff0=ctx.eps_j * max(abs(primed.j0), np.finfo(np.float64).tiny) / h0,
@@ -364,11 +366,12 @@ def check_leaf(
     info: LeafInfo,
     idx: np.ndarray,
     grad: jax.Array,
-    grad64: np.ndarray | None,
+    yard: LeafYardstick | None,
     *,
     rtol: float | None,
     atol: float | None,
     method: Method = "auto",
+    label: str = "",
 ) -> LeafResult:
     """Sweep one leaf, judge it, escalate the entries that do not pass, judge again.
 
@@ -379,18 +382,20 @@ def check_leaf(
       info: the leaf.
       idx: flat indices of the entries to check.
       grad: the gradient under test for the whole leaf.
-      grad64: the same gradient function on float64 inputs, flattened (its
-        difference from ``grad`` is the gradient's measured rounding), or None.
+      yard: the leaf's rounding allowance from the yardstick (autodiff of the
+        primal, or the gradient itself re-run at float64), or None (fixed).
       rtol: explicit relative tolerance (see :func:`jgradcheck.check_grad`).
       atol: explicit absolute tolerance.
       method: how every entry is first estimated.
+      label: who the yardstick is, for an "imprecise" diagnosis
+        (``autodiff of the primal at float32``).
 
     Returns:
       The leaf's :class:`LeafResult`.
     """
     sw = ctx.sweep(info, METHODS[method].evals_per_coord * idx.size, coords=idx.size)
     first = first_pass(ctx, sw, idx, method)
-    leaf = _inputs(ctx, sw, idx, grad, grad64, first.primed, rtol=rtol, atol=atol)
+    leaf = _inputs(ctx, sw, idx, grad, yard, first.primed, rtol=rtol, atol=atol)
     est = first.estimate
     state = LeafState(
         numeric=est.value.copy(),
@@ -422,14 +427,44 @@ def check_leaf(
         step=state.step,
         refined=state.refined,
         grad_dtype=np.dtype(grad.dtype),
-        diagnosis=diagnose(
-            info,
-            idx,
-            leaf.grad,
-            state.numeric,
-            sw.base[idx].astype(np.float64),
-            state.verdict.tolerance,
-            status,
+        diagnosis=_diagnosis(
+            leaf, state, status, yard, label, str(np.dtype(grad.dtype))
         ),
         note=note,
     )
+
+
+def _diagnosis(
+    leaf: LeafInputs,
+    s: LeafState,
+    status: np.ndarray,
+    yard: LeafYardstick | None,
+    label: str,
+    dtype: str,
+) -> str | None:
+    """The pattern of the mismatch; rounding-sized errors of no systematic
+    shape, far above the yardstick's, are "imprecise"."""
+    found = diagnose(
+        leaf.sw.info,
+        leaf.idx,
+        leaf.grad,
+        s.numeric,
+        leaf.sw.base[leaf.idx].astype(np.float64),
+        s.verdict.tolerance,
+        status,
+    )
+    if yard is None or yard.reach is None:
+        return found
+    if found is not None and not found.startswith("isolated"):
+        return found
+    lost = imprecise(
+        leaf.grad,
+        s.numeric,
+        status,
+        scale=leaf_scale(s.numeric, s.error),
+        eps=leaf.eps_grad,
+        dtype=dtype,
+        reach=yard.reach,
+        label=label,
+    )
+    return lost or found

@@ -28,9 +28,13 @@ The full mode allows each entry ``floor(eps)`` of ``|aᵢ| + s`` (16 ulps in flo
 largest ``|a|``); projected on ``u`` that is at most the sum (worst case) and,
 since the signs of ``u`` are drawn independently of the gradient, at most
 Z = 6 times its 2-norm except with probability ``2·exp(−Z²/2) ≈ 3e-8``
-(Hoeffding): ``S`` takes the smaller. When the reference is float64, the same
-gradient function run on float64 inputs, ``a₆₄``, gives the projected rounding
-``⟨a − a₆₄, u⟩`` exactly; if ``a₆₄`` really is wider than ``a`` (some entry
+(Hoeffding): ``S`` takes the smaller. When the reference is float64, the
+yardstick (:mod:`jgradcheck._engine.primal_ad`) gives the projected rounding:
+where the gradient under test is autodiff itself (``jax.grad`` of a loss
+without custom rules, or equal to autodiff of the primal bit for bit),
+``⟨a − a₆₄, u⟩`` exactly, with ``a₆₄`` autodiff at float64; on other entries
+(a custom rule, a hand-written gradient) autodiff's per-entry allowance
+spread like the fixed one. If ``a₆₄`` really is wider than ``a`` (some entry
 does not fit a's dtype), ``eps`` is float64's and the measurement decides, so a
 small error in one float32 entry is not hidden under a fixed allowance that
 grows like √n. A direction that fails only against that measured rounding, in a
@@ -60,6 +64,7 @@ import numpy as np
 from .._dtypes import eps as eps_of
 from .._engine.context import EvalContext
 from .._engine.directions import DirectionSweep
+from .._engine.primal_ad import LeafYardstick, Yardstick
 from .._numerics.stencil import Central, from_values, kinks, richardson
 from .._numerics.verdict import (
     FAIL,
@@ -133,6 +138,10 @@ class _Leaf(NamedTuple):
     t: float
     a: np.ndarray
     a64: np.ndarray | None
+    """The yardstick at float64: where ``yard.same``, ``a − a64`` is the
+    gradient's own rounding, entry by entry."""
+    yard: LeafYardstick | None
+    """The leaf's rounding allowance from the yardstick (None: fixed)."""
     theta: np.ndarray
     eps_g: float
     eps_leaf: float
@@ -146,7 +155,7 @@ def _plan(
     info: LeafInfo,
     idx: np.ndarray,
     grad: Any,
-    grad64: np.ndarray | None,
+    yard: LeafYardstick | None,
     k: int,
     seed: int,
 ) -> _Leaf:
@@ -157,6 +166,7 @@ def _plan(
     h = ctx.rel_step(info) * max(1.0, float(np.max(np.abs(theta[idx]))))
     t = 2.0 ** math.floor(math.log2(h / float(np.max(np.abs(u)))))
     grad_dtype = np.dtype(grad.dtype)
+    grad64 = None if yard is None else yard.counterpart
     wide = grad64 is not None and bool(
         np.any(grad64[idx] != grad64[idx].astype(grad_dtype).astype(np.float64))
     )
@@ -167,6 +177,7 @@ def _plan(
         t=t,
         a=np.asarray(grad, np.float64).reshape(-1),
         a64=grad64,
+        yard=yard,
         theta=theta,
         eps_g=eps_of(grad_dtype),
         eps_leaf=eps_of(dtype),
@@ -224,6 +235,25 @@ def _differences(
     return values[:prime], out
 
 
+def _projected(leaf: _Leaf, u: np.ndarray) -> np.ndarray:
+    """The gradient's rounding projected on ``u``: exactly, signed, where it
+    is the yardstick itself (``a − a₆₄``). Elsewhere the gradient is another
+    computation whose roundings are independent of autodiff's but of the
+    same size entry by entry: their sum along random-sign ``u`` has about
+    the 2-norm of ``u ∘ (b − b₆₄)`` (autodiff's own rounding ``b − b₆₄``,
+    summed over many entries, so an entry where autodiff happened to round
+    exactly does not matter), and exceeds ``Z`` times it with probability
+    ``2·exp(−Z²/2)`` (Hoeffding)."""
+    assert leaf.yard is not None and leaf.a64 is not None
+    same = leaf.yard.same
+    exact = np.abs(np.sum(u * np.where(same, leaf.a - leaf.a64, 0.0), -1))
+    if same.all():
+        return exact
+    own = np.abs(leaf.a64 - leaf.yard.autodiff)
+    other = np.where(same, 0.0, np.abs(u) * own)
+    return exact + Z * np.sqrt(np.sum(other * other, -1))
+
+
 class _Verdict(NamedTuple):
     tolerance: np.ndarray
     status: np.ndarray
@@ -250,10 +280,10 @@ def _judge(
         s = float(np.max(np.abs(leaf.a[leaf.idx])))
         allow = spread(np.abs(u) * (np.abs(leaf.a) + s))
         measured = np.zeros(ks.size)
-        if leaf.a64 is not None:
-            projected = np.abs(np.sum(u * (leaf.a - leaf.a64), -1))
-            cap = rounding_cap(leaf.eps_g) * allow
-            measured = np.minimum(2.0 * projected, cap)
+        if leaf.yard is not None:
+            measured = np.minimum(
+                2.0 * _projected(leaf, u), rounding_cap(leaf.eps_g) * allow
+            )
         loose = np.maximum(rounding_floor(leaf.eps_g) * allow, measured)
         # A measured rounding replaces the fixed allowance when a₆₄ really was
         # computed wider than a (else the same rounding hides in both).
@@ -407,7 +437,7 @@ def check_fast(
     flat: Flat,
     selection: Selection,
     under_test: dict[int, Any],
-    measured: dict[int, np.ndarray] | None,
+    measured: Yardstick | None,
     *,
     directions: int,
     seed: int,
@@ -422,13 +452,13 @@ def check_fast(
       ctx: the evaluation context (the directional sweep is registered with
         it, so its timing and evaluation counts include it).
       flat: the (real-view) parameters; ``selection`` the entries per leaf.
-      under_test, measured: the gradient under test per leaf position, and the
-        same gradient function on float64 inputs (or None).
+      under_test, measured: the gradient under test per leaf position, and its
+        rounding allowance (:mod:`jgradcheck._engine.primal_ad`; None: fixed).
       directions: K, random directions per leaf (fewer for a leaf with fewer
         entries).
       seed: the seed of the directions and of the explaining sample.
       explain: most entries of a failing leaf swept one by one (None: all).
-      check_leaf: ``check_leaf(ctx, info, idx, grad, grad64)``, the full mode's
+      check_leaf: ``check_leaf(ctx, info, idx, grad, yard)``, the full mode's
         sweep and verdict of one leaf.
       rtol, atol: explicit tolerances, as in check_grad.
     """
@@ -436,7 +466,7 @@ def check_fast(
     for info in flat.checked:
         idx = selection[info.position]
         if idx.size:
-            g64 = None if measured is None else measured[info.position]
+            g64 = None if measured is None else measured.leaves.get(info.position)
             leaves.append(
                 _plan(ctx, info, idx, under_test[info.position], g64, directions, seed)
             )
@@ -459,7 +489,7 @@ def check_fast(
             continue
         entries = _explained_entries(leaf, explain, seed)
         pos = leaf.info.position
-        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.a64)
+        res = check_leaf(ctx, leaf.info, entries, under_test[pos], leaf.yard)
         d = _resolve(d, loose, res, leaf.u)
         note = _unexplained(d, res.checked) if d.n_fail and not res.n_fail else None
         results.append(res._replace(directions=d, diagnosis=res.diagnosis or note))

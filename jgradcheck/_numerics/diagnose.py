@@ -82,3 +82,45 @@ def diagnose(
         more = f" and {k - 5} more" if k > 5 else ""
         return f"isolated: {k} wrong entr{'y' if k == 1 else 'ies'}: {where}{more}"
     return None
+
+
+IMPRECISE_REL = 2.0**-7
+"""Errors below this fraction of the entries' scale, of no systematic shape,
+are precision lost rather than a wrong formula (a wrong factor or term moves
+entries by far more; a cast to bfloat16 moves them by at most 2⁻⁸)."""
+
+
+def imprecise(
+    a: np.ndarray,
+    n: np.ndarray,
+    status: np.ndarray,
+    *,
+    scale: float,
+    eps: float,
+    dtype: str,
+    reach: float,
+    label: str,
+) -> str | None:
+    """ "imprecise: …" when the failing entries are off by rounding-sized
+    amounts far above what ``label`` (autodiff of the primal) reaches.
+
+    Errors are in ulps (``eps``) of the entry's scale ``max(|a|, |n|) + s``,
+    the scale the verdict judges rounding by; ``reach`` is autodiff's largest
+    rounding as a fraction of its scale.
+
+    >>> a = np.array([1.0004, 2.0, 2.9993]); n = np.array([1.0, 2.0, 3.0])
+    >>> print(imprecise(a, n, np.array([1, 0, 1]), scale=3.0, eps=2.0**-23,
+    ...                 dtype="float32", reach=2.0**-22, label="autodiff at float32"))
+    imprecise: the error is up to 979 float32 ulps of the entry's scale; autodiff at float32 reaches 2
+    """
+    fail = status == FAIL
+    if int(fail.sum()) < 2:
+        return None
+    mag = np.maximum(np.abs(a[fail]), np.abs(n[fail])) + scale
+    worst = float(np.max(np.abs(a[fail] - n[fail]) / mag))
+    if not worst <= IMPRECISE_REL:
+        return None
+    return (
+        f"imprecise: the error is up to {worst / eps:,.0f} {dtype} ulps of the "
+        f"entry's scale; {label} reaches {max(reach / eps, 0.0):,.0f}"
+    )

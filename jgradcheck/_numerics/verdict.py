@@ -206,3 +206,61 @@ def norm_ratio(grad: np.ndarray, numeric: np.ndarray) -> float:
     """Per leaf ``‖a − n‖ / (‖a‖ + ‖n‖)`` (0 when both are 0)."""
     den = float(np.linalg.norm(grad) + np.linalg.norm(numeric))
     return float(np.linalg.norm(grad - numeric)) / den if den > 0 else 0.0
+
+
+def yardstick_rounding(a: np.ndarray, b: np.ndarray, b64: np.ndarray) -> np.ndarray:
+    """Per-entry rounding allowance of a gradient ``a`` from a yardstick.
+
+    ``b`` is what a correct implementation at ``a``'s precision computes (JAX's
+    autodiff of the primal, custom rules inlined), ``b64`` the same at float64;
+    ``|b − b64|`` is that implementation's rounding, measured. Arrays are one
+    whole leaf, flattened.
+
+    Where ``a`` equals ``b`` bit for bit, ``a`` *is* the autodiff result at
+    that entry, and its rounding is ``|b − b64|`` exactly. Elsewhere ``a``
+    is another computation of the same derivative: its rounding error is
+    ``Σₖ δₖ·cᵢₖ`` over its own roundings ``|δₖ| ≤ eps`` with entry-dependent
+    weights (Higham & Mary's probabilistic model: independent, mean-zero),
+    of the same order as autodiff's at the entry but not equal to it, and
+    independent of it. An entry-wise ``|b − b64|`` can be arbitrarily small
+    by chance (a sum that happens to round exactly), so it would refuse a
+    correct alternative implementation at the entries where autodiff was
+    lucky. The scale of the error is a property of the leaf (the same
+    contraction lengths, the same graph for every entry), so the allowance
+    is the leaf's largest relative rounding ``M = maxⱼ |bⱼ − b64ⱼ| /
+    (|b64ⱼ| + s)`` (``s = max|b64|``, the scale the verdict uses) applied to
+    every entry: ``max(|bᵢ − b64ᵢ|, M·(|b64ᵢ| + s))``. Over a leaf of n
+    entries a correct rule's largest error and autodiff's are two maxima of n
+    draws of the same distribution, which concentrate together (like
+    ``√(2 ln n)`` standard deviations); :func:`judge` allows twice that, so
+    a correct rule is not refused, and a rule that rounds in a format three
+    digits narrower (thousands of ulps against autodiff's few) is.
+
+    >>> a = np.array([1.0, 2.0]); b64 = np.array([1.0, 2.0 + 2**-20])
+    >>> yardstick_rounding(a, a, b64) * 2**20         # a is autodiff: entry by entry
+    array([0., 1.])
+    >>> r = yardstick_rounding(a + 2**-30, a, b64)  # another implementation
+    >>> (r * 2**20).round(3)  # the leaf's relative rounding at every entry
+    array([0.75, 1.  ])
+    """
+    own = np.abs(b - b64)
+    s = float(np.max(np.abs(b64))) if b64.size else 0.0
+    scale = np.abs(b64) + s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(scale > 0, own / np.where(scale > 0, scale, 1.0), 0.0)
+    m = float(np.max(rel)) if rel.size else 0.0
+    same = a == b
+    return np.where(same, own, np.maximum(own, m * scale))
+
+
+def yardstick_reach(b: np.ndarray, b64: np.ndarray) -> float:
+    """The yardstick's largest rounding in a leaf, as a fraction of its scale
+    ``|b64| + max|b64|`` (what :func:`yardstick_rounding` calls ``M``).
+
+    >>> round(yardstick_reach(np.array([1.0, 2.0]), np.array([1.0, 2.0 + 2**-18])) * 2**20, 3)
+    1.0
+    """
+    own = np.abs(b - b64)
+    s = float(np.max(np.abs(b64))) if b64.size else 0.0
+    scale = np.abs(b64) + s
+    return float(np.max(own / scale)) if s > 0 else 0.0

@@ -303,6 +303,81 @@ class Timing(NamedTuple):
     """The whole call, from the options to the report (None: not measured)."""
 
 
+class ReferenceLeaf(NamedTuple):
+    """One leaf of the derivative under test against the reference
+    (:mod:`jgradcheck._numerics.reference`): ``|rule − ref64| ≤ k·ref_err + floor``."""
+
+    label: str
+    """Which leaf: an input path, and for a VJP the output whose cotangent it is."""
+    rule_err: float
+    """``max |rule − ref64|`` over the leaf."""
+    ref_err: float
+    """``max |ref_native − ref64|``: the reference's own error at the native precision."""
+    allowed: float
+    """``k·ref_err + eps·max|ref64|``: every entry's tolerance."""
+    n_fail: int
+    """Entries beyond ``allowed``."""
+    size: int
+    """Entries compared."""
+    worst: str
+    """Path and index of the entry with the largest ``|rule − ref64|``."""
+
+    @property
+    def ratio(self) -> float:
+        """``rule_err / ref_err``: below 1, more accurate than the reference."""
+        if self.ref_err > 0:
+            return self.rule_err / self.ref_err
+        return 0.0 if self.rule_err == 0 else float("inf")
+
+    @property
+    def ok(self) -> bool:
+        return self.n_fail == 0
+
+
+class ReferenceCheck(NamedTuple):
+    """The derivative under test against JAX's derivative of a reference
+    implementation (``reference=``), the flash-attention rule."""
+
+    name: str
+    """The reference function's name."""
+    factor: float
+    """``k`` (``reference_factor=``)."""
+    native: str
+    """The precision the reference ran at for the yardstick (``bfloat16``)."""
+    leaves: tuple[ReferenceLeaf, ...]
+    reference_agrees: bool
+    """Whether the reference's float64 derivative agrees with the float64
+    finite differences: if not, the reference is wrong, not the rule."""
+    evidence: str
+    """What the finite differences said about the reference."""
+
+    @property
+    def ok(self) -> bool:
+        return self.reference_agrees and all(leaf.ok for leaf in self.leaves)
+
+    @property
+    def verdict(self) -> str:
+        """One line: agrees, disagrees (where), or the reference is in doubt."""
+        if not self.reference_agrees:
+            return (
+                "the reference disagrees with finite differences: the reference "
+                f"is wrong, not the rule ({self.evidence})"
+            )
+        bad = [leaf for leaf in self.leaves if not leaf.ok]
+        if bad:
+            worst = max(bad, key=lambda leaf: leaf.ratio)
+            return (
+                f"FAIL: {sum(leaf.n_fail for leaf in bad)} entries beyond "
+                f"{self.factor:g}x the reference's own error, worst {worst.worst} "
+                f"({worst.ratio:.3g}x)"
+            )
+        ratio = max((leaf.ratio for leaf in self.leaves), default=0.0)
+        return (
+            f"ok: within {self.factor:g}x the reference's own error at "
+            f"{self.native} (worst leaf {ratio:.3g}x)"
+        )
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class ReportRecord:
     """The data of a :class:`jgradcheck.Report` and what follows from it.
@@ -321,15 +396,19 @@ class ReportRecord:
     """Compile and sweep seconds, and evaluations of J."""
     terms: tuple[tuple[str, ReportRecord], ...] = ()
     """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
+    reference: ReferenceCheck | None = None
+    """With ``reference=``: the gradient against JAX's gradient of the reference."""
 
     @property
     def ok(self) -> bool:
         """True when no checked entry failed, none was left unsure, and
-        something was verified (:attr:`verified`), in every term too."""
+        something was verified (:attr:`verified`), in every term too, and the
+        reference check (``reference=``) passed."""
         return (
             self.verified
             and all(leaf.ok for leaf in self.leaves)
             and all(r.ok for _, r in self.terms)
+            and (self.reference is None or self.reference.ok)
         )
 
     @property

@@ -56,7 +56,11 @@ class Report(ReportRecord):
         ``n`` the finite-difference estimate, ``err`` its error bar,
         ``abs_err``, ``rel_err``, ``tolerance``, ``status``), ``skipped``
         (``path``, ``shape``, ``dtype``, ``kind`` of each leaf not checked) and
-        ``terms`` (term name → that term's dict, for a loss of named terms).
+        ``terms`` (term name → that term's dict, for a loss of named terms)
+        and ``reference`` (with ``reference=``: ``name``, ``ok``, ``factor``,
+        ``native``, ``reference_agrees``, ``evidence``, ``verdict`` and per
+        leaf ``label``, ``rule_err``, ``ref_err``, ``ratio``, ``allowed``,
+        ``fail``, ``size``, ``worst``; else ``None``).
 
         Args:
           max_entries: keep at most this many entries in each of ``failures``,
@@ -131,7 +135,9 @@ class RuleReport(RuleReportRecord):
         (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
         ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
         ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
-        ``precision`` (what the x64 setting narrowed, or ``""``) and
+        ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
+        (how the rule's rounding was allowed for), ``reference`` (as in
+        :meth:`jgradcheck.Report.to_dict`) and
         ``second_order`` (the same dict for ``order=2``, else ``None``).
 
         Args:

@@ -13,7 +13,7 @@ from typing import Literal, NamedTuple, TypeAlias
 import numpy as np
 
 from .._numerics.verdict import PASS
-from .records import ReportRecord
+from .records import ReferenceCheck, ReportRecord
 
 RuleKind: TypeAlias = Literal["vjp", "jvp"]
 """Which derivative rule a :class:`RuleReportRecord` tested."""
@@ -70,6 +70,11 @@ class RuleReportRecord:
     precision: str = ""
     """What ran at which precision when the caller's x64 setting narrowed the
     inputs (``"float64 arrays, computed in float32: x64 is off"``), else ``""``."""
+    rounding: str = ""
+    """How the rule's own rounding was allowed for (the localised checks'
+    ``settings.rounding``: ``"autodiff of the primal at float32"``, ...)."""
+    reference: ReferenceCheck | None = None
+    """With ``reference=``: the rule against JAX's derivative of the reference."""
 
     @property
     def ok(self) -> bool:
@@ -79,4 +84,5 @@ class RuleReportRecord:
             and all(r.ok for _, r in self.localized)
             and all(c.ok for c in self.structure)
             and (self.second_order is None or self.second_order.ok)
+            and (self.reference is None or self.reference.ok)
         )

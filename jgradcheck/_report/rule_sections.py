@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .records import ReportRecord
 from .rule_records import Check, RuleReportRecord
-from .sections import Section, report_sections
+from .sections import Section, reference_section, report_sections
 from .tables import Table, Tone, comparison_row, format_number, path_label
 
 
@@ -41,6 +41,8 @@ def rule_failure_lines(r: RuleReportRecord, limit: int | None = 20) -> list[str]
         if not d.ok
     ]
     out += [f"primal: {r.primal.detail}"] if not r.primal.ok else []
+    if r.reference is not None and not r.reference.ok:
+        out.append(f"reference: {r.reference.verdict}")
     out += [f"{c.name}: {c.detail}" for c in r.structure if not c.ok]
     return out
 
@@ -133,6 +135,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
         )
     if r.precision:
         under.append(f"precision: {r.precision}")
+    if r.rounding not in ("", "fixed", "measured against float64"):
+        under.append(f"rounding of the rule judged by: {r.rounding}")
     out = [
         Section(
             "headline",
@@ -148,6 +152,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
     ]
     if r.dot_tests:
         out.append(_dot_test_section(r))
+    if r.reference is not None:
+        out.append(reference_section(r.reference, "rule"))
     out.append(
         Section(
             "lines",

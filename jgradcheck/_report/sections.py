@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, NamedTuple, TypeAlias
 
-from .records import ReportRecord
+from .records import ReferenceCheck, ReportRecord
 from .tables import (
     Table,
     Tone,
     direction_table,
     directions_agree,
     entry_table,
+    format_number,
     has_directions,
     leaf_table,
     path_label,
@@ -85,6 +86,10 @@ def headline(report: ReportRecord) -> str:
     if not report.verified:
         return "gradient check UNSURE: nothing was verified: " + _unverified(report)
     unsure = [leaf for leaf in report.leaves if not leaf.ok]
+    if not unsure and report.reference is not None and not report.reference.ok:
+        return (
+            f"gradient check FAILED against the reference: {report.reference.verdict}"
+        )
     if unsure:
         paths = ", ".join(path_label(leaf.path) for leaf in unsure)
         return (
@@ -137,6 +142,7 @@ def headline_tone(report: ReportRecord) -> Tone:
         report.n_fail
         or any(leaf.n_fail_directions for leaf in report.leaves)
         or any(not r.ok for _, r in report.terms)
+        or (report.reference is not None and not report.reference.ok)
     )
     return "fail" if failed else "unsure"
 
@@ -320,6 +326,43 @@ def _term_sections(report: ReportRecord, k: int) -> list[Section]:
     return out
 
 
+def reference_section(ref: ReferenceCheck, what: str) -> Section:
+    """The comparison with ``reference=``: one row per leaf, and the verdict.
+
+    ``what`` names the derivative under test (``gradient`` or ``rule``)."""
+    header = (
+        "leaf",
+        f"max|{what}-ref64|",
+        "max|ref-ref64|",
+        "ratio",
+        "allowed",
+        "verdict",
+    )
+    rows = tuple(
+        (
+            leaf.label,
+            format_number(leaf.rule_err),
+            format_number(leaf.ref_err),
+            format_number(leaf.ratio),
+            format_number(leaf.allowed),
+            "ok"
+            if leaf.ok
+            else f"FAIL ({leaf.n_fail} of {leaf.size})"
+            if ref.reference_agrees
+            else f"differs ({leaf.n_fail} of {leaf.size}): the reference is in doubt",
+        )
+        for leaf in ref.leaves
+    )
+    return Section(
+        "table",
+        f"against the reference {ref.name} ({what} vs JAX's derivative of the "
+        f"reference in float64 = ref64; yardstick: the reference at {ref.native}; "
+        f"allowed = {ref.factor:g}·max|ref-ref64| + 1 ulp of the leaf's scale): "
+        + ref.verdict,
+        table=Table(header, rows, frozenset({1, 2, 3, 4})),
+    )
+
+
 def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
     """What a gradient-check report says, section by section.
 
@@ -342,6 +385,8 @@ def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
             table=leaf_table(report),
         ),
     ]
+    if report.reference is not None:
+        out.append(reference_section(report.reference, "gradient"))
     if has_directions(report):
         out.append(_direction_section(report, k))
     out += _leaf_lines(report, "diagnosis:", "diagnosis", headline_tone(report))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
-from .records import Entry, LeafResult, ReportRecord
+from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
 from .rule_records import Check, DotTest, RuleReportRecord
 from .rule_sections import rule_failure_lines, rule_headline
 from .sections import headline
@@ -130,6 +130,7 @@ def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[st
             "wall_seconds": number(t.wall_seconds),
         },
         "leaves": [leaf_dict(leaf) for leaf in report.leaves],
+        "reference": reference_dict(report.reference),
         "failures": [entry_dict(e) for e in failures],
         "unsure": cap(report.unsure()),
         "kinks": cap(report.kinks()),
@@ -159,6 +160,35 @@ def _dot_test_dict(d: DotTest) -> dict[str, Any]:
     return {"output": d.output, "ok": d.ok, "pairs": pairs}
 
 
+def reference_dict(ref: ReferenceCheck | None) -> dict[str, Any] | None:
+    """The ``reference=`` comparison as a plain dict (None without one)."""
+    if ref is None:
+        return None
+    return {
+        "name": ref.name,
+        "ok": ref.ok,
+        "factor": number(ref.factor),
+        "native": ref.native,
+        "reference_agrees": ref.reference_agrees,
+        "evidence": ref.evidence,
+        "verdict": ref.verdict,
+        "leaves": [
+            {
+                "label": leaf.label,
+                "ok": leaf.ok,
+                "rule_err": number(leaf.rule_err),
+                "ref_err": number(leaf.ref_err),
+                "ratio": number(leaf.ratio),
+                "allowed": number(leaf.allowed),
+                "fail": leaf.n_fail,
+                "size": leaf.size,
+                "worst": leaf.worst,
+            }
+            for leaf in ref.leaves
+        ],
+    }
+
+
 def rule_report_dict(
     r: RuleReportRecord, max_entries: int | None = None
 ) -> dict[str, Any]:
@@ -181,6 +211,8 @@ def rule_report_dict(
         "held": list(r.held),
         "held_outputs": list(r.held_outputs),
         "precision": r.precision,
+        "rounding": r.rounding,
+        "reference": reference_dict(r.reference),
         "second_order": (
             None
             if r.second_order is None

@@ -1,0 +1,92 @@
+"""The reference-relative rule of kernel teams: a rule against a reference implementation.
+
+For one leaf, with ``rule`` the derivative under test (at its native
+precision), ``ref64`` the reference implementation differentiated by JAX at
+float64 and ``ref_native`` the same at the native precision::
+
+    |rule − ref64| ≤ k · maxᵢ |ref_nativeᵢ − ref64ᵢ| + eps · maxᵢ |ref64ᵢ|
+
+per entry. The yardstick ``maxᵢ |ref_native − ref64|`` is what a plain,
+trusted implementation loses at the native precision: a rule whose error
+against the float64 truth is within ``k`` times that is as good as the
+reference at that precision (flash-attention's tests use ``k = 2``: a fused
+kernel reorders sums and keeps other intermediates, so its error is of the
+reference's order but not below it; 2 leaves room for that and nothing for
+a wrong formula, which is off by O(1) of the scale). The leaf maximum, not
+the entry, is the yardstick: the reference's error at one entry can be zero
+by chance (an exactly representable result) where the rule's is an ordinary
+rounding. The last term is one ulp of the leaf's scale: the rule's result is
+stored in its dtype, half an ulp per entry, even where the reference
+happens to round exactly (a linear function at float64-exact inputs).
+
+``ratio = max|rule − ref64| / max|ref_native − ref64|`` is reported per
+leaf: below 1 the rule is more accurate than the reference at its precision.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .verdict import FAIL, PASS
+
+REFERENCE_FACTOR = 2.0
+"""Default ``k`` (``reference_factor=``): flash-attention's factor."""
+
+
+class Against(NamedTuple):
+    """One leaf of a rule compared with a reference."""
+
+    status: np.ndarray
+    """uint8 per entry: PASS or FAIL."""
+    rule_err: float
+    """``max |rule − ref64|``."""
+    ref_err: float
+    """``max |ref_native − ref64|``: the yardstick."""
+    allowed: float
+    """``k·ref_err + eps·max|ref64|``, the tolerance of every entry."""
+    worst: int
+    """Position of the entry with the largest ``|rule − ref64|``."""
+
+    @property
+    def ratio(self) -> float:
+        """``rule_err / ref_err`` (inf when the reference is exact and the rule not)."""
+        if self.ref_err > 0:
+            return self.rule_err / self.ref_err
+        return 0.0 if self.rule_err == 0 else float("inf")
+
+
+def against_reference(
+    rule: np.ndarray,
+    ref64: np.ndarray,
+    ref_native: np.ndarray,
+    *,
+    factor: float,
+    eps: float,
+) -> Against:
+    """The reference-relative verdict of one leaf (flattened float64 arrays).
+
+    Args:
+      rule: the rule's derivative, at its native precision.
+      ref64: the reference's derivative in float64 (the truth, once finite
+        differences vouched for it).
+      ref_native: the reference's derivative at the native precision.
+      factor: ``k``.
+      eps: machine epsilon of the native dtype.
+
+    >>> ref64 = np.array([1.0, 2.0, 3.0])
+    >>> ref = ref64 + np.array([0.01, -0.02, 0.0])        # the reference at bf16
+    >>> good = against_reference(ref64 + 0.03, ref64, ref, factor=2.0, eps=2.0**-8)
+    >>> bad = against_reference(ref64 * 1.1, ref64, ref, factor=2.0, eps=2.0**-8)
+    >>> good.status.tolist(), round(good.ratio, 3), bad.status.tolist()
+    ([0, 0, 0], 1.5, [1, 1, 1])
+    """
+    diff = np.abs(rule - ref64)
+    scale = float(np.max(np.abs(ref64))) if ref64.size else 0.0
+    ref_err = float(np.max(np.abs(ref_native - ref64))) if ref64.size else 0.0
+    allowed = factor * ref_err + eps * scale
+    status = np.where(diff <= allowed, PASS, FAIL).astype(np.uint8)  # NaN fails
+    worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
+    rule_err = float(np.max(diff)) if diff.size else 0.0
+    return Against(status, rule_err, ref_err, allowed, worst)
