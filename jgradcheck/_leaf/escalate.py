@@ -65,6 +65,7 @@ from .._numerics.verdict import (
     judge,
     judge_kinks,
     leaf_scale,
+    rounding_cap,
     rounding_floor,
 )
 from .._options import METHODS
@@ -289,10 +290,20 @@ def _widen(leaf: LeafInputs, s: LeafState, aliased: np.ndarray) -> LeafState:
     )
 
 
-def _allowed(leaf: LeafInputs) -> np.ndarray:
-    """The gradient's own rounding allowance at a kink, per entry."""
-    own = np.zeros(leaf.idx.shape) if leaf.grad_rounding is None else leaf.grad_rounding
-    return own + rounding_floor(leaf.eps_grad) * np.abs(leaf.grad)
+def _allowed(leaf: LeafInputs, at: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The gradient's own rounding allowance at kink entries ``at``.
+
+    The yardstick's rounding is capped as :func:`judge` caps it
+    (``rounding_cap`` of the entry's magnitude, ``|a|`` plus ``other``: the
+    larger one-sided slope, or the finite difference): at a kink that the float64 re-run sees on the other side,
+    ``|b − b₆₄|`` is the jump between the slopes, not rounding, and would
+    otherwise excuse a gradient that matches neither slope.
+    """
+    grad = leaf.grad[at]
+    own = np.zeros(at.shape) if leaf.grad_rounding is None else leaf.grad_rounding[at]
+    mag = np.abs(grad) + np.abs(other)
+    capped = np.minimum(own, rounding_cap(leaf.eps_grad) * mag)
+    return capped + rounding_floor(leaf.eps_grad) * np.abs(grad)
 
 
 def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.ndarray:
@@ -310,7 +321,7 @@ def _judge_kinks(leaf: LeafInputs, s: LeafState, refinement: Refinement) -> np.n
         kink.left[k],
         kink.right[k],
         kink.noise[k],
-        _allowed(leaf)[at],
+        _allowed(leaf, at, np.maximum(np.abs(kink.left[k]), np.abs(kink.right[k]))),
     )
 
 
@@ -325,7 +336,7 @@ def _kinks_across_precisions(
         leaf.grad,
         s.numeric,
         s.error,
-        _allowed(leaf),
+        _allowed(leaf, np.arange(leaf.idx.size), s.numeric),
         leaf.h0,
         leaf.primed.j0,
         leaf.primed.rounding,
