@@ -12,6 +12,7 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.gradient import Pushforward
 from .._engine.primal_ad import fixed_note, inlined, rules_in, why_not
 from .._errors import raise_unless_ok
 from .._numerics.reference import REFERENCE_FACTOR
@@ -53,10 +54,10 @@ def _real(x: Any) -> np.ndarray:
 
 
 def _tangent_leaves(
-    g: Callable[[list[Any]], Any], xs: list[Any], tangent: list[Any]
+    push: Pushforward, xs: list[Any], tangent: list[Any]
 ) -> tuple[PyTree, list[Any]]:
-    """The rule's ``(y, leaves of J·tangent)`` at ``xs`` (``jax.jvp``)."""
-    y, t = jax.jvp(g, (xs,), ([jnp.asarray(v) for v in tangent],))
+    """The rule's ``(y, leaves of J·tangent)`` at ``xs`` (``jax.jvp``, compiled)."""
+    y, t = push(xs, [jnp.asarray(v) for v in tangent])
     return y, jax.tree_util.tree_leaves(t)
 
 
@@ -154,7 +155,7 @@ def _yardstick(run: RuleRun) -> _Yardstick:
     if inputs.opts.precision != "float64":
         return _Yardstick(None, None, "fixed")
 
-    def at(g: Callable[[list[Any]], Any], xs: list[Any]) -> Callable[..., Any]:
+    def at(g: Pushforward, xs: list[Any]) -> Callable[..., Any]:
         return lambda d: [
             np.asarray(t)
             for t in _tangent_leaves(g, xs, [jnp.asarray(v) for v in d])[1]
@@ -163,9 +164,11 @@ def _yardstick(run: RuleRun) -> _Yardstick:
     with reference_precision(inputs.opts.precision):
         if not rules_in(inputs.of_floats, run.at_reference):
             return _Yardstick(
-                None, at(inputs.of_floats, run.at_reference), "measured against float64"
+                None,
+                at(Pushforward(inputs.of_floats), run.at_reference),
+                "measured against float64",
             )
-    primal = inlined(inputs.of_floats)
+    primal = Pushforward(inlined(inputs.of_floats))
     try:
         native = at(primal, inputs.floats)
         out = native(run.directions[0])
@@ -251,9 +254,10 @@ def _against(run: RuleRun, f_ref: Callable[..., Any], factor: float) -> Referenc
     inputs, d = run.inputs, run.directions[0]
     ref = of_floats(f_ref, inputs.flat)
     rule = jax.tree_util.tree_leaves(run.apply([jnp.asarray(v) for v in d]))
-    _, ref_native = _tangent_leaves(ref, inputs.floats, d)
+    push = Pushforward(ref)
+    _, ref_native = _tangent_leaves(push, inputs.floats, d)
     with reference_precision("float64"):
-        _, ref64 = _tangent_leaves(ref, run.at_reference, [widen_np(v) for v in d])
+        _, ref64 = _tangent_leaves(push, run.at_reference, [widen_np(v) for v in d])
         ref64 = [np.asarray(t) for t in ref64]
     leaves, bad, total = [], 0, 0
     for o in run.out_infos:
@@ -305,11 +309,11 @@ class JVP:
     def rule_at(
         self, inputs: RuleInputs, directions: list[list[np.ndarray]]
     ) -> tuple[PyTree, Callable[[Any], Any]]:
-        g, x = inputs.of_floats, inputs.floats
-        y, _ = _tangent_leaves(g, x, directions[0])
+        push, x = Pushforward(inputs.of_floats), inputs.floats
+        y, _ = _tangent_leaves(push, x, directions[0])
 
         def apply(tangent: list[Any]) -> PyTree:
-            return jax.jvp(g, (x,), (tangent,))[1]
+            return push(x, tangent)[1]
 
         return y, apply
 
@@ -340,8 +344,9 @@ class JVP:
         g, x = run.inputs.of_floats, run.inputs.floats
         probe = [jnp.asarray(v) for v in run.directions[0]]
         zero = [jnp.zeros_like(v) for v in probe]
-        jitted = jax.jit(lambda xs, tan: jax.jvp(g, (xs,), (tan,))[1])
-        return structure("tangent", run.apply, lambda tan: jitted(x, tan), probe, zero)
+        return structure(
+            "tangent", run.apply, lambda tan: jax.jvp(g, (x,), (tan,))[1], probe, zero
+        )
 
     def derivative(self, run: RuleRun) -> Callable[..., Any]:
         f, flat, u = run.inputs.f, run.inputs.flat, run.directions[0]

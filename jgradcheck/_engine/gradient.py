@@ -236,3 +236,50 @@ def reference_gradient(
     if not all(np.all(np.isfinite(v)) for v in out.values()):
         return None
     return out
+
+
+class Pullback:
+    """``jax.vjp(fn, xs)``'s pullback, compiled: ``ct ↦ Jᵀ(xs)·ct`` as one
+    program (re-running the forward pass inside it), instead of one compile
+    per primitive of the backward pass, once per shape, as eager execution
+    does. Under ``jax.vmap`` it compiles once for the batch. A rule that jit
+    cannot trace runs eagerly (its own error, if any, is raised from there).
+    Call it in the x64 scope it was made in.
+    """
+
+    def __init__(self, fn: Callable[..., Any], xs: Any) -> None:
+        self._fn, self._xs = fn, xs
+        self._jitted = jax.jit(lambda xs, ct: jax.vjp(fn, xs)[1](ct))
+        self._eager: Callable[..., Any] | None = None
+
+    def __call__(self, ct: Any) -> Any:
+        if self._eager is None:
+            try:
+                return self._jitted(self._xs, ct)
+            except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
+                self._eager = jax.vjp(self._fn, self._xs)[1]
+        return self._eager(ct)
+
+
+def compiled_vjp(fn: Callable[..., Any], xs: Any) -> tuple[Any, Pullback]:
+    """``jax.vjp(fn, xs)`` compiled: the primal output (of the rule's forward
+    pass, as ``jax.vjp`` gives it) and a :class:`Pullback`."""
+    return _compiled(lambda xs: jax.vjp(fn, xs)[0], xs), Pullback(fn, xs)
+
+
+class Pushforward:
+    """``(xs, tangent) ↦ jax.jvp(fn, (xs,), (tangent,))`` compiled once per
+    shape (see :class:`Pullback`); eager where jit cannot trace ``fn``."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self._jitted = jax.jit(lambda xs, t: jax.jvp(fn, (xs,), (t,)))
+        self._eager = False
+
+    def __call__(self, xs: Any, tangent: Any) -> tuple[Any, Any]:
+        if not self._eager:
+            try:
+                return self._jitted(xs, tangent)
+            except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
+                self._eager = True
+        return jax.jvp(self._fn, (xs,), (tangent,))
