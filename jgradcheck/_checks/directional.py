@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import cast
 from .._dtypes import eps as eps_of
 from .._numerics.rounding import (
     ENTRY_FLOOR_QUANTILE,
@@ -36,8 +37,8 @@ def widen(x: jax.typing.ArrayLike) -> jax.Array:
 
     Must run where 64-bit types are enabled (:func:`reference_precision`).
     """
-    dtype = jnp.complex128 if jnp.iscomplexobj(x) else jnp.float64
-    return jnp.asarray(x, dtype)
+    dtype = np.complex128 if jnp.iscomplexobj(x) else np.float64
+    return cast(x, dtype)
 
 
 def widen_np(x: jax.typing.ArrayLike) -> np.ndarray:

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import cast, narrowest_computed
 from .._dtypes import eps as eps_of
-from .._dtypes import narrowest_computed
 from .._errors import NondeterministicLossError
 from .._numerics.rounding import (
     PROBE_QUANTILE,
@@ -115,9 +115,9 @@ def _to_float64(x: Any) -> Any:
     ``preferred_element_type``) see matching dtypes."""
     if isinstance(x, (jax.Array, np.ndarray)):
         if jnp.issubdtype(x.dtype, jnp.floating):
-            return jnp.asarray(x, jnp.float64)
+            return cast(x, np.float64)
         if jnp.issubdtype(x.dtype, jnp.complexfloating):
-            return jnp.asarray(x, jnp.complex128)
+            return cast(x, np.complex128)
     return x
 
 
@@ -138,7 +138,7 @@ def at_precision(flat: Flat, precision: Precision) -> Flat:
     for info in flat.checked:
         leaf = jnp.asarray(flat.leaves[info.position])
         dtype = jnp.float64 if precision == "float64" else effective_dtype(leaf.dtype)
-        leaves[info.position] = leaf if leaf.dtype == dtype else leaf.astype(dtype)
+        leaves[info.position] = leaf if leaf.dtype == dtype else cast(leaf, dtype)
     return Flat(flat.treedef, tuple(leaves), flat.infos)
 
 

@@ -261,12 +261,6 @@ class Pullback:
         return self._eager(ct)
 
 
-def compiled_vjp(fn: Callable[..., Any], xs: Any) -> tuple[Any, Pullback]:
-    """``jax.vjp(fn, xs)`` compiled: the primal output (of the rule's forward
-    pass, as ``jax.vjp`` gives it) and a :class:`Pullback`."""
-    return _compiled(lambda xs: jax.vjp(fn, xs)[0], xs), Pullback(fn, xs)
-
-
 class Pushforward:
     """``(xs, tangent) ↦ jax.jvp(fn, (xs,), (tangent,))`` compiled once per
     shape (see :class:`Pullback`); eager where jit cannot trace ``fn``."""
