@@ -276,14 +276,15 @@ def torch_caught(torch, rule, dtype, seed, r, bwd, notes: set):
     with warnings.catch_warnings(record=True) as caught_warnings:
         warnings.simplefilter("always")
         try:
-            ok = torch.autograd.gradcheck(fn, inputs)
+            result = not torch.autograd.gradcheck(fn, inputs)
         except Exception as e:  # GradcheckError: the module's name is shadowed
             if type(e).__name__ == "GradcheckError":
-                return True
-            return f"error: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+                result = True
+            else:
+                result = f"error: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
     for w in caught_warnings:
         notes.add(str(w.message).splitlines()[0][:110])
-    return not ok
+    return result
 
 
 def torch_worker(job: dict) -> dict:
