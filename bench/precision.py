@@ -65,10 +65,10 @@ LABELS = {
 GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 QUICK_GRID = (1e-1, 1e-3)
 EPS = {
-    "bfloat16": 2.0**-8,
-    "float16": 2.0**-11,
-    "float32": 2.0**-24,
-    "float64": 2.0**-53,
+    "bfloat16": 2.0**-7,
+    "float16": 2.0**-10,
+    "float32": 2.0**-23,
+    "float64": 2.0**-52,
 }
 PLANT = 37
 MISSES_TO_STOP = 2
@@ -435,8 +435,8 @@ def dtype_table(dtype: str, rules, tools, results: dict) -> list[str]:
     )
     eps = EPS[dtype]
     lines = [
-        f"{dtype}: eps {eps:.1e}; in the {dtype} output a planted r below "
-        f"~{eps / 2:.0e} rounds away (a no-op)",
+        f"{dtype}: eps {eps:.1e} (jnp.finfo); in the {dtype} output a planted r "
+        f"below eps/4 .. eps/2 ({eps / 4:.0e} .. {eps / 2:.0e}) rounds away",
         head,
         "-" * len(head),
     ]

@@ -179,7 +179,7 @@ def test_precision_scan_and_tables_in_process():
         ("float32", "dense", "torch"): {"skipped": "torch rows skipped: no torch"},
     }
     lines = p.dtype_table("float32", ["dense"], list(p.TOOLS), results)
-    assert lines[0].startswith("float32: eps 6.0e-08")
+    assert lines[0].startswith("float32: eps 1.2e-07 (jnp.finfo)")
     body = lines[3:]
     assert body[0].split()[:6] == ["dense", "(384)", "jgradcheck", "check_vjp"] + [
         "1e-03",
