@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/fast.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/precision.py
 
 # The docs tools are a separate extra and stamp, so `make test` stays lean.
 $(DOCS_STAMP): $(STAMP)

@@ -113,3 +113,79 @@ def test_cache_bench_runs_on_the_tiny_model():
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("mlp")]
     assert [r[1] for r in rows] == ["no", "fill", "hit"]  # "no cache" is two words
     assert all(float(x) >= 0 for r in rows for x in r[-3:])
+
+
+def _precision():
+    spec = importlib.util.spec_from_file_location(
+        "bench_precision", BENCH / "precision.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_quick_prints_one_table_per_dtype():
+    # jax check_grads only: a jgradcheck cell compiles for seconds; its column is
+    # the same code path (scan → dtype_table), tested in-process below.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JGC_TORCH_PYTHON="")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "precision.py"), "--quick", "--dtypes"]
+        + ["float64,bfloat16", "--rules", "softplus", "--tools", "check_grads,torch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "machine:" in out and "jax 0." in out and "wall time" in out
+    tables = [ln.split(":")[0] for ln in out.splitlines() if ": eps " in ln]
+    assert tables == ["bfloat16", "float64"]
+    rows = [ln for ln in out.splitlines() if "jax check_grads rev" in ln]
+    assert len(rows) == 2 and all(ln.split()[0] == "softplus" for ln in rows)
+    # float64: the 10% planted error is caught, the correct rule passes
+    fields = rows[1].split()
+    assert fields[5] in ("1e-01", "1e-03") and fields[6:9] == ["0", "/", "1"], rows[1]
+    torch_rows = [ln for ln in out.splitlines() if "torch gradcheck" in ln]
+    assert len(torch_rows) == 2
+    if not HAVE_TORCH:
+        assert "torch rows skipped: no torch in" in out
+
+
+def test_precision_scan_and_tables_in_process():
+    p = _precision()
+    # caught down to 1e-3, then two misses stop the scan
+    calls = []
+
+    def check(seed, r, bwd):
+        calls.append((seed, r, bwd))
+        if bwd is not None:
+            return True
+        return r >= 1e-3 or (r == 0 and seed == 2)
+
+    res = p.scan(check, p.GRID, draws=3, half=True)
+    assert res["alarms"] == 1 and res["draws"] == 3 and res["errors"] == []
+    assert [r for r, _ in res["grid"]] == [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
+    assert p.smallest_caught(res["grid"]) == 1e-3
+    assert res["half"] is True and res["half_twin"] is False
+    # a tool that fails the correct rule at seed 0 gets no scan
+    alarm = p.scan(lambda seed, r, bwd: True, p.GRID, draws=2, half=False)
+    assert alarm["grid"] == [] and alarm["alarms"] == 2
+    errors = p.scan(lambda seed, r, bwd: "error: X", p.QUICK_GRID, 1, False)
+    assert errors["errors"] == ["error: X"] and errors["alarms"] == 0
+    results = {
+        ("float32", "dense", "jgradcheck"): res,
+        ("float32", "dense", "check_grads"): alarm,
+        ("float32", "dense", "torch"): {"skipped": "torch rows skipped: no torch"},
+    }
+    lines = p.dtype_table("float32", ["dense"], list(p.TOOLS), results)
+    assert lines[0].startswith("float32: eps 1.2e-07 (jnp.finfo)")
+    body = lines[3:]
+    assert body[0].split()[:6] == ["dense", "(384)", "jgradcheck", "check_vjp"] + [
+        "1e-03",
+        "1",
+    ]
+    assert "n/a (false alarm)" in body[1] and body[2].endswith("no torch")
+    half = p.half_table(["dense"], list(p.TOOLS), results)
+    assert half[-1].split()[-2:] == ["caught", "passes"]
+    assert p.n_entries("softplus") == 256 and p.n_entries("attention") == 288
