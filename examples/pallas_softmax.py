@@ -17,6 +17,7 @@ on a GPU or TPU drop it. Run this file to see the reports::
 
 from __future__ import annotations
 
+# --8<-- [start:kernel]
 import functools
 import math
 from typing import Any
@@ -25,9 +26,6 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-import jgradcheck as jgc
-
-# --8<-- [start:kernel]
 BLOCK_ROWS = 4
 """Rows per program: the grid is ``rows / BLOCK_ROWS`` programs."""
 
@@ -109,6 +107,8 @@ def logits(rows: int = 8, cols: int = 16, dtype: Any = jnp.bfloat16) -> jax.Arra
 
 
 if __name__ == "__main__":
+    import jgradcheck as jgc
+
     x = logits()
     print(jgc.check_vjp(make_softmax(), x, reference=softmax_reference))
     print(jgc.check_vjp(make_softmax("block"), x, reference=softmax_reference))
