@@ -103,7 +103,8 @@ def softmax_reference(x: jax.Array) -> jax.Array:
 
 def logits(rows: int = 8, cols: int = 16, dtype: Any = jnp.bfloat16) -> jax.Array:
     """Attention-sized logits (standard deviation 3), in ``dtype``."""
-    return (3.0 * jax.random.normal(jax.random.PRNGKey(0), (rows, cols))).astype(dtype)
+    x = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (rows, cols), jnp.float32)
+    return x.astype(dtype)
 
 
 if __name__ == "__main__":
