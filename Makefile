@@ -32,8 +32,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
 
 lint: $(STAMP)
-	$(BIN)/ruff check jgradcheck tests bench _jgradcheck_pytest.py
-	$(BIN)/ruff format --check jgradcheck tests bench _jgradcheck_pytest.py
+	$(BIN)/ruff check jgradcheck tests bench examples _jgradcheck_pytest.py
+	$(BIN)/ruff format --check jgradcheck tests bench examples _jgradcheck_pytest.py
 	$(BIN)/mypy
 
 bench: $(BENCH_STAMP)

@@ -58,8 +58,16 @@ def pytest_unconfigure(config):
 
 _CACHE_OWNED = pytest.StashKey[str]()
 
-SLOW_FIRST = ("test_devices.py", "test_notebooks.py", "test_bench.py")
-"""Files whose tests take 5-20 s each (child processes, kernels), run first.
+SLOW_FIRST = (
+    "test_devices.py",
+    "test_notebooks.py",
+    "test_bench.py",
+    "test_pallas.py",
+    "test_docs.py",
+)
+"""Files whose tests take 5-20 s each (child processes, kernels, Pallas in
+interpret mode; test_docs.py runs the low-precision guide, up to a minute),
+run first.
 
 Under pytest-xdist with work stealing (`make test`), the first worker starts
 with the first half of the tests and the second with the rest; each steals from

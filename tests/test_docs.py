@@ -172,3 +172,75 @@ def test_docstring_check_catches_both_shapes():
     assert len(_docstring_problems("bad", bad)) == 2
     good = "Do it.\n\nArgs:\n  rtol: a.\n  atol: b.\n\nReturns:\n  A ``X``.\n"
     assert _docstring_problems("good", good) == []
+
+
+# ---------------------------------------------------------- runnable guides
+
+RUNNABLE_PAGES = ("guide/low-precision.md",)
+"""Pages whose ``python`` blocks run in order as one script. A block followed by
+"prints (real output)" and a ``text`` block must print exactly that text."""
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::(\w+))?"$', re.MULTILINE)
+
+
+def _snippet(match: re.Match) -> str:
+    """pymdownx.snippets' ``--8<-- "path:section"``: the file's lines between
+    ``# --8<-- [start:section]`` and ``# --8<-- [end:section]`` (or all of it)."""
+    text = (ROOT / match.group(1)).read_text(encoding="utf-8")
+    section = match.group(2)
+    if section:
+        text = text.split(f"# --8<-- [start:{section}]\n", 1)[1]
+        text = text.split(f"# --8<-- [end:{section}]", 1)[0]
+    return text
+
+
+def _python_blocks(page: str) -> list[tuple[str, str | None]]:
+    """``(code, expected output or None)`` for every python block of ``page``."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    fences = list(FENCE.finditer(text))
+    blocks = []
+    for i, fence in enumerate(fences):
+        if fence.group(1) != "python":
+            continue
+        expected = None
+        if i + 1 < len(fences) and fences[i + 1].group(1) == "text":
+            between = text[fence.end() : fences[i + 1].start()]
+            if "prints (real output)" in between:
+                expected = fences[i + 1].group(2)
+        blocks.append((SNIPPET.sub(_snippet, fence.group(2)), expected))
+    return blocks
+
+
+def _run_variant_tests(namespace: dict) -> list[str]:
+    """Run every ``test_*(jgc_variant)`` the page defined, once per variant of its
+    ``@pytest.mark.jgradcheck`` marker, as the plugin would; their ids."""
+    from jgradcheck.pytest_plugin import Variant
+
+    ran = []
+    for name, fn in list(namespace.items()):
+        if not (name.startswith("test_") and callable(fn)):
+            continue
+        (mark,) = [m for m in getattr(fn, "pytestmark", []) if m.name == "jgradcheck"]
+        jits = mark.kwargs.get("jit", (False, True))
+        for dtype in mark.kwargs["dtypes"]:
+            for jit in jits if isinstance(jits, tuple) else (jits,):
+                variant = Variant(dtype, jit=jit)
+                with variant.scope():
+                    fn(variant)
+                ran.append(f"{name}[{variant.id}]")
+    return ran
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_guide_code_blocks_run_and_print_what_the_page_says(page):
+    blocks = _python_blocks(page)
+    assert blocks, f"{page} has no python blocks"
+    namespace: dict = {"__name__": "docs_" + Path(page).stem.replace("-", "_")}
+    for i, (code, expected) in enumerate(blocks, 1):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, f"{page}, python block {i}", "exec"), namespace)
+        if expected is not None:
+            assert out.getvalue() == expected, f"{page}, python block {i}"
+    assert _run_variant_tests(namespace), f"{page} defines no jgc_variant test"
