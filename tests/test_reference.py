@@ -199,3 +199,43 @@ def test_reference_factor_is_the_allowed_multiple():
     scale_ulp = leaf.allowed - 4.0 * leaf.ref_err
     assert 0 <= scale_ulp < 0.1 * leaf.allowed + 1.0
     assert np.isfinite(leaf.ratio)
+
+
+def _dense64(rel_error: float):
+    """A float64 tanh layer whose VJP sums in another order than autodiff
+    (einsum), with ``rel_error`` planted in one entry of dW."""
+
+    @jax.custom_vjp
+    def layer(x, w):
+        return jnp.tanh(x @ w)
+
+    def fwd(x, w):
+        y = jnp.tanh(x @ w)
+        return y, (x, w, y)
+
+    def bwd(res, g):
+        x, w, y = res
+        d = g * (1 - y * y)
+        dw = jnp.einsum("bi,bj->ij", x, d)
+        return jnp.einsum("bj,ij->bi", d, w), dw.at[2, 3].multiply(1 + rel_error)
+
+    layer.defvjp(fwd, bwd)
+    return layer
+
+
+@pytest.mark.parametrize("rel_error", [0.0, 1e-6])
+def test_float64_rule_against_its_reference(rel_error):
+    # In float64 the reference at the native precision is ref64 itself (its
+    # error is 0): the rounding floor decides. A correct rule summing in
+    # another order passes; a 1e-6 error in one entry does not.
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.standard_normal((8, 16)))
+        w = jnp.asarray(rng.standard_normal((16, 16)) * 0.3)
+        report = jgc.check_vjp(
+            _dense64(rel_error), x, w, reference=lambda x, w: jnp.tanh(x @ w)
+        )
+    assert report.reference is not None
+    assert report.reference.ok == (rel_error == 0.0), report
+    if rel_error == 0.0:
+        assert "within the rounding floor" in str(report)

@@ -357,7 +357,7 @@ def reference_section(ref: ReferenceCheck, what: str) -> Section:
         "table",
         f"against the reference {ref.name} ({what} vs JAX's derivative of the "
         f"reference in float64 = ref64; yardstick: the reference at {ref.native}; "
-        f"allowed = {ref.factor:g}·max|ref-ref64| + 1 ulp of the leaf's scale): "
+        f"allowed = {ref.factor:g}·max|ref-ref64| + the rounding floor of the leaf's scale): "
         + ref.verdict,
         table=Table(header, rows, frozenset({1, 2, 3, 4})),
     )
