@@ -323,3 +323,25 @@ def test_one_nonzero_entry_is_not_called_scaled():
         fail,
     )
     assert two == "scaled: a ≈ 2·n (a missing or extra factor 2?)"
+
+
+# ------------------------------------------- numerical_grad's own error bars
+
+
+def test_numerical_grad_warns_where_its_error_bar_is_wide():
+    # |p| with p[0] = 2e-7, a kink within every step of the ladder (h ≈ 6e-6):
+    # an estimate numerical_grad cannot vouch for, and says so.
+    p = jnp.array([2e-7, 1.0, 2.0])
+    with pytest.warns(UserWarning, match=r"1 of 3 entries of <root> \(widest at \[0\]"):
+        jgc.numerical_grad(lambda p: jnp.sum(jnp.abs(p)), p)
+
+
+def test_numerical_grad_is_quiet_where_its_error_bars_are_tight():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = jgc.numerical_grad(
+            lambda p: jnp.sum(jnp.sin(p) ** 2), jnp.array([0.3, 1.0])
+        )
+    assert np.allclose(g, np.sin(2 * np.array([0.3, 1.0])), atol=1e-8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 
@@ -51,7 +52,7 @@ from .._leaf.estimates import primed_central, refined
 from .._leaf.fast import check_fast
 from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.rounding import TRIALS_QUANTILE, probe_step, rounding_from_probes
-from .._numerics.verdict import EPS_ACCUMULATE
+from .._numerics.verdict import EPS_ACCUMULATE, UNSURE_REL, leaf_scale
 from .._options import Options
 from .._pytree.coords import Selection, nonfinite_entries, seed_of, without
 from .._pytree.flat import Flat
@@ -591,6 +592,37 @@ def assert_grad(
 
 @quiet_truncation()
 @jit_enabled()
+def _warn_if_unresolved(
+    flat: Flat, values: dict[int, np.ndarray], errors: dict[int, np.ndarray]
+) -> None:
+    """Warn where numerical_grad's own error bar is too wide to trust an entry:
+    above ``UNSURE_REL`` (0.1%) of the entry's scale, the bar check_grad
+    would call ``unsure`` (a kink within the step, a noisy or float32-cast
+    loss)."""
+    wide = []
+    for info in flat.checked:
+        value, error = values[info.position], errors[info.position]
+        scale = leaf_scale(value.reshape(-1))
+        bad = ~(error <= UNSURE_REL * np.maximum(np.abs(value), scale))
+        if bad.any():
+            k = int(np.argmax(np.where(bad, error, -np.inf)))
+            where = info.where(k)
+            wide.append(
+                f"{int(bad.sum())} of {info.size} entries of {info.path or '<root>'} "
+                f"(widest at {where}: ±{float(error.reshape(-1)[k]):.2g})"
+            )
+    if wide:
+        warnings.warn(
+            "numerical_grad: error bars above 0.1% of the entry's scale for "
+            + "; ".join(wide)
+            + ". Those estimates are not reliable (a kink within the step, a "
+            "noisy loss, or a loss that computes in low precision): inspect them "
+            "with with_error=True or jgradcheck.eps_sweep, or use check_grad, "
+            "which says 'unsure' there.",
+            stacklevel=3,
+        )
+
+
 def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,
@@ -621,6 +653,12 @@ def numerical_grad(
       A pytree of NumPy arrays (float64 by default, so the precision survives
       even when JAX's x64 mode is off), or ``(grad, error_bars)``.
 
+    Warns:
+      UserWarning: where an entry's error bar exceeds 0.1% of its scale (a
+      kink within the step, a noisy loss, a loss computing in low precision),
+      naming the leaf, the count and the widest entry: check_grad would call
+      those entries ``unsure``.
+
     Example:
       >>> import jax.numpy as jnp, jgradcheck as jgc
       >>> g = jgc.numerical_grad(lambda p: jnp.sum(p ** 3), jnp.array([1.0, 2.0]))
@@ -643,6 +681,8 @@ def numerical_grad(
             est = refined(ctx, sw, idx, first, primed)
             values[info.position] = est.value.reshape(info.shape)
             errors[info.position] = est.error.reshape(info.shape)
+
+    _warn_if_unresolved(flat, values, errors)
 
     def tree(d: dict[int, np.ndarray]) -> PyTree:
         return flat.rebuild([d.get(i.position) for i in flat.infos])
