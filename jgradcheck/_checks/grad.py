@@ -436,7 +436,13 @@ def _sweep_leaves(
     user_x64 = x64_enabled()
     narrow = opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes)
     native = _native_yardstick(view, args, autodiff) if narrow else None
-    with evaluation_context(loss_of_view, flat, args, opts) as ctx:
+    with evaluation_context(
+        loss_of_view,
+        flat,
+        args,
+        opts,
+        with_gradient=native is not None and native.exact and grad_of_view is None,
+    ) as ctx:
         if opts.precision == "float64":
             ctx.check_same_function(
                 native_value,
@@ -524,7 +530,7 @@ def _yardstick(
     a = {p: np.asarray(g, np.float64).reshape(-1) for p, g in view.under_test.items()}
     if native.exact:
         a64 = reference_gradient(
-            view.loss, view.grad, ctx.params, ctx.flat, ctx.args_tuple
+            view.loss, view.grad, ctx.params, ctx.flat, ctx.args_tuple, ctx.gradient
         )
         if a64 is None:
             return None, "fixed"

@@ -53,7 +53,7 @@ from .._pytree.flat import Flat, LeafInfo, split_static
 from .._report.records import Timing
 from .._typing import Precision, PyTree
 from .devices import Layout, resolve_devices
-from .gradient import evaluate
+from .gradient import evaluate, value_and_gradient
 from .groups import Groups, plan_groups
 from .precision import effective_dtype, x64_enabled
 from .progress import LeafProgress, check_progress
@@ -172,6 +172,7 @@ class EvalContext:
         opts: Options,
         *,
         native_dtypes: dict[int, np.dtype] | None = None,
+        with_gradient: bool = False,
     ):
         self.loss = loss
         self._native_dtypes = native_dtypes or {}
@@ -197,7 +198,16 @@ class EvalContext:
         # is deterministic is tested by :meth:`prime`: twice in one compiled
         # batch (callbacks, runtime randomness), and against this value from
         # another trace (randomness drawn when the loss is traced).
-        self.value = float(evaluate(loss, self.flat, args))
+        self.gradient: dict[int, Any] | None = None
+        """``jax.grad(loss)`` at the reference precision, by leaf position,
+        when asked for (``with_gradient``): J and its gradient then come from
+        one compiled program instead of two (the check needs both when the
+        gradient under test is autodiff at a narrower precision)."""
+        if with_gradient:
+            value, self.gradient = value_and_gradient(loss, self.flat, args)
+            self.value = float(value)
+        else:
+            self.value = float(evaluate(loss, self.flat, args))
         if not np.isfinite(self.value):
             raise ValueError(
                 f"`loss` is {self.value} at the given `params` (evaluated in "
@@ -457,11 +467,17 @@ class EvalContext:
 
 @contextlib.contextmanager
 def evaluation_context(
-    loss: Callable[..., Any], flat: Flat, args: tuple, opts: Options
+    loss: Callable[..., Any],
+    flat: Flat,
+    args: tuple,
+    opts: Options,
+    *,
+    with_gradient: bool = False,
 ) -> Iterator[EvalContext]:
     """:func:`reference_precision` and an :class:`EvalContext` in it, together.
 
-    The sweeps are closed however the block ends.
+    The sweeps are closed however the block ends. ``with_gradient``: see
+    :attr:`EvalContext.gradient`.
     """
     native = {
         i.position: effective_dtype(jnp.result_type(flat.leaves[i.position]))
@@ -469,6 +485,8 @@ def evaluation_context(
     }  # under the caller's x64 setting, before the reference scope
     with (
         reference_precision(opts.precision),
-        EvalContext(loss, flat, args, opts, native_dtypes=native) as ctx,
+        EvalContext(
+            loss, flat, args, opts, native_dtypes=native, with_gradient=with_gradient
+        ) as ctx,
     ):
         yield ctx

@@ -218,15 +218,20 @@ def reference_gradient(
     params: Any,
     flat: Flat,
     args: tuple,
+    known: dict[int, Any] | None = None,
 ) -> dict[int, np.ndarray] | None:
     """The gradient under test recomputed from reference-precision inputs.
 
     Its difference from the gradient under test is that gradient's own rounding
     error, measured rather than guessed. Returns None when the gradient function
     cannot run at the reference precision (then a fixed allowance is used).
+    ``known``: ``jax.grad(loss)`` at these inputs, already computed
+    (:attr:`jgradcheck._engine.context.EvalContext.gradient`).
     """
     try:
-        if grad is None:
+        if grad is None and known is not None:
+            g = known
+        elif grad is None:
             g = autodiff_gradient(loss, flat, args)
         else:
             g = user_gradient(grad, params, flat, args)
