@@ -112,6 +112,45 @@ def test_float32_loss_computing_in_bfloat16_inside_is_not_refused():
     jgc.check_grad(loss, p, precision="native", coords=4)  # must not raise
 
 
+def _float32_inside(p):
+    q = p.astype(jnp.float32)  # a float64 leaf, computed in float32
+    return jnp.sum(jnp.sin(q) * q**2).astype(p.dtype)
+
+
+def test_a_float64_leaf_cast_to_float32_inside_the_loss_is_a_float32_check():
+    # Under x64 (scoped here, global with JAX_ENABLE_X64=1): J and the leaf are
+    # float64, but the leaf's contribution rounds at float32. float64 steps
+    # saw that rounding as noise (10 of 50 entries unsure) and the header said
+    # "in float64".
+    with jax.enable_x64(True):
+        p = jnp.asarray(np.random.default_rng(0).normal(size=50), jnp.float64)
+        report = jgc.check_grad(_float32_inside, p)
+        assert report.ok, report
+        assert report.settings.gradient == (
+            "jax.grad(loss) in float32 "
+            "(float64 leaves, computed in float32 inside the loss)"
+        )
+
+        def wrong(p):  # 1% off in one entry (float32 J resolves ~2e-4 here)
+            return jax.grad(_float32_inside)(p).at[7].multiply(1.01)
+
+        bad = jgc.check_grad(_float32_inside, p, grad=wrong)
+    assert {e.index for e in bad.failures()} == {(7,)}, bad
+
+
+def test_a_float32_leaf_cast_to_bfloat16_inside_is_not_a_false_failure():
+    # float64 finite differences of a loss that rounds its input to bfloat16
+    # are a staircase: steps below its ulps gave n = 0 and "FAIL" on every
+    # entry. Probed at bfloat16's steps, its rounding is seen.
+    def loss(p):
+        return jnp.sum(jnp.sin(p.astype(jnp.bfloat16)) * p**2).astype(jnp.float32)
+
+    p = jnp.asarray(np.random.default_rng(0).normal(size=50), jnp.float32)
+    report = jgc.check_grad(loss, p)
+    assert report.n_fail == 0, report
+    assert "computed in bfloat16 inside the loss" in report.settings.gradient
+
+
 def _dropout(p, key):
     return jnp.sum(jnp.where(jax.random.bernoulli(key, 0.5, p.shape), p / 0.5, 0) ** 2)
 
