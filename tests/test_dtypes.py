@@ -151,6 +151,32 @@ def test_a_float32_leaf_cast_to_bfloat16_inside_is_not_a_false_failure():
     assert "computed in bfloat16 inside the loss" in report.settings.gradient
 
 
+def test_a_float64_gradient_of_a_float32_leaf_is_judged_at_float32():
+    # With x64 on, a float64 bias promotes a hand-written gradient of the
+    # float32 weight to float64; x @ w itself ran in float32, so the right
+    # formula carries float32's rounding (5e-8 relative): judged at float64's
+    # allowance it failed "isolated: 2 wrong entries".
+    def loss(p, x, y):
+        return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+    def grad(p, x, y):
+        r = x @ p["w"] + p["b"] - y
+        return {"w": 2 * x.T @ r / y.size, "b": 2 * r.sum(0) / y.size}
+
+    x, y = data((16, 3), (16, 2), seed=3)
+    with jax.enable_x64(True):
+        w = mlp_params([3, 2])[0]["w"]
+        p = {"w": w, "b": jnp.asarray([-0.4, 0.7], jnp.float64)}
+        assert grad(p, x, y)["w"].dtype == jnp.float64
+        report = jgc.check_grad(loss, p, x, y, grad=grad)
+        assert report.ok, report
+        assert report.settings.gradient == "grad=grad in float32, float64"
+        bad = jgc.check_grad(
+            loss, p, x, y, grad=lambda *a: {**grad(*a), "w": grad(*a)["w"] * 1.01}
+        )
+    assert not bad.ok and not bad.leaf("['w']").ok and bad.leaf("['b']").ok
+
+
 def _dropout(p, key):
     return jnp.sum(jnp.where(jax.random.bernoulli(key, 0.5, p.shape), p / 0.5, 0) ** 2)
 

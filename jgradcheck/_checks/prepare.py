@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._dtypes import eps as eps_of
+from .._dtypes import is_complex, is_inexact
 from .._engine.gradient import (
     evaluate,
     loss_jaxpr,
@@ -24,6 +25,7 @@ from .._engine.gradient import (
 from .._engine.precision import (
     as_computed,
     computed_dtype,
+    effective_dtype,
     in_effective_dtypes,
     truncation_note,
 )
@@ -146,8 +148,13 @@ def gradient_under_test(
     wide = sorted({str(under_test[p].dtype) for p in casts}) if casts else []
     # A leaf the loss casts to a narrower dtype has that dtype's rounding in
     # its gradient too: judged as the narrower result it is, like a float64
-    # array with x64 off.
-    under_test = {p: _cast(g, casts.get(p)) for p, g in under_test.items()}
+    # array with x64 off. So is a wider gradient of a leaf (a grad= that
+    # returns float64 for a float32 leaf, with x64 on): the loss computes the
+    # leaf's contribution at the leaf's own precision.
+    own = {i.position: i.dtype for i in flat.checked}
+    under_test = {
+        p: _cast(_cast(g, casts.get(p)), own.get(p)) for p, g in under_test.items()
+    }
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
     source += truncation_note(narrowed)
@@ -159,9 +166,13 @@ def gradient_under_test(
     )
 
 
-def _cast(g: Any, dtype: np.dtype | None) -> Any:
-    """``g`` in ``dtype`` when it is given and less precise than ``g``'s."""
-    if dtype is None or eps_of(dtype) <= eps_of(g.dtype):
+def _cast(g: Any, dtype: Any) -> Any:
+    """``g`` in the effective ``dtype`` when it is given, of ``g``'s kind
+    (real or complex) and less precise than ``g``'s dtype."""
+    if dtype is None or not is_inexact(dtype):
+        return g
+    dtype = effective_dtype(dtype)
+    if is_complex(dtype) != is_complex(g.dtype) or eps_of(dtype) <= eps_of(g.dtype):
         return g
     return jnp.asarray(g).astype(dtype)
 
