@@ -150,10 +150,14 @@ def gradient_under_test(
     # its gradient too: judged as the narrower result it is, like a float64
     # array with x64 off. So is a wider gradient of a leaf (a grad= that
     # returns float64 for a float32 leaf, with x64 on): the loss computes the
-    # leaf's contribution at the leaf's own precision.
+    # leaf's contribution at the leaf's own precision. A NumPy gradient keeps
+    # its dtype (NumPy's computation, :mod:`jgradcheck._engine.precision`).
     own = {i.position: i.dtype for i in flat.checked}
     under_test = {
-        p: _cast(_cast(g, casts.get(p)), own.get(p)) for p, g in under_test.items()
+        p: _cast(
+            _cast(g, casts.get(p)), own.get(p) if isinstance(g, jax.Array) else None
+        )
+        for p, g in under_test.items()
     }
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
