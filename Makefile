@@ -34,7 +34,7 @@ test: $(STAMP)
 # Every test must pass in both x64 settings (tests pin their dtypes; issue 12).
 # CI runs `make test` (JAX's default, x64 off) and then these quick files, which
 # cover check_grad's verdicts, bad input, eps_sweep and the evaluation context,
-# with JAX_ENABLE_X64=1 (about 30 s on 2 cores). `make test-x64-all` runs every
+# with JAX_ENABLE_X64=1 (about 25 s on 2 cores). `make test-x64-all` runs every
 # file that way (the whole suite's time again).
 X64_TESTS ?= tests/test_correct.py tests/test_inputs.py tests/test_eps.py tests/test_context.py
 test-x64: $(STAMP)
