@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test test-x64 test-x64-all lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ demo: $(STAMP)
 JOBS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
+
+# Every test must pass in both x64 settings (tests pin their dtypes; issue 12).
+# CI runs `make test` (JAX's default, x64 off) and then these quick files, which
+# cover check_grad's verdicts, bad input, eps_sweep and the evaluation context,
+# with JAX_ENABLE_X64=1 (about 25 s on 2 cores). `make test-x64-all` runs every
+# file that way (the whole suite's time again).
+X64_TESTS ?= tests/test_correct.py tests/test_inputs.py tests/test_eps.py tests/test_context.py
+test-x64: $(STAMP)
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal $(X64_TESTS)
+
+test-x64-all: $(STAMP)
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n $(JOBS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check jgradcheck tests bench examples _jgradcheck_pytest.py

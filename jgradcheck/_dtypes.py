@@ -113,20 +113,70 @@ def _jaxprs_in(value: Any) -> list[Any]:
     return out
 
 
+def _narrower(dtype: Any, than: np.dtype | None) -> np.dtype | None:
+    """``dtype`` if it is a real float less precise than ``than`` (or ``than``
+    is None), else ``than``."""
+    if dtype is None or not is_real_float(dtype):
+        return than
+    if than is None or eps(dtype) > eps(than):
+        return np.dtype(dtype)
+    return than
+
+
+def _narrowest_of_eqn(eqn: Any, start: np.dtype | None) -> np.dtype | None:
+    """The least precise real float among ``start``, an equation's outputs
+    and every value its sub-jaxprs compute."""
+    narrowest = start
+    for var in eqn.outvars:
+        narrowest = _narrower(
+            getattr(getattr(var, "aval", None), "dtype", None), narrowest
+        )
+    for p in eqn.params.values():
+        for inner in _jaxprs_in(p):
+            for sub in inner.eqns:
+                narrowest = _narrowest_of_eqn(sub, narrowest)
+    return narrowest
+
+
 def narrowest_computed(jaxpr: Any, start: np.dtype) -> np.dtype:
     """The least precise real float dtype among ``start`` and the values a
     jaxpr computes (sub-jaxprs included): the precision a computation really
     rounds at, even when its output is wider (``x.astype(bfloat16)`` inside a
     float32 loss)."""
     narrowest = np.dtype(start)
-    stack = [getattr(jaxpr, "jaxpr", jaxpr)]
-    while stack:
-        jx = stack.pop()
-        for eqn in jx.eqns:
-            for var in eqn.outvars:
-                dt = getattr(getattr(var, "aval", None), "dtype", None)
-                if dt is not None and is_real_float(dt) and eps(dt) > eps(narrowest):
-                    narrowest = np.dtype(dt)
-            for p in eqn.params.values():
-                stack.extend(_jaxprs_in(p))
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
+        narrowest = _narrowest_of_eqn(eqn, narrowest) or narrowest
     return narrowest
+
+
+def narrowest_along(jaxpr: Any, n_inputs: int) -> list[np.dtype | None]:
+    """For each of the jaxpr's first ``n_inputs`` inputs, the least precise
+    real float dtype among the values computed from it (None: none is a real
+    float): the precision the computation rounds that input's contribution at.
+
+    A float64 leaf that the loss casts to float32 (``p.astype(jnp.float32)``)
+    is computed in float32 although J and the leaf are float64; a float32
+    constant the loss computes apart from the leaf does not count. An
+    equation that reads the input counts with everything its sub-jaxprs
+    compute (``jit``, ``scan``, custom rules: conservative).
+    """
+    jx = getattr(jaxpr, "jaxpr", jaxpr)
+    # Keyed by id: JAX's Literal is not always hashable; the jaxpr keeps the
+    # variables alive while this runs.
+    reads = {id(v): 1 << k for k, v in enumerate(jx.invars[:n_inputs])}
+    out: list[np.dtype | None] = [None] * n_inputs
+    for eqn in jx.eqns:
+        mask = 0
+        for v in eqn.invars:
+            mask |= reads.get(id(v), 0)
+        if not mask:
+            continue
+        for v in eqn.outvars:
+            reads[id(v)] = mask
+        narrowest = _narrowest_of_eqn(eqn, None)
+        k = 0
+        while mask >> k:
+            if (mask >> k) & 1:
+                out[k] = _narrower(narrowest, out[k])
+            k += 1
+    return out

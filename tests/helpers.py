@@ -26,7 +26,9 @@ def normal(seed, shape, dtype=jnp.float32):
 def mlp_params(widths, dtype=jnp.float32, seed=0):
     params = []
     for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        w = normal([seed, k, 0], (a, b), dtype) / np.sqrt(a)
+        # A Python float, weakly typed: a NumPy float64 scalar would promote
+        # float32 params to float64 under JAX_ENABLE_X64=1.
+        w = normal([seed, k, 0], (a, b), dtype) / float(np.sqrt(a))
         params.append({"w": w, "b": 0.1 * normal([seed, k, 1], (b,), dtype)})
     return params
 
@@ -51,7 +53,7 @@ def failing_places(report):
 
 def linear_problem(dtype=jnp.float32, n_in=8, n_out=8, batch=16):
     params = {
-        "w": normal([0, 0], (n_in, n_out), dtype) / np.sqrt(n_in),
+        "w": normal([0, 0], (n_in, n_out), dtype) / float(np.sqrt(n_in)),
         "b": 0.1 * normal([0, 1], (n_out,), dtype),
     }
     x, y = data((batch, n_in), (batch, n_out), dtype)

@@ -21,15 +21,20 @@ def loss(p, x):
 
 
 def make_params():
-    return {"w": jnp.ones((3, 2)) / 3, "b": jnp.zeros(2), "n": jnp.array(3)}
+    # dtypes pinned: the tests read them back (int32, float32) under either x64
+    return {
+        "w": jnp.ones((3, 2), jnp.float32) / 3,
+        "b": jnp.zeros(2, jnp.float32),
+        "n": jnp.array(3, jnp.int32),
+    }
 
 
 def make_batch():
-    return jnp.arange(6.0).reshape(2, 3)
+    return jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)
 
 
 def make_batch_tuple():
-    return (jnp.arange(6.0).reshape(2, 3),)
+    return (jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3),)
 
 
 def right_grad(p, x):
@@ -49,7 +54,7 @@ def wrong_grad(p, x):
 
 
 def short_grad(p, x):
-    return {"w": jnp.zeros(3), "b": jnp.zeros(2), "n": None}
+    return {"w": jnp.zeros(3, jnp.float32), "b": jnp.zeros(2, jnp.float32), "n": None}
 
 
 def vector_loss(p, x):

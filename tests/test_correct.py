@@ -145,11 +145,14 @@ def test_native_precision_float32_passes():
     assert report.settings.reference_dtype == "float32"
 
 
-def test_x64_is_not_left_enabled():
-    assert not jax.config.jax_enable_x64
-    jgc.check_grad(lambda p: jnp.sum(p**2), jnp.ones(3))
-    assert not jax.config.jax_enable_x64
-    assert jnp.zeros(1).dtype == jnp.float32
+def test_the_x64_setting_is_left_as_it_was():
+    # The float64 reference runs in a scoped jax.enable_x64: with x64 off it
+    # must not stay on; with JAX_ENABLE_X64=1 it must not be switched off.
+    before = bool(jax.config.jax_enable_x64)
+    default = jnp.zeros(1).dtype
+    jgc.check_grad(lambda p: jnp.sum(p**2), jnp.ones(3, jnp.float32))
+    assert bool(jax.config.jax_enable_x64) == before
+    assert jnp.zeros(1).dtype == default == (jnp.float64 if before else jnp.float32)
 
 
 def test_numerical_grad_matches_analytic():

@@ -112,6 +112,71 @@ def test_float32_loss_computing_in_bfloat16_inside_is_not_refused():
     jgc.check_grad(loss, p, precision="native", coords=4)  # must not raise
 
 
+def _float32_inside(p):
+    q = p.astype(jnp.float32)  # a float64 leaf, computed in float32
+    return jnp.sum(jnp.sin(q) * q**2).astype(p.dtype)
+
+
+def test_a_float64_leaf_cast_to_float32_inside_the_loss_is_a_float32_check():
+    # Under x64 (scoped here, global with JAX_ENABLE_X64=1): J and the leaf are
+    # float64, but the leaf's contribution rounds at float32. float64 steps
+    # saw that rounding as noise (10 of 50 entries unsure) and the header said
+    # "in float64".
+    with jax.enable_x64(True):
+        p = jnp.asarray(np.random.default_rng(0).normal(size=50), jnp.float64)
+        report = jgc.check_grad(_float32_inside, p)
+        assert report.ok, report
+        assert report.settings.gradient == (
+            "jax.grad(loss) in float32 "
+            "(float64 leaves, computed in float32 inside the loss)"
+        )
+
+        def wrong(p):  # 1% off in one entry (float32 J resolves ~2e-4 here)
+            return jax.grad(_float32_inside)(p).at[7].multiply(1.01)
+
+        bad = jgc.check_grad(_float32_inside, p, grad=wrong)
+    assert {e.index for e in bad.failures()} == {(7,)}, bad
+
+
+def test_a_float32_leaf_cast_to_bfloat16_inside_is_not_a_false_failure():
+    # float64 finite differences of a loss that rounds its input to bfloat16
+    # are a staircase: steps below its ulps gave n = 0 and "FAIL" on every
+    # entry. Probed at bfloat16's steps, its rounding is seen.
+    def loss(p):
+        return jnp.sum(jnp.sin(p.astype(jnp.bfloat16)) * p**2).astype(jnp.float32)
+
+    p = jnp.asarray(np.random.default_rng(0).normal(size=50), jnp.float32)
+    report = jgc.check_grad(loss, p)
+    assert report.n_fail == 0, report
+    assert "computed in bfloat16 inside the loss" in report.settings.gradient
+
+
+def test_a_float64_gradient_of_a_float32_leaf_is_judged_at_float32():
+    # With x64 on, a float64 bias promotes a hand-written gradient of the
+    # float32 weight to float64; x @ w itself ran in float32, so the right
+    # formula carries float32's rounding (5e-8 relative): judged at float64's
+    # allowance it failed "isolated: 2 wrong entries".
+    def loss(p, x, y):
+        return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+    def grad(p, x, y):
+        r = x @ p["w"] + p["b"] - y
+        return {"w": 2 * x.T @ r / y.size, "b": 2 * r.sum(0) / y.size}
+
+    x, y = data((16, 3), (16, 2), seed=3)
+    with jax.enable_x64(True):
+        w = mlp_params([3, 2])[0]["w"]
+        p = {"w": w, "b": jnp.asarray([-0.4, 0.7], jnp.float64)}
+        assert grad(p, x, y)["w"].dtype == jnp.float64
+        report = jgc.check_grad(loss, p, x, y, grad=grad)
+        assert report.ok, report
+        assert report.settings.gradient == "grad=grad in float32, float64"
+        bad = jgc.check_grad(
+            loss, p, x, y, grad=lambda *a: {**grad(*a), "w": grad(*a)["w"] * 1.01}
+        )
+    assert not bad.ok and not bad.leaf("['w']").ok and bad.leaf("['b']").ok
+
+
 def _dropout(p, key):
     return jnp.sum(jnp.where(jax.random.bernoulli(key, 0.5, p.shape), p / 0.5, 0) ** 2)
 

@@ -35,7 +35,8 @@ def test_float64_best_step_near_cbrt_eps():
 
 
 def test_float32_native_moves_the_best_step_up():
-    s = jgc.eps_sweep(f, jnp.linspace(-1.0, 2.0, 5), precision="native")
+    p = jnp.linspace(-1.0, 2.0, 5, dtype=jnp.float32)
+    s = jgc.eps_sweep(f, p, precision="native")
     assert s.dtype == "float32"
     assert 3e-4 <= np.median(s.best_eps["central"]) <= 3e-2  # cbrt(1.2e-7) = 4.9e-3
     # Steps below float32 resolution give no estimate rather than a wrong one.

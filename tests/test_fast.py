@@ -348,7 +348,7 @@ def test_tolerance_does_not_grow_with_leaf_size():
     # relative to the typical projection it stays bounded as n grows.
     rel = []
     for n in (100, 10_000):
-        p = jnp.linspace(0.1, 1.0, n)
+        p = jnp.linspace(0.1, 1.0, n, dtype=jnp.float32)
         report = fast(lambda p: jnp.sum(jnp.sin(p) + p**2), p)
         assert report.ok, report
         d = report.leaves[0].directions

@@ -95,7 +95,7 @@ class _Net(nnx.Module):
         self.l1 = nnx.Linear(3, 4, rngs=rngs)
         self.norm = nnx.LayerNorm(4, rngs=rngs)
         self.l2 = nnx.Linear(4, 2, rngs=rngs)
-        self.calls = nnx.Variable(jnp.array(0))  # an integer variable: held fixed
+        self.calls = nnx.Variable(jnp.array(0, jnp.int32))  # an integer: held fixed
 
     def __call__(self, x):
         return self.l2(jnp.tanh(self.norm(self.l1(x))))

@@ -14,6 +14,8 @@ import pytest
 import jgradcheck as jgc
 from jgradcheck.pytest_plugin import Variant, summary_line
 
+X64_AT_IMPORT = bool(jax.config.jax_enable_x64)
+
 RULES = """
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,7 @@ def cube_bad(x):
 cube_bad.defvjp(lambda x: (cube_bad(x), x), lambda x, g: (2 * g * x**2,))  # 3, not 2
 
 X = jnp.array([1.0, 2.0, -0.5])
+X64_AT_START = jax.config.jax_enable_x64  # JAX_ENABLE_X64=1 keeps it on
 """
 
 WRONG_GRAD = """
@@ -51,7 +54,8 @@ def loss(p):
 
 
 def test_wrong_grad():
-    jgc.assert_grad(loss, jnp.linspace(0.0, 1.0, 5), grad=lambda p: jnp.sin(2 * p) / 2)
+    p = jnp.linspace(0.0, 1.0, 5, dtype=jnp.float32)
+    jgc.assert_grad(loss, p, grad=lambda p: jnp.sin(2 * p) / 2)
 """
 
 ALL_VARIANTS = ["float32-eager", "float32-jit", "float64-eager", "float64-jit"]
@@ -104,7 +108,7 @@ def test_failure_shows_the_report_and_the_test_line_only(pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            ">*jgc.assert_grad(loss, jnp.linspace(0.0, 1.0, 5), grad=*",
+            ">*jgc.assert_grad(loss, p, grad=*",
             "E*GradCheckError:*",
             "E*gradient check FAILED: 4 of 5 checked entries disagree, in <root>",
             "E*per leaf*",
@@ -175,14 +179,15 @@ def test_bad(jgc_variant):
 def test_good(jgc_variant):
     x = jgc_variant.cast(X)
     assert x.dtype == jgc_variant.dtype
-    assert jax.config.jax_enable_x64 == (jgc_variant.dtype == jnp.float64)
+    is64 = jgc_variant.dtype == jnp.float64
+    assert jax.config.jax_enable_x64 == (is64 or X64_AT_START)
     assert (jgc_variant.wrap(cube) is not cube) == jgc_variant.jit
     report = jgc_variant.assert_vjp(cube, X, localize=0)  # dot tests + structure
     assert report.ok
 
 
-def test_x64_is_off_again():
-    assert not jax.config.jax_enable_x64
+def test_x64_is_back_as_before():
+    assert jax.config.jax_enable_x64 == X64_AT_START
 """
     )
     result = pytester.runpytest("-vv", "-rfP", "--strict-markers")
@@ -195,7 +200,7 @@ def test_x64_is_off_again():
             "first: cotangent on output <root> only: [[]0][[]*] rule=*"
             for v in ALL_VARIANTS
         ]
-        + ["*::test_x64_is_off_again PASSED*"]
+        + ["*::test_x64_is_back_as_before PASSED*"]
     )
     # -rP: each passing variant shows its report as a section.
     result.stdout.fnmatch_lines(
@@ -340,7 +345,8 @@ def test_cast_and_wrap(jgc_variant):
     assert out["z"].dtype == (jnp.complex128 if is64 else jnp.complex64)
     assert jnp.issubdtype(out["n"].dtype, jnp.integer)
     assert out["k"] == 7 and out["name"] == "relu"
-    assert jax.config.jax_enable_x64 == is64
+    # float64 variants turn x64 on; float32 ones leave the caller's setting
+    assert jax.config.jax_enable_x64 == (is64 or X64_AT_IMPORT)
     f = jgc_variant.wrap(jnp.sin)
     assert (f is jnp.sin) == (not jgc_variant.jit)
     assert repr(jgc_variant) == (

@@ -23,7 +23,7 @@ def _round_trip(d):
 
 def _broken_report():
     params = mlp_params([5, 4, 2])
-    params[0]["steps"] = jnp.array(7)  # an integer leaf: skipped
+    params[0]["steps"] = jnp.array(7, jnp.int32)  # an integer leaf: skipped
     x, y = data((3, 5), (3, 2))
 
     def loss(p, x, y):

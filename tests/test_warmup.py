@@ -165,7 +165,7 @@ def backprop_forgets_bias(p, x, y):
 def test_a_bug_hidden_at_the_initialisation_shows_after_warm_up():
     x, y = data((16, 3), (16, 2), seed=3)
     y = y + 2.0  # an offset the bias must learn
-    params = {"w": mlp_params([3, 2])[0]["w"], "b": jnp.zeros(2)}
+    params = {"w": mlp_params([3, 2])[0]["w"], "b": jnp.zeros(2, jnp.float32)}
     at_init = jgc.check_grad(linear_loss, params, x, y, grad=backprop_forgets_bias)
     assert at_init.ok
     warm = jgc.warm_up(linear_loss, params, (x, y), optimizer=optax.sgd(0.1), steps=5)

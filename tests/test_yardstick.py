@@ -41,7 +41,9 @@ def _dense(backward_dtype):
 
 def _data():
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    return jax.random.normal(k1, (6, 5)) / 2, jax.random.normal(k2, (4, 6))
+    # float32 pinned: the subject is a float32 rule, under either x64 setting
+    f32 = jnp.float32
+    return jax.random.normal(k1, (6, 5), f32) / 2, jax.random.normal(k2, (4, 6), f32)
 
 
 @pytest.mark.parametrize("backward", [jnp.float32, jnp.float16])
@@ -127,7 +129,7 @@ def _while_rule():
 
 def test_a_primal_autodiff_cannot_differentiate_falls_back_to_the_fixed_allowance():
     cube = _while_rule()
-    x = jnp.linspace(0.5, 1.5, 5)
+    x = jnp.linspace(0.5, 1.5, 5, dtype=jnp.float32)
     report = jgc.check_vjp(cube, x)
     assert report.ok, report
     assert report.rounding.startswith("fixed (the primal could not be differentiated")
@@ -146,7 +148,7 @@ def test_a_wrong_rule_with_an_undifferentiable_primal_is_still_caught():
         return jax.lax.while_loop(lambda c: c[1] < 3, body, (jnp.ones_like(x), 0))[0]
 
     cube.defvjp(lambda x: (cube(x), x), lambda x, g: (2 * g * x**2,))
-    assert not jgc.check_vjp(cube, jnp.linspace(0.5, 1.5, 5)).ok
+    assert not jgc.check_vjp(cube, jnp.linspace(0.5, 1.5, 5, dtype=jnp.float32)).ok
 
 
 def test_inlined_replaces_nested_rules_by_their_primal_bodies():

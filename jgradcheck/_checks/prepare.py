@@ -11,16 +11,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import eps as eps_of
+from .._dtypes import is_complex, is_inexact
 from .._engine.gradient import (
     evaluate,
+    loss_jaxpr,
     loss_output_check,
     nonfinite_places,
+    path_dtypes,
     user_gradient,
     value_and_gradient,
 )
 from .._engine.precision import (
     as_computed,
     computed_dtype,
+    effective_dtype,
     in_effective_dtypes,
     truncation_note,
 )
@@ -114,10 +119,10 @@ def gradient_under_test(
     if grad is None:
         # JAX differentiates float32 leaves, not float64 arrays it truncates
         # piecemeal (mixed float32/float64 programs it cannot always transpose).
+        effective = in_effective_dtypes(flat)
         with explained_tracing("loss"):
-            native, under_test = value_and_gradient(
-                loss, in_effective_dtypes(flat), args
-            )
+            native, under_test = value_and_gradient(loss, effective, args)
+            casts = path_dtypes(loss_jaxpr(loss, effective, args)[0], effective)
         narrowed = [i.dtype for i in flat.checked if i.dtype is not None]
         source = "jax.grad(loss)"
     else:
@@ -129,6 +134,7 @@ def gradient_under_test(
         ]
         name = getattr(grad, "__name__", type(grad).__name__)
         source = label or f"grad={name}"
+        casts = {}
     traced_value(native, "loss")
     if held and not np.isfinite(float(native)):
         raise ValueError(_reads_nonfinite(flat, held, float(native)))
@@ -139,12 +145,40 @@ def gradient_under_test(
             "Fix the NaN/inf first (a division by zero, log of 0, or overflow)."
         )
     under_test = {pos: as_computed(g) for pos, g in under_test.items()}
+    wide = sorted({str(under_test[p].dtype) for p in casts}) if casts else []
+    # A leaf the loss casts to a narrower dtype has that dtype's rounding in
+    # its gradient too: judged as the narrower result it is, like a float64
+    # array with x64 off. So is a wider gradient of a leaf (a grad= that
+    # returns float64 for a float32 leaf, with x64 on): the loss computes the
+    # leaf's contribution at the leaf's own precision. A NumPy gradient keeps
+    # its dtype (NumPy's computation, :mod:`jgradcheck._engine.precision`).
+    own = {i.position: i.dtype for i in flat.checked}
+    under_test = {
+        p: _cast(
+            _cast(g, casts.get(p)), own.get(p) if isinstance(g, jax.Array) else None
+        )
+        for p, g in under_test.items()
+    }
     dtypes = {np.dtype(getattr(g, "dtype", np.float64)) for g in under_test.values()}
     source += f" in {', '.join(sorted(str(d) for d in dtypes))}"
     source += truncation_note(narrowed)
+    if casts:
+        to = ", ".join(sorted({str(d) for d in casts.values()}))
+        source += f" ({', '.join(wide)} leaves, computed in {to} inside the loss)"
     return GradientUnderTest(
         float(native), np.dtype(native.dtype), under_test, source, frozenset(dtypes)
     )
+
+
+def _cast(g: Any, dtype: Any) -> Any:
+    """``g`` in the effective ``dtype`` when it is given, of ``g``'s kind
+    (real or complex) and less precise than ``g``'s dtype."""
+    if dtype is None or not is_inexact(dtype):
+        return g
+    dtype = effective_dtype(dtype)
+    if is_complex(dtype) != is_complex(g.dtype) or eps_of(dtype) <= eps_of(g.dtype):
+        return g
+    return jnp.asarray(g).astype(dtype)
 
 
 def _reads_nonfinite(flat: Flat, held: Selection, value: float) -> str:

@@ -53,7 +53,7 @@ from .._pytree.flat import Flat, LeafInfo, split_static
 from .._report.records import Timing
 from .._typing import Precision, PyTree
 from .devices import Layout, resolve_devices
-from .gradient import evaluate, value_and_gradient
+from .gradient import evaluate, loss_jaxpr, path_dtypes, value_and_gradient
 from .groups import Groups, plan_groups
 from .precision import effective_dtype, x64_enabled
 from .progress import LeafProgress, check_progress
@@ -187,12 +187,16 @@ class EvalContext:
         self.args_tuple = args
         params = self.flat.rebuild(self.flat.leaves)
         self.params: PyTree = params
-        jaxpr, out = jax.make_jaxpr(lambda: loss(params, *args), return_shape=True)()
+        jaxpr, out = loss_jaxpr(loss, self.flat, args)
         self.j_dtype = np.dtype(out.dtype)
         self.eps_j = eps_of(self.j_dtype)
         self.computed_dtype = narrowest_computed(jaxpr, self.j_dtype)
         """The least precise float dtype J computes in (its own, or narrower
         where the loss casts inside): it bounds how two evaluations may differ."""
+        self.path_dtypes = path_dtypes(jaxpr, self.flat)
+        """``{position: dtype}``: leaves the loss casts to a less precise
+        dtype (``p.astype(jnp.float32)`` of a float64 leaf), whose finite
+        differences round at that dtype whatever the reference precision."""
         self.memory_budget = opts.memory_budget
         # Compiled, not eager (one compile, not one per primitive). Whether J
         # is deterministic is tested by :meth:`prime`: twice in one compiled
@@ -322,9 +326,12 @@ class EvalContext:
         )
 
     def bounding_dtype(self, info: LeafInfo) -> np.dtype:
-        """The less precise of the leaf's and J's dtypes: it bounds roundoff
-        (J's own precision does, even when the leaf is wider)."""
-        return narrowest_dtype(self.leaf_dtype(info), self.j_dtype)
+        """The least precise of the leaf's and J's dtypes and the dtype the
+        loss casts the leaf to (:attr:`path_dtypes`): it bounds roundoff (J's
+        own precision does, even when the leaf is wider, and so does a cast
+        inside the loss, even when J and the leaf are float64)."""
+        cast = self.path_dtypes.get(info.position, self.j_dtype)
+        return narrowest_dtype(self.leaf_dtype(info), self.j_dtype, cast)
 
     def rel_step(self, info: LeafInfo) -> float:
         """The default relative step ``cbrt(eps)`` of a leaf's central differences."""
@@ -413,7 +420,10 @@ class EvalContext:
         """
         k = np.unique(np.linspace(0, sw.base.size - 1, NOISE_PROBES).astype(np.int64))
         theta = sw.base[k]
-        u = probe_step(sw.dtype) * np.maximum(1.0, np.abs(theta))
+        # A leaf the loss casts to a narrower dtype rounds at that one's ulps:
+        # probes at float64's √eps would not move it at all.
+        cast = self.path_dtypes.get(sw.info.position, sw.dtype)
+        u = probe_step(narrowest_dtype(sw.dtype, cast)) * np.maximum(1.0, np.abs(theta))
         offsets = probe_offsets(u)  # [12, probes]
         idx = np.concatenate([[0, 0], np.tile(k, offsets.shape[0])]).astype(np.int32)
         vals = np.concatenate(

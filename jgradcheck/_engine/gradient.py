@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._dtypes import is_inexact, is_real_float
+from .._dtypes import eps, is_inexact, is_real_float, narrowest_along
 from .._errors import where_list
 from .._pytree.flat import Flat, describe_paths, split_static
 from .tracing import trace_shape
@@ -105,6 +105,30 @@ def evaluate(loss: Callable[..., Any], flat: Flat, args: tuple) -> Any:
     """``loss(params, *args)``, compiled (see :func:`_compiled`)."""
     f, floats, adyn = _of_floats(loss, flat, args)
     return _compiled(f, floats, adyn)
+
+
+def loss_jaxpr(loss: Callable[..., Any], flat: Flat, args: tuple) -> tuple[Any, Any]:
+    """``(jaxpr, output shape)`` of the loss as a function of its float leaves
+    (the jaxpr's first inputs, in ``flat.checked`` order) and its array args;
+    traced once, no FLOPs, under the current x64 setting."""
+    f, floats, adyn = _of_floats(loss, flat, args)
+    return jax.make_jaxpr(f, return_shape=True)(floats, adyn)
+
+
+def path_dtypes(jaxpr: Any, flat: Flat) -> dict[int, np.dtype]:
+    """``{position: dtype}`` for each float leaf that the loss (its
+    :func:`loss_jaxpr`) computes with in a real float dtype less precise than
+    the leaf's own: ``p.astype(jnp.float32)`` of a float64 leaf,
+    ``x.astype(jnp.bfloat16)`` of a float32 one. That is the precision the
+    leaf's contribution to J, and its gradient, really round at. Leaves
+    computed at their own precision (or wider) are not listed."""
+    n = len(flat.checked)
+    owns = [np.dtype(v.aval.dtype) for v in jaxpr.jaxpr.invars[:n]]
+    out = {}
+    for info, own, dtype in zip(flat.checked, owns, narrowest_along(jaxpr, n)):
+        if dtype is not None and is_real_float(own) and eps(dtype) > eps(own):
+            out[info.position] = dtype
+    return out
 
 
 def value_and_gradient(
