@@ -81,7 +81,10 @@ def refuse_if_cannot_compute(dtype: Any, where: str) -> None:
     Raises:
       TypeError: JAX cannot do arithmetic in ``dtype`` on the default backend.
     """
-    why = _why_no_arithmetic(np.dtype(dtype))
+    # With x64 off JAX computes a float64 array in float32 (the caller's
+    # setting: jgradcheck._engine.precision); ask about that dtype, without
+    # the truncation warning that asking about float64 would raise.
+    why = _why_no_arithmetic(np.dtype(jax.dtypes.canonicalize_dtype(dtype)))
     if why is not None:
         raise TypeError(
             f"{where} has dtype {np.dtype(dtype).name}, which JAX cannot compute "

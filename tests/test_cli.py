@@ -134,6 +134,14 @@ def make_inputs():
 
 def make_one_input():
     return jnp.array([-1.5, -0.2, 0.3, 2.0])
+
+
+def softplus_reference(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+def wrong_reference(x):
+    return jnp.logaddexp(2.0 * x, 0.0)
 """
 
 
@@ -503,3 +511,28 @@ def test_console_script_exit_codes_cross_the_process_boundary(files):
     )
     assert missing.returncode == 2
     assert "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "reference, code", [("softplus_reference", 0), ("wrong_reference", 1)]
+)
+def test_check_vjp_reference(files, capsys, reference, code):
+    # --reference reaches check_vjp: the right reference agrees with the
+    # correct rule (exit 0); a wrong one is named as disagreeing with the
+    # finite differences (exit 1), with --reference-factor passed through.
+    got, out, err = run(
+        capsys,
+        "check-vjp",
+        "rules.py:softplus_ok",
+        "--primals",
+        "rules.py:make_inputs",
+        "--reference",
+        f"rules.py:{reference}",
+        "--reference-factor",
+        "3",
+        "--json",
+    )
+    assert got == code, (out, err)
+    d = json.loads(out)
+    assert d["reference"]["factor"] == 3.0
+    assert d["reference"]["reference_agrees"] is (code == 0)

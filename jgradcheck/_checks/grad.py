@@ -596,8 +596,6 @@ def assert_grad(
     return raise_unless_ok(check_grad(loss, params, *args, **options))
 
 
-@quiet_truncation()
-@jit_enabled()
 def _warn_if_unresolved(
     flat: Flat, values: dict[int, np.ndarray], errors: dict[int, np.ndarray]
 ) -> None:
@@ -629,6 +627,8 @@ def _warn_if_unresolved(
         )
 
 
+@quiet_truncation()
+@jit_enabled()
 def numerical_grad(
     loss: Callable[..., Any],
     params: PyTree,

@@ -140,6 +140,9 @@ def _check_rule(args: argparse.Namespace) -> int:
     load = Loader()
     f = load.function(args.f, "F")
     primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
+    reference = (
+        None if args.reference is None else load.function(args.reference, "--reference")
+    )
 
     def check() -> Any:
         opts = Options.build(
@@ -156,6 +159,8 @@ def _check_rule(args: argparse.Namespace) -> int:
             nondiff_argnums=(),
             order=args.order,
             opts=opts,
+            reference=reference,
+            reference_factor=args.reference_factor,
         )
 
     report = _run_check(name, check)
@@ -308,6 +313,20 @@ def _parser() -> argparse.ArgumentParser:
             choices=[1, 2],
             default=1,
             help="2: also check the derivative of the rule (default: 1)",
+        )
+        p.add_argument(
+            "--reference",
+            metavar="SPEC",
+            help="a plain JAX implementation of F: the rule is also judged against "
+            "JAX's derivative of it (reference=; see docs/guide/low-precision.md)",
+        )
+        p.add_argument(
+            "--reference-factor",
+            type=float,
+            default=2.0,
+            metavar="K",
+            help="with --reference: the rule may be K times the reference's own "
+            "error at the native precision (default: 2)",
         )
         _common(p)
     return parser
