@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/fast.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/precision.py
+	$(BIN)/python bench/suite.py
 
 # The docs tools are a separate extra and stamp, so `make test` stays lean.
 $(DOCS_STAMP): $(STAMP)
