@@ -661,9 +661,9 @@ def numerical_grad(
 
     Warns:
       UserWarning: where an entry's error bar exceeds 0.1% of its scale (a
-      kink within the step, a noisy loss, a loss computing in low precision),
-      naming the leaf, the count and the widest entry: check_grad would call
-      those entries ``unsure``.
+        kink within the step, a noisy loss, a loss computing in low
+        precision), naming the leaf, the count and the widest entry:
+        check_grad would call those entries ``unsure``.
 
     Example:
       >>> import jax.numpy as jnp, jgradcheck as jgc
