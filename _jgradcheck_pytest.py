@@ -16,7 +16,9 @@ What it adds (documented in docs/pytest.md):
   the report table with a traceback that stops at the test's own line (no
   frames inside jgradcheck), and a one-line summary in ``-ra`` / ``--tb=line``;
 * the ``jgc_variant`` fixture: the test runs once per dtype and jit/no-jit,
-  narrowed with ``@pytest.mark.jgradcheck(dtypes=..., jit=...)``.
+  narrowed with ``@pytest.mark.jgradcheck(dtypes=..., jit=...)``;
+* ``--jgc-compile-cache DIR`` (or ini ``jgc_compile_cache = DIR``): JAX's
+  persistent compilation cache for the run.
 
 Disable it with ``-p no:jgradcheck``.
 """
@@ -38,7 +40,56 @@ DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_JIT = (False, True)
 
 
+CACHE_OPTION = "--jgc-compile-cache"
+CACHE_INI = "jgc_compile_cache"
+CACHE_ENV = {
+    "JAX_COMPILATION_CACHE_DIR": None,  # the directory
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+"""JAX's persistent compilation cache settings: keep every compile (JAX's
+default skips those under 1 s, which are nearly all of a check's)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    help_text = (
+        "JAX's persistent compilation cache in DIR for this run: every check "
+        "builds fresh jitted programs, and the cache serves the same programs "
+        "from disk on later runs (bench/cache.py measures the gain). Off by "
+        "default; jgradcheck itself never changes JAX's configuration."
+    )
+    parser.getgroup("jgradcheck").addoption(
+        CACHE_OPTION, metavar="DIR", default=None, help=help_text
+    )
+    parser.addini(CACHE_INI, help=f"as {CACHE_OPTION} (DIR)", default="")
+
+
+def _compile_cache(config: pytest.Config) -> None:
+    """Turn JAX's persistent compilation cache on when asked (option or ini).
+
+    Before JAX is imported, through its environment variables (so a
+    ``conftest.py`` that imports JAX later still sees them); after, through
+    ``jax.config``. Each pytest-xdist worker gets its own subdirectory
+    (``DIR/gw0``, ...): JAX writes entries without a lock unless ``filelock``
+    is installed, and a worker must not read another's half-written entry."""
+    path = config.getoption(CACHE_OPTION) or config.getini(CACHE_INI)
+    if not path:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    path = os.path.join(os.path.abspath(os.path.expanduser(str(path))), worker)
+    os.makedirs(path, exist_ok=True)
+    values = {k: (v if v is not None else path) for k, v in CACHE_ENV.items()}
+    if "jax" in sys.modules:
+        jax = sys.modules["jax"]
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    else:
+        os.environ.update(values)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _compile_cache(config)
     config.addinivalue_line(
         "markers",
         f"{MARKER}(dtypes=('float32', 'float64'), jit=(False, True)): the "

@@ -67,17 +67,42 @@ def test_registered_by_entry_point_without_importing_jax(pytester):
     # conftest before importing JAX still work and startup stays fast.
     pytester.makepyfile(
         """
+        import os
         import sys
 
         def test_plain(request):
             assert request.config.pluginmanager.hasplugin("jgradcheck")
             assert "jax" not in sys.modules
             assert "jgradcheck" not in sys.modules
+            assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
         """
     )
     result = pytester.runpytest_subprocess()
     result.stdout.fnmatch_lines(["plugins:*jgradcheck-*"])
     result.assert_outcomes(passed=1)
+
+
+def test_compile_cache_option_fills_the_directory(pytester, tmp_path):
+    # --jgc-compile-cache DIR turns JAX's persistent cache on for the run (in a
+    # child process: the option must not touch this process's JAX config). Its
+    # twin, the cache left off without the option, is the first test above's
+    # child (no JAX_COMPILATION_CACHE_DIR there).
+    pytester.makepyfile(
+        """
+        import os
+        import jax, jax.numpy as jnp
+
+        def test_compiles():
+            assert jax.config.jax_compilation_cache_dir == os.environ["WANT"]
+            assert float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0)) > 0
+        """
+    )
+    cache = tmp_path / "jaxcache"
+    pytester._monkeypatch.setenv("WANT", str(cache / "main"))
+    pytester._monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    result = pytester.runpytest_subprocess(f"--jgc-compile-cache={cache}")
+    result.assert_outcomes(passed=1)
+    assert any((cache / "main").iterdir())
 
 
 @pytest.mark.parametrize(
