@@ -75,7 +75,9 @@ def _compile_cache(config: pytest.Config) -> None:
     path = config.getoption(CACHE_OPTION) or config.getini(CACHE_INI)
     if not path:
         return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # xdist's own record of the worker (an environment variable would be
+    # inherited by a pytest run in a child process of a worker).
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
     path = os.path.join(os.path.abspath(os.path.expanduser(str(path))), worker)
     os.makedirs(path, exist_ok=True)
     values = {k: (v if v is not None else path) for k, v in CACHE_ENV.items()}
