@@ -27,9 +27,8 @@ from .._typing import Method, Precision, PyTree
 from .directional import widen_np
 from .reference import (
     disagreement,
-    evidence,
     leaf_against,
-    name_of,
+    reference_check,
     validate_reference,
 )
 from .rules import (
@@ -271,15 +270,8 @@ def _against(run: RuleRun, f_ref: Callable[..., Any], factor: float) -> Referenc
         err = np.repeat(_real(est.error[0]), n.size // max(o.size, 1))
         bad += disagreement(_real(ref64[k]), n, err, leaf_scale(n, err))
         total += n.size
-    natives = sorted({str(np.asarray(t).dtype) for t in ref_native})
-    return ReferenceCheck(
-        name=name_of(f_ref),
-        factor=factor,
-        native=", ".join(natives),
-        leaves=tuple(leaves),
-        reference_agrees=bad == 0,
-        evidence=evidence(bad, total, "output entries"),
-    )
+    natives = [str(np.asarray(t).dtype) for t in ref_native]
+    return reference_check(f_ref, factor, natives, leaves, bad, total, "output entries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,8 +361,6 @@ class JVP:
         run: RuleRun,
         reference: Callable[..., Any],
         factor: float,
-        dot_tests: tuple[DotTest, ...],
-        localized: tuple[tuple[str, Report], ...],
     ) -> ReferenceCheck:
         return _against(run, reference, factor)
 

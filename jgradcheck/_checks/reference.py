@@ -14,7 +14,7 @@ disagree the report says the reference is wrong, not the rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,28 @@ def evidence(bad: int, total: int, what: str) -> str:
     return f"its float64 derivative agrees with the finite differences ({total} {what})"
 
 
+def reference_check(
+    reference: Callable[..., Any],
+    factor: float,
+    natives: Iterable[str],
+    leaves: Iterable[ReferenceLeaf],
+    bad: int,
+    total: int,
+    what: str,
+) -> ReferenceCheck:
+    """The :class:`ReferenceCheck` of ``reference``: its leaves, the dtypes it
+    ran at natively, and ``bad`` of ``total`` ``what`` (entries, dot-product
+    pairs) where its float64 derivative disagreed with the finite differences."""
+    return ReferenceCheck(
+        name=name_of(reference),
+        factor=factor,
+        native=", ".join(sorted(set(natives))),
+        leaves=tuple(leaves),
+        reference_agrees=bad == 0,
+        evidence=evidence(bad, total, what),
+    )
+
+
 def against_grad(
     loss_ref: Callable[..., Any],
     factor: float,
@@ -137,12 +159,5 @@ def against_grad(
             scale = float(np.max(np.abs(leaf.numeric))) if leaf.checked else 0.0
             bad += disagreement(r, leaf.numeric, leaf.error_bar, scale)
             total += leaf.checked
-    dtypes = sorted({str(np.asarray(v).dtype) for v in ref_native.values()})
-    return ReferenceCheck(
-        name=name_of(loss_ref),
-        factor=factor,
-        native=", ".join(dtypes),
-        leaves=tuple(out),
-        reference_agrees=bad == 0,
-        evidence=evidence(bad, total, "entries"),
-    )
+    dtypes = [str(np.asarray(v).dtype) for v in ref_native.values()]
+    return reference_check(loss_ref, factor, dtypes, out, bad, total, "entries")

@@ -140,8 +140,6 @@ class Direction(Protocol):
         run: RuleRun,
         reference: Callable[..., Any],
         factor: float,
-        dot_tests: tuple[DotTest, ...],
-        localized: tuple[tuple[str, Report], ...],
     ) -> ReferenceCheck:
         """The rule against JAX's derivative of ``reference`` (``reference=``)."""
         ...
@@ -201,9 +199,7 @@ def check_rule(
                 "use precision='float64' (the default)."
             )
         check_reference_output(reference, inputs, y)
-        against = direction.against(
-            run, reference, reference_factor, dot_tests, localized
-        )
+        against = direction.against(run, reference, reference_factor)
     checks = direction.structure(run)
     second = None
     if order == 2:

@@ -26,9 +26,8 @@ from .._typing import Method, Precision, PyTree
 from .directional import widen, widen_np
 from .reference import (
     disagreement,
-    evidence,
     leaf_against,
-    name_of,
+    reference_check,
     validate_reference,
 )
 from .rules import (
@@ -180,13 +179,8 @@ def _against(
         numeric, error, _, terms = _dot_fd(run, o.position, cts)
         bad += disagreement(dots64, numeric, error, float(terms.max()))
         total += pairs
-    return ReferenceCheck(
-        name=name_of(f_ref),
-        factor=factor,
-        native=", ".join(sorted(natives)),
-        leaves=tuple(leaves),
-        reference_agrees=bad == 0,
-        evidence=evidence(bad, total, "dot-product pairs"),
+    return reference_check(
+        f_ref, factor, natives, leaves, bad, total, "dot-product pairs"
     )
 
 
@@ -351,8 +345,6 @@ class VJP:
         run: RuleRun,
         reference: Callable[..., Any],
         factor: float,
-        dot_tests: tuple[DotTest, ...],
-        localized: tuple[tuple[str, Report], ...],
     ) -> ReferenceCheck:
         return _against(run, reference, factor, self.pairs)
 

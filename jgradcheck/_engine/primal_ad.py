@@ -32,32 +32,9 @@ from jax.extend import core as jcore
 from .._numerics.verdict import yardstick_reach, yardstick_rounding
 from .._pytree.flat import Flat
 from .gradient import autodiff_gradient
-
-RULES = {
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-}
-"""Custom-rule primitives of this JAX version, and the param holding the primal."""
-
-CALLS = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "remat": "jaxpr",
-    "checkpoint": "jaxpr",
-}
-"""Call primitives whose body is evaluated inline when it holds a user's rule."""
+from .jaxprs import CALLS, RULES, bind
 
 _JAX_SOURCE = os.path.dirname(jax.__file__) + os.sep
-
-
-def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
-    out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 def _open(j: Any) -> tuple[Any, list[Any]]:
@@ -160,11 +137,11 @@ def eval_inlined(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:
                 inner, inner_consts = _open(body)
                 outs = eval_inlined(inner, inner_consts, invals)
             else:
-                outs = _bind(eqn, invals)
+                outs = bind(eqn, invals)
         elif any(user_rules(sub) for _, _, sub in _sub_jaxprs(eqn)):
-            outs = _bind(_with_inlined_params(eqn), invals)
+            outs = bind(_with_inlined_params(eqn), invals)
         else:
-            outs = _bind(eqn, invals)
+            outs = bind(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
             if not isinstance(v, jcore.DropVar):
                 env[v] = x

@@ -28,6 +28,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
+from .jaxprs import CALLS as CALLS_ONLY
+from .jaxprs import RULES, bind
+
 
 class Sparse(NamedTuple):
     """``base`` with the entry at flat position ``index`` replaced by ``value``."""
@@ -58,25 +61,9 @@ def _ravel(multi: list[Any], shape: tuple[int, ...]) -> Any:
     return index
 
 
-def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    # Older JAX returns (subfuns, params); newer returns params only.
-    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
-    out = eqn.primitive.bind(*subfuns, *invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
-CALLS = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "remat": "jaxpr",
-    "checkpoint": "jaxpr",
-}
+CALLS = {**CALLS_ONLY, **RULES}
+"""Primitives whose body :func:`eval_jaxpr` evaluates inline: calls, and custom
+rules (their primal bodies: a sweep evaluates J, never its derivative)."""
 
 
 def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
@@ -87,7 +74,7 @@ def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
     s, a = (lhs, rhs) if s_is_lhs else (rhs, lhs)
     s_contract, a_contract = (lc, rc) if s_is_lhs else (rc, lc)
     s_batch, a_batch = (lb, rb) if s_is_lhs else (rb, lb)
-    (out_base,) = _bind(eqn, [s.base, a] if s_is_lhs else [a, s.base])
+    (out_base,) = bind(eqn, [s.base, a] if s_is_lhs else [a, s.base])
 
     shape = s.base.shape
     m = _unravel(s.index, shape)
@@ -136,14 +123,14 @@ def _rule(eqn: Any, invals: list[Any]) -> list[Any] | None:
     if name in ("reshape", "squeeze", "copy", "copy_p"):
         if eqn.params.get("dimensions") is not None:
             return None
-        (base,) = _bind(eqn, [s.base])
+        (base,) = bind(eqn, [s.base])
         return [Sparse(base, s.index, s.value)]
     if name == "convert_element_type":
-        (base,) = _bind(eqn, [s.base])
+        (base,) = bind(eqn, [s.base])
         return [Sparse(base, s.index, s.value.astype(base.dtype))]
     if name == "transpose":
         perm = eqn.params["permutation"]
-        (base,) = _bind(eqn, [s.base])
+        (base,) = bind(eqn, [s.base])
         m = _unravel(s.index, s.base.shape)
         return [Sparse(base, _ravel([m[p] for p in perm], base.shape), s.value)]
     return None
@@ -168,7 +155,7 @@ def eval_jaxpr(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:
             if outs is None:
                 invals = [densify(x) if isinstance(x, Sparse) else x for x in invals]
         if outs is None:
-            outs = _bind(eqn, invals)
+            outs = bind(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
             if not isinstance(v, jcore.DropVar):
                 env[v] = x

@@ -40,6 +40,19 @@ REFERENCE_FACTOR = 2.0
 """Default ``k`` (``reference_factor=``): flash-attention's factor."""
 
 
+def reference_ratio(rule_err: float, ref_err: float) -> float:
+    """``rule_err / ref_err``: below 1 the rule is more accurate than the
+    reference at its precision; inf where the reference is exact (float64)
+    and the rule is not.
+
+    >>> reference_ratio(1.0, 2.0), reference_ratio(0.0, 0.0), reference_ratio(1.0, 0.0)
+    (0.5, 0.0, inf)
+    """
+    if ref_err > 0:
+        return rule_err / ref_err
+    return 0.0 if rule_err == 0 else float("inf")
+
+
 class Against(NamedTuple):
     """One leaf of a rule compared with a reference."""
 
@@ -56,10 +69,8 @@ class Against(NamedTuple):
 
     @property
     def ratio(self) -> float:
-        """``rule_err / ref_err`` (inf when the reference is exact and the rule not)."""
-        if self.ref_err > 0:
-            return self.rule_err / self.ref_err
-        return 0.0 if self.rule_err == 0 else float("inf")
+        """:func:`reference_ratio` of the leaf."""
+        return reference_ratio(self.rule_err, self.ref_err)
 
 
 def against_reference(

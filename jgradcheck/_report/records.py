@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._numerics.reference import reference_ratio
 from .._numerics.verdict import (
     FAIL,
     KINK,
@@ -325,10 +326,9 @@ class ReferenceLeaf(NamedTuple):
 
     @property
     def ratio(self) -> float:
-        """``rule_err / ref_err``: below 1, more accurate than the reference."""
-        if self.ref_err > 0:
-            return self.rule_err / self.ref_err
-        return 0.0 if self.rule_err == 0 else float("inf")
+        """``rule_err / ref_err``: below 1, more accurate than the reference
+        (:func:`jgradcheck._numerics.reference.reference_ratio`)."""
+        return reference_ratio(self.rule_err, self.ref_err)
 
     @property
     def ok(self) -> bool:
