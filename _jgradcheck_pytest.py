@@ -75,6 +75,8 @@ def _compile_cache(config: pytest.Config) -> None:
     path = config.getoption(CACHE_OPTION) or config.getini(CACHE_INI)
     if not path:
         return
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", 0):
+        return  # the xdist controller runs no test: its workers set their own
     # xdist's own record of the worker (an environment variable would be
     # inherited by a pytest run in a child process of a worker).
     worker = getattr(config, "workerinput", {}).get("workerid", "main")

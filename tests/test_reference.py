@@ -239,3 +239,18 @@ def test_float64_rule_against_its_reference(rel_error):
     assert report.reference.ok == (rel_error == 0.0), report
     if rel_error == 0.0:
         assert "within the rounding floor" in str(report)
+
+
+@pytest.mark.parametrize("bug", [None, "scale"])
+def test_float16_attention_against_its_reference(bug):
+    # float16 too: the correct kernel passes reference= with the reference at
+    # float16 as the yardstick; the missing 1/√d is caught on q and k.
+    report = jgc.check_vjp(
+        make_attention(bug),
+        *_qkv(jnp.float16),
+        reference=attention_reference,
+        localize=0,
+    )
+    assert report.reference is not None and report.reference.native == "float16"
+    assert report.ok == (bug is None), report
+    assert report.reference.ok == (bug is None), report
