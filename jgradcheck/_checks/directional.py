@@ -17,6 +17,7 @@ import numpy as np
 
 from .._dtypes import cast
 from .._dtypes import eps as eps_of
+from .._engine import programs
 from .._numerics.rounding import (
     ENTRY_FLOOR_QUANTILE,
     narrowest_dtype,
@@ -80,8 +81,8 @@ def fd_directional(
         return g([xi + t * ui for xi, ui in zip(x64, u)])
 
     ts = np.concatenate([steps, -steps, probes], axis=1)  # [P, 2L + 12]
-    f_all = jax.jit(jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)))(
-        jnp.asarray(ts), us
+    f_all = programs.call(
+        jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)), jnp.asarray(ts), us
     )
     leaves = jax.tree_util.tree_leaves(f_all)
     out = []

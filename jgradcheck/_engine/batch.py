@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from .._options import EngineSettings
+from . import programs
 from .devices import Layout
 from .sparse import CALLS
 
@@ -231,7 +232,7 @@ class BatchRunner:
         n = layout.n
         self.batch = -(-int(batch) // n) * n
         """Rows per compiled call (a multiple of the device count)."""
-        self._fn = layout.jit(one, batched=len(self.rows), shared=len(self.shared))
+        self._one = one
         self._code: dict[str, Any] = {"compiled": None, "temp_bytes": None}
         self.timing = BatchTiming()
 
@@ -266,9 +267,17 @@ class BatchRunner:
             jax.ShapeDtypeStruct((self.batch, *r.shape), r.dtype, sharding=sharding)
             for r in self.rows
         ]
-        compiled = self._fn.lower(*specs, *self.shared).compile()
+        batched, shared = len(self.rows), len(self.shared)
+        if self.layout.mesh is None:  # shared with earlier checks (programs)
+            one = self.layout.batch_of(self._one, batched=batched, shared=shared)
+            code = programs.Batch(one, [*specs, *self.shared])
+            compiled: Any = code
+            executable = code.compiled
+        else:
+            fn = self.layout.jit(self._one, batched=batched, shared=shared)
+            compiled = executable = fn.lower(*specs, *self.shared).compile()
         self._code["compiled"] = compiled
-        self._code["temp_bytes"] = _temp_bytes(compiled)
+        self._code["temp_bytes"] = _temp_bytes(executable)
         self.timing.compile_seconds += time.perf_counter() - t0
 
     def __call__(

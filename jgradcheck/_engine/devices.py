@@ -123,6 +123,17 @@ class Layout:
         """A batch, its leading axis split over the devices."""
         return jax.device_put(x, self.batch_sharding)
 
+    def batch_of(
+        self, one: Callable[..., Any], *, batched: int = 2, shared: int = 2
+    ) -> Callable[..., Any]:
+        """``one`` vmapped over its first ``batched`` arguments (see :meth:`jit`)."""
+        axes = (0,) * batched + (None,) * shared
+
+        def batch_of(*operands: Any) -> Any:
+            return jax.vmap(one, in_axes=axes)(*operands)
+
+        return batch_of
+
     def jit(
         self, one: Callable[..., Any], *, batched: int = 2, shared: int = 2
     ) -> jax.stages.Wrapped:
@@ -134,11 +145,7 @@ class Layout:
         arguments every row reads (replicated). The leaf sweeps' ``one(i, v,
         pdyn, adyn)`` is the default, two and two.
         """
-        axes = (0,) * batched + (None,) * shared
-
-        def batch_of(*operands: Any) -> Any:
-            return jax.vmap(one, in_axes=axes)(*operands)
-
+        batch_of = self.batch_of(one, batched=batched, shared=shared)
         if self.mesh is None:
             return jax.jit(batch_of)
         spec, rep = PartitionSpec(AXIS), PartitionSpec()

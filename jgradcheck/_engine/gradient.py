@@ -12,6 +12,7 @@ import numpy as np
 from .._dtypes import eps, is_inexact, is_real_float, narrowest_along
 from .._errors import where_list
 from .._pytree.flat import Flat, describe_paths, split_static
+from . import programs
 from .tracing import trace_shape
 
 
@@ -71,7 +72,7 @@ def _compiled(fn: Callable[..., Any], *operands: Any) -> Any:
     eagerly; an error of its own is then raised from there.
     """
     try:
-        return jax.jit(fn)(*operands)
+        return programs.call(fn, *operands)
     except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
         return fn(*operands)
 
@@ -278,13 +279,13 @@ class Pullback:
 
     def __init__(self, fn: Callable[..., Any], xs: Any) -> None:
         self._fn, self._xs = fn, xs
-        self._jitted = jax.jit(lambda xs, ct: jax.vjp(fn, xs)[1](ct))
+        self._pull = lambda xs, ct: jax.vjp(fn, xs)[1](ct)
         self._eager: Callable[..., Any] | None = None
 
     def __call__(self, ct: Any) -> Any:
         if self._eager is None:
             try:
-                return self._jitted(self._xs, ct)
+                return programs.call(self._pull, self._xs, ct)
             except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
                 self._eager = jax.vjp(self._fn, self._xs)[1]
         return self._eager(ct)
@@ -296,13 +297,13 @@ class Pushforward:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
-        self._jitted = jax.jit(lambda xs, t: jax.jvp(fn, (xs,), (t,)))
+        self._push = lambda xs, t: jax.jvp(fn, (xs,), (t,))
         self._eager = False
 
     def __call__(self, xs: Any, tangent: Any) -> tuple[Any, Any]:
         if not self._eager:
             try:
-                return self._jitted(xs, tangent)
+                return programs.call(self._push, xs, tangent)
             except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
                 self._eager = True
         return jax.jvp(self._fn, (xs,), (tangent,))

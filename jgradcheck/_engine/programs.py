@@ -1,0 +1,197 @@
+"""Compiled programs shared by every check whose traced computation is the same.
+
+``jax.jit`` caches a compiled program per Python function object. A check
+builds new closures on every call (the loss with its leaves rebuilt, the
+rule's pullback, a sweep's batch), so with plain ``jax.jit`` a second check of
+the same rule compiles everything again: about ten programs and two seconds
+for a small custom_vjp on a 2-core CPU.
+
+Here a function is first traced to a jaxpr (``jax.make_jaxpr``, milliseconds)
+and the jaxpr is evaluated by one module-level jitted function that takes it as
+a static argument (a :class:`Program`, hashable by what the jaxpr computes)
+and its closed-over constants as ordinary arguments. Two checks whose
+functions trace to the same computation, whatever their Python identity, share
+one compiled program; different constant values (another batch of data, other
+parameters) reuse it too.
+
+What makes two programs "the same" (:func:`fingerprint`): the printed jaxpr
+(its equations, shapes, dtypes and the wiring between them), the value of
+every equation parameter and literal, the constants of nested closed jaxprs,
+and the avals of the inputs. A parameter that is not plain data (a callback,
+a kernel's grid mapping) is compared by equality when hashable, else by
+identity (kept alive with the program, so the identity cannot be reused).
+
+The programs are only ever *evaluated*, never differentiated: JAX's derivative
+of a ``custom_vjp``/``custom_jvp`` call is already inlined into the jaxpr of a
+function that differentiates it (``jax.vjp(f, x)[1](ct)`` contains the
+rule's backward pass as plain equations). What such a call computes when
+evaluated is its ``call_jaxpr``, so its rule parameters (``bwd``,
+``fwd_jaxpr_thunk``, ``jvp_jaxpr_fun`` …, printed by name only) are left out of
+the fingerprint: the rule is in the program wherever it is used.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.extend import core
+
+RULE_PARAMS = {
+    "custom_vjp_call": frozenset({"bwd", "fwd_jaxpr_thunk", "out_trees"}),
+    "custom_vjp_call_jaxpr": frozenset({"bwd", "fwd_jaxpr_thunk", "out_trees"}),
+    "custom_jvp_call": frozenset({"jvp_jaxpr_fun", "jvp_jaxpr_thunk"}),
+}
+"""Parameters that only matter when JAX differentiates the equation."""
+
+MAX_COMPILED = 256
+"""Ahead-of-time compiled batches kept (least recently used dropped)."""
+
+
+class Program:
+    """A jaxpr, hashable and comparable by :func:`fingerprint`.
+
+    Only :func:`evaluate`'s static argument: build it with :func:`trace`.
+    """
+
+    __slots__ = ("jaxpr", "_key", "_hash", "_pins")
+
+    def __init__(self, jaxpr: Any, in_avals: tuple[Any, ...]) -> None:
+        pins: list[Any] = []
+        self.jaxpr = jaxpr
+        self._key = (str(jaxpr), in_avals, fingerprint(jaxpr, pins))
+        self._hash = hash(self._key)
+        self._pins = tuple(pins)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Program) and (
+            self is other or (self._hash == other._hash and self._key == other._key)
+        )
+
+
+def fingerprint(jaxpr: Any, pins: list[Any]) -> tuple[Hashable, ...]:
+    """The values a jaxpr's printed form may not show exactly: its literals and
+    its equations' parameters (nested jaxprs recursively, rule parameters left
+    out: see the module docstring). Objects compared by identity are appended
+    to ``pins``."""
+    out: list[Hashable] = []
+    for eqn in jaxpr.eqns:
+        skip = RULE_PARAMS.get(eqn.primitive.name, frozenset())
+        out.append(eqn.primitive.name)
+        for v in eqn.invars:
+            if isinstance(v, core.Literal):
+                out.append(_array_key(v.val))
+        for name in sorted(eqn.params):
+            if name not in skip:
+                out.append((name, _value_key(eqn.params[name], pins)))
+    return tuple(out)
+
+
+def _array_key(x: Any) -> Hashable:
+    a = np.asarray(x)
+    digest = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16)
+    return (a.dtype.str, a.shape, digest.hexdigest())
+
+
+def _value_key(v: Any, pins: list[Any]) -> Hashable:
+    if isinstance(v, core.ClosedJaxpr):
+        return (
+            "closed",
+            fingerprint(v.jaxpr, pins),
+            tuple(_array_key(c) for c in v.consts),
+        )
+    if isinstance(v, core.Jaxpr):
+        return ("jaxpr", fingerprint(v, pins))
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_value_key(x, pins) for x in v))
+    if isinstance(v, (np.ndarray, jax.Array)):
+        return _array_key(v)
+    try:
+        hash(v)
+    except TypeError:
+        pins.append(v)
+        return ("id", id(v))
+    return v
+
+
+def trace(fn: Callable[..., Any], *args: Any) -> tuple[Program, list[Any], Any]:
+    """``fn`` traced at ``args`` (arrays or their ``ShapeDtypeStruct``):
+    ``(program, constants, output treedef)``."""
+    flat, in_tree = jax.tree_util.tree_flatten(args)
+
+    def flat_fn(*leaves: Any) -> Any:
+        return fn(*jax.tree_util.tree_unflatten(in_tree, list(leaves)))
+
+    closed, shape = jax.make_jaxpr(flat_fn, return_shape=True)(*flat)
+    avals = tuple(v.aval for v in closed.jaxpr.invars)
+    program = Program(closed.jaxpr, avals)
+    return program, list(closed.consts), jax.tree_util.tree_structure(shape)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate(program: Program, consts: list[Any], *args: Any) -> list[Any]:
+    """The program's outputs at ``args`` (flat), compiled once per program."""
+    return core.jaxpr_as_fun(core.ClosedJaxpr(program.jaxpr, consts))(*args)
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` through the shared compiled program of its computation.
+
+    ``args`` are pytrees of arrays (tracers too: under ``jax.vmap`` the
+    program is batched, once per program).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jgradcheck._engine import programs
+      >>> w = jnp.arange(3.0)
+      >>> programs.call(lambda x: {"y": x @ w}, jnp.ones(3))["y"].item()
+      3.0
+    """
+    program, consts, out_tree = trace(fn, *args)
+    leaves = jax.tree_util.tree_leaves(args)
+    return jax.tree_util.tree_unflatten(out_tree, evaluate(program, consts, *leaves))
+
+
+class Batch:
+    """An ahead-of-time compiled batch function, shared across checks.
+
+    ``Batch(fn, specs)`` traces ``fn`` at ``specs`` (pytrees of
+    ``ShapeDtypeStruct`` and arrays, one per argument) and compiles it, unless
+    a check already compiled the same computation for the same argument
+    types; ``batch(*args)`` runs it on arguments of those types.
+    """
+
+    _compiled: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+
+    def __init__(self, fn: Callable[..., Any], specs: Sequence[Any]) -> None:
+        program, consts, out_tree = trace(fn, *specs)
+        self.consts, self.out_tree = consts, out_tree
+        flat = jax.tree_util.tree_leaves(specs)
+        types = tuple(_type_key(s) for s in [*consts, *flat])
+        key = (program, types)
+        cache = Batch._compiled
+        self.reused = key in cache
+        if self.reused:
+            cache.move_to_end(key)
+        else:
+            cache[key] = evaluate.lower(program, consts, *flat).compile()
+            if len(cache) > MAX_COMPILED:
+                cache.popitem(last=False)
+        self.compiled = cache[key]
+
+    def __call__(self, *args: Any) -> Any:
+        out = self.compiled(self.consts, *jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(self.out_tree, out)
+
+
+def _type_key(x: Any) -> Hashable:
+    sharding = getattr(x, "sharding", None)
+    return (tuple(np.shape(x)), str(x.dtype), sharding)

@@ -1,0 +1,126 @@
+"""Compiled programs shared across checks (jgradcheck._engine.programs).
+
+The cache must reuse a program exactly when the computation is the same, and
+never when it is not: two custom_vjp rules that differ only in their backward
+pass, two callbacks, two literals, two nested constants must each get their
+own program (a wrong hit would silently check the wrong rule).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jgradcheck as jgc
+from jgradcheck._engine import programs
+from jgradcheck._engine.gradient import Pullback
+
+
+def _compiles(fn, *args) -> int:
+    """Programs compiled by ``fn(*args)``: jit-evaluated ones and batches."""
+
+    def size() -> int:
+        return programs.evaluate._cache_size() + len(programs.Batch._compiled)
+
+    before = size()
+    fn(*args)
+    return size() - before
+
+
+def _rule(scale: float):
+    """A custom_vjp named ``rule`` whose backward pass multiplies by ``scale``."""
+
+    @jax.custom_vjp
+    def rule(x):
+        return jnp.sin(x)
+
+    rule.defvjp(lambda x: (rule(x), x), lambda x, g: (scale * g * jnp.cos(x),))
+    return rule
+
+
+def test_two_closures_of_one_computation_share_one_program():
+    x = jnp.arange(4.0)
+    first = _compiles(programs.call, lambda v: jnp.tanh(v) * 3.0, x)
+    again = _compiles(programs.call, lambda v: jnp.tanh(v) * 3.0, x)
+    assert (first, again) == (1, 0)
+
+
+def test_other_constants_reuse_the_program_with_their_own_values():
+    x = jnp.arange(4.0)
+    w1, w2 = jnp.full(4, 2.0), jnp.full(4, 5.0)
+    a = programs.call(lambda v: v * w1 + 1.25, x)
+    assert _compiles(programs.call, lambda v: v * w2 + 1.25, x) == 0
+    b = programs.call(lambda v: v * w2 + 1.25, x)
+    np.testing.assert_array_equal(a, x * 2.0 + 1.25)
+    np.testing.assert_array_equal(b, x * 5.0 + 1.25)
+
+
+def test_a_different_literal_is_a_different_program():
+    x = jnp.arange(4.0)
+    programs.call(lambda v: v * 1.5, x)
+    assert _compiles(programs.call, lambda v: v * 1.5000001, x) == 1
+    np.testing.assert_array_equal(
+        programs.call(lambda v: v * 1.5000001, x), x * np.float32(1.5000001)
+    )
+
+
+def test_rules_differing_only_in_their_backward_pass_are_not_confused():
+    x = jnp.linspace(0.1, 1.0, 4)
+    ct = jnp.ones(4)
+    good, bad = _rule(1.0), _rule(2.0)
+    (g,) = Pullback(lambda v: good(v), x)(ct)
+    (b,) = Pullback(lambda v: bad(v), x)(ct)
+    np.testing.assert_allclose(g, np.cos(x), rtol=1e-6)
+    np.testing.assert_allclose(b, 2 * np.cos(x), rtol=1e-6)
+
+
+def test_a_check_of_a_broken_rule_after_a_correct_one_still_fails():
+    # The two rules have the same name, primal and shapes: only a cache that
+    # keyed on what is printed would pass the broken one.
+    x = jnp.linspace(0.1, 1.0, 5)
+    assert jgc.check_vjp(_rule(1.0), x).ok
+    assert not jgc.check_vjp(_rule(2.0), x).ok
+    assert jgc.check_vjp(_rule(1.0), x).ok
+
+
+def test_callbacks_are_compared_by_identity():
+    x = np.arange(3.0, dtype=np.float32)
+    shape = jax.ShapeDtypeStruct((3,), jnp.float32)
+
+    def through(cb):
+        return lambda v: jax.pure_callback(cb, shape, v)
+
+    one = programs.call(through(lambda v: v + 1), x)
+    two = programs.call(through(lambda v: v + 2), x)
+    np.testing.assert_array_equal(one, x + 1)
+    np.testing.assert_array_equal(two, x + 2)
+
+
+def test_nested_constants_are_part_of_the_program():
+    # jit inside the function: its closed jaxpr may carry the constant.
+    x = jnp.arange(3.0)
+    outs = [
+        programs.call(lambda v, c=c: jax.jit(lambda u: u + jnp.asarray(c))(v), x)
+        for c in (np.float32([1, 2, 3]), np.float32([4, 5, 6]))
+    ]
+    np.testing.assert_array_equal(outs[0], x + np.float32([1, 2, 3]))
+    np.testing.assert_array_equal(outs[1], x + np.float32([4, 5, 6]))
+
+
+def test_a_batch_is_compiled_once_for_every_check_that_needs_it():
+    spec = jax.ShapeDtypeStruct((4,), jnp.float32)
+    first = programs.Batch(lambda v: jnp.exp(v) - 0.375, [spec])
+    second = programs.Batch(lambda v: jnp.exp(v) - 0.375, [spec])
+    other = programs.Batch(lambda v: jnp.exp(v) - 0.5, [spec])
+    assert second.reused and not other.reused
+    assert first.compiled is second.compiled
+    x = jnp.arange(4.0, dtype=jnp.float32)
+    np.testing.assert_allclose(second(x), np.exp(x) - 0.375, rtol=1e-6)
+    np.testing.assert_allclose(other(x), np.exp(x) - 0.5, rtol=1e-6)
+
+
+def test_a_repeat_rule_check_compiles_nothing():
+    rule, x = _rule(1.0), jnp.linspace(-1.0, 1.0, 6)
+    jgc.check_vjp(rule, x)
+    assert _compiles(jgc.check_vjp, rule, x) == 0
