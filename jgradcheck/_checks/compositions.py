@@ -1,0 +1,442 @@
+"""check_compositions: is a rule's derivative the same under JAX's transformations?
+
+A custom rule is written once and then used under ``jit``, ``vmap``,
+``lax.scan``, ``jax.checkpoint`` and the other transformations of a training
+step. Each may trace the rule differently (batching rules, a scan body, the
+recomputation of remat), and a rule that is right eagerly can break under one
+of them: a callback that reduces over the batch axis it cannot see, a NumPy
+call that needs concrete values. The grid runs the rule's derivative (Jᵀȳ for
+a VJP, J·u for a JVP) under each and compares it with the same derivative run
+eagerly, point by point. No finite differences: the reference is the rule
+itself, so the allowance is its rounding alone (:func:`judge` with the error
+bar 0 and the rule's rounding measured against its float64 re-run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+from .._dtypes import as_float64
+from .._dtypes import eps as eps_of
+from .._engine.context import reference_precision
+from .._errors import raise_unless_ok
+from .._numerics.rounding import narrowest_dtype
+from .._numerics.verdict import FAIL, judge
+from .._pytree.coords import readable, seed_of
+from .._report.composition_records import Composition
+from .._report.report import CompositionReport
+from .._report.rule_records import RuleKind
+from .rules import floats, inexact_outputs, inputs, of_floats
+
+Tree = Any
+Derivative = Callable[[list[Any], Any], Any]
+"""``(x, probe) ↦`` the rule's derivative at ``x``: Jᵀ·probe or J·probe."""
+
+
+def _error(e: BaseException) -> str:
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"raised {type(e).__name__}: {first[:160]}"
+
+
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+
+
+def _leaves(tree: Any) -> list[np.ndarray]:
+    return [as_float64(v) for v in jax.tree_util.tree_leaves(tree)]
+
+
+def compare(got: Any, want: Any, rounding: list[np.ndarray] | None) -> tuple[bool, str]:
+    """``got`` against ``want`` leaf by leaf, allowing the rule's rounding.
+
+    The verdict of :func:`jgradcheck._numerics.verdict.judge` with a zero error
+    bar: ``GRAD_ULPS`` ulps of each entry's scale (the leaf's largest value
+    plus the entry's), or twice the measured rounding ``|want − want₆₄|``
+    (capped), whichever is larger. Returns the verdict and the row's detail.
+    """
+    same: bool = jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)  # type: ignore[operator]
+    if not same:
+        return False, "a different output structure from the eager derivative"
+    fails, worst = 0, (-1.0, 0.0, 0.0)
+    pairs = zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want))
+    for k, (g, w) in enumerate(pairs):
+        if np.shape(g) != np.shape(w):
+            return False, f"shape {np.shape(g)} where eager gives {np.shape(w)}"
+        a, n = as_float64(g), as_float64(w)
+        zero = np.zeros_like(n)
+        scale = float(np.max(np.abs(n))) if n.size else 0.0
+        r = None if rounding is None else rounding[k]
+        j = judge(a, n, zero, zero, eps_grad=eps_of(w.dtype), scale=scale, rounding=r)
+        fails += int(np.sum(j.status == FAIL))
+        diff = np.abs(a - n)
+        ratio = diff / np.maximum(j.tolerance, np.finfo(np.float64).tiny)
+        ratio = np.where(np.isnan(ratio), np.inf, ratio)
+        if ratio.size and float(np.max(ratio)) > worst[0]:
+            i = int(np.argmax(ratio))
+            worst = (
+                float(ratio.flat[i]),
+                float(diff.flat[i]),
+                float(j.tolerance.flat[i]),
+            )
+    detail = f"max |Δ| {worst[1]:.2e}, allowance {worst[2]:.2e}"
+    return fails == 0, detail + (f" ({fails} entries beyond it)" if fails else "")
+
+
+def _dot(a: Any, b: Any) -> tuple[float, float]:
+    """⟨a, b⟩ over matching leaves in float64, and Σ|aᵢ·bᵢ| (its rounding scale)."""
+    pairs = list(zip(_leaves(a), _leaves(b)))
+    value = sum(float(np.sum(x * y)) for x, y in pairs)
+    return value, sum(float(np.sum(np.abs(x * y))) for x, y in pairs)
+
+
+def compare_dots(
+    name: str,
+    lhs: tuple[float, float],
+    rhs: tuple[float, float],
+    rounding: float | None,
+    eps: float,
+) -> tuple[bool, str]:
+    """Two dot products of the same bilinear form ⟨ȳ, J·u⟩, judged like
+    :func:`compare`: the scale is the sum of |terms| of both (a dot product's
+    rounding is relative to it, not to its value), and ``rounding`` the
+    measured rounding of the eager side carried through its dot product."""
+    a, n, zero = np.array([lhs[0]]), np.array([rhs[0]]), np.zeros(1)
+    r = None if rounding is None else np.array([rounding])
+    j = judge(a, n, zero, zero, eps_grad=eps, scale=lhs[1] + rhs[1], rounding=r)
+    detail = (
+        f"{name} = {lhs[0]:.6g} against {rhs[0]:.6g} eagerly: "
+        f"|Δ| {abs(lhs[0] - rhs[0]):.2e}, allowance {float(j.tolerance[0]):.2e}"
+    )
+    return bool(j.status[0] != FAIL), detail
+
+
+def derivative(kind: RuleKind, g: Callable[[list[Any]], Any]) -> Derivative:
+    """The rule's derivative of ``g``: ``(x, ȳ) ↦ Jᵀȳ`` or ``(x, u) ↦ J·u``."""
+    if kind == "vjp":
+        return lambda x, ybar: jax.vjp(g, x)[1](ybar)[0]
+    return lambda x, u: jax.jvp(g, (x,), (u,))[1]
+
+
+class _Grid:
+    """The rule at its points, the eager derivatives and their rounding."""
+
+    def __init__(
+        self,
+        g: Callable,
+        x: list[Any],
+        want: Any,
+        kind: RuleKind,
+        seed: int,
+        count: int,
+    ) -> None:
+        self.g, self.kind = g, kind
+        signs = [
+            np.sign(readable(np.shape(v), np.float64, [seed, 3, k]))
+            for k, v in enumerate(x)
+        ]
+        self.xs = [
+            [
+                jnp.asarray(v * (1 + 0.03 * b * s)).astype(v.dtype)
+                for v, s in zip(x, signs)
+            ]
+            for b in range(count)
+        ]
+        self.tangents = [
+            [
+                jnp.asarray(readable(np.shape(v), v.dtype, [seed, 1, k, b]))
+                for k, v in enumerate(x)
+            ]
+            for b in range(count)
+        ]
+        out_leaves, out_def = jax.tree_util.tree_flatten(want)
+        self.cotangents = [
+            jax.tree_util.tree_unflatten(
+                out_def,
+                [
+                    jnp.asarray(readable(np.shape(y), y.dtype, [seed, 2, k, b]))
+                    for k, y in enumerate(out_leaves)
+                ],
+            )
+            for b in range(count)
+        ]
+        self.probes = self.cotangents if kind == "vjp" else self.tangents
+        self.eps = eps_of(narrowest_dtype(*(v.dtype for v in x + out_leaves)))
+        self.D = derivative(kind, g)
+        try:
+            self.base = [self.D(xb, pb) for xb, pb in zip(self.xs, self.probes)]
+        except Exception as e:
+            raise ValueError(
+                f"the rule's derivative ({kind}) of `f` fails when run eagerly, "
+                f"before any composition: {_error(e)}. Run check_{kind}(f, ...) "
+                "on the same primals to see why."
+            ) from e
+        self.rounding, self.how = self._rounding()
+
+    def _rounding(self) -> tuple[list[list[np.ndarray]] | None, str]:
+        """``|eager − eager₆₄|`` per point and leaf, or None (and why)."""
+        if self.eps <= eps_of(np.float64):
+            return (
+                None,
+                "16 ulps of each entry's scale (a float64 rule: no wider re-run)",
+            )
+        wide = lambda t: jax.tree_util.tree_map(lambda v: as_float64(v), t)  # noqa: E731
+        pairs = [(wide(xb), wide(pb)) for xb, pb in zip(self.xs, self.probes)]
+        try:
+            with reference_precision("float64"):
+                b64 = self._at_float64(pairs)
+        except Exception as e:  # noqa: BLE001 - the float64 re-run is optional
+            return (
+                None,
+                f"16 ulps of each entry's scale (the float64 re-run {_error(e)})",
+            )
+        out = [
+            [np.abs(a - b) for a, b in zip(_leaves(base), _leaves(w))]
+            for base, w in zip(self.base, b64)
+        ]
+        return out, "the eager rule's rounding, measured against its float64 re-run"
+
+    def _at_float64(self, pairs: list[tuple[Any, Any]]) -> list[Any]:
+        """The derivative at float64, compiled once (eagerly if jit fails:
+        the re-run measures rounding, it is not one of the rows)."""
+        try:
+            compiled = jax.jit(self.D)
+            return [compiled(*p) for p in pairs]
+        except Exception:  # noqa: BLE001 - the jit row reports jit's failure
+            return [self.D(*p) for p in pairs]
+
+    def stacked(self) -> tuple[Any, list[np.ndarray] | None]:
+        """The eager derivatives at every point, stacked, and their rounding."""
+        r = None
+        if self.rounding is not None:
+            r = [np.stack(leaf) for leaf in zip(*self.rounding)]
+        return _stack(self.base), r
+
+    def first_rounding(self) -> list[np.ndarray] | None:
+        return None if self.rounding is None else self.rounding[0]
+
+
+def _row(name: str, run: Callable[[], Any], want: Any, rounding: Any) -> Composition:
+    try:
+        got = run()
+    except Exception as e:  # noqa: BLE001 - a composition that raises is a finding
+        return Composition(name, "FAIL", _error(e))
+    ok, detail = compare(got, want, rounding)
+    return Composition(name, "ok" if ok else "FAIL", detail)
+
+
+def _batched_rows(grid: _Grid) -> list[Composition]:
+    """jit, vmap, scan and checkpoint of the derivative; shard_map if it can."""
+    D, xs, ps = grid.D, grid.xs, grid.probes
+    want, r = grid.stacked()
+    n = len(xs)
+
+    def scanned() -> Any:
+        body = lambda c, xp: (c, D(*xp))  # noqa: E731
+        return jax.lax.scan(body, None, (_stack(xs), _stack(ps)))[1]
+
+    remat = jax.jit(derivative(grid.kind, jax.checkpoint(grid.g)))
+    rows = [
+        _row(
+            "jit", lambda: jax.jit(D)(xs[0], ps[0]), grid.base[0], grid.first_rounding()
+        ),
+        _row(
+            f"vmap over {n} points",
+            lambda: jax.jit(jax.vmap(D))(_stack(xs), _stack(ps)),
+            want,
+            r,
+        ),
+        _row(f"lax.scan over {n} points", scanned, want, r),
+        _row(
+            "jax.checkpoint",
+            lambda: remat(xs[0], ps[0]),
+            grid.base[0],
+            grid.first_rounding(),
+        ),
+    ]
+    devices = jax.devices()
+    if len(devices) < 2:
+        rows.append(Composition("shard_map", "skipped", "one device visible"))
+        return rows
+    mesh = Mesh(np.array(devices), ("points",))
+    spec = PartitionSpec("points")
+    sharded = jax.jit(
+        jax.shard_map(jax.vmap(D), mesh=mesh, in_specs=spec, out_specs=spec)
+    )
+    name = f"shard_map over {len(devices)} devices"
+    rows.append(_row(name, lambda: sharded(_stack(xs), _stack(ps)), want, r))
+    return rows
+
+
+def _cross_row(
+    grid: _Grid, name: str, run: Callable[[], Any], dot_with: Any | None
+) -> Composition:
+    """A row that computes the derivative another way: entry by entry against
+    the eager derivative (``dot_with`` None), or as the other side of
+    ⟨ȳ, J·u⟩ (``dot_with``: what its result is dotted with)."""
+    try:
+        got = run()
+    except Exception as e:  # noqa: BLE001 - JAX refusing is a finding or a fact
+        if "custom_vjp" in str(e):
+            return Composition(
+                name,
+                "not defined",
+                f"JAX defines no forward mode of a jax.custom_vjp ({_error(e)})",
+            )
+        return Composition(name, "FAIL", _error(e))
+    base, r0 = grid.base[0], grid.first_rounding()
+    if dot_with is None:
+        ok, detail = compare(got, base, r0)
+        return Composition(name, "ok" if ok else "FAIL", detail)
+    other = grid.tangents[0] if grid.kind == "vjp" else grid.cotangents[0]
+    rr = None
+    if r0 is not None:
+        rr = sum(float(np.sum(r * np.abs(o))) for r, o in zip(r0, _leaves(other)))
+    what = "⟨ȳ, J·u⟩" if grid.kind == "vjp" else "⟨Jᵀȳ, u⟩"
+    ok, detail = compare_dots(
+        what, _dot(got, dot_with), _dot(base, other), rr, grid.eps
+    )
+    return Composition(name, "ok" if ok else "FAIL", detail)
+
+
+def _cross_rows(grid: _Grid) -> list[Composition]:
+    """The derivative by the other modes: jvp, linearize, linear_transpose, vjp."""
+    g, x0, u0, y0 = grid.g, grid.xs[0], grid.tangents[0], grid.cotangents[0]
+
+    def linearized(u: Any) -> Any:
+        return jax.linearize(g, x0)[1](u)
+
+    def transposed() -> Any:
+        return jax.linear_transpose(jax.linearize(g, x0)[1], x0)(y0)[0]
+
+    if grid.kind == "vjp":
+        return [
+            _cross_row(
+                grid, "jvp (forward mode)", lambda: jax.jvp(g, (x0,), (u0,))[1], y0
+            ),
+            _cross_row(grid, "jax.linearize", lambda: linearized(u0), y0),
+            _cross_row(grid, "jax.linear_transpose", transposed, None),
+        ]
+    return [
+        _cross_row(grid, "jax.linearize", lambda: linearized(u0), None),
+        _cross_row(grid, "jax.linear_transpose", transposed, u0),
+        _cross_row(grid, "vjp (reverse mode)", lambda: jax.vjp(g, x0)[1](y0)[0], u0),
+    ]
+
+
+def _kind_of(f: Any, kind: Any) -> RuleKind:
+    if kind == "auto":
+        return "jvp" if isinstance(f, jax.custom_jvp) else "vjp"
+    if kind not in ("vjp", "jvp"):
+        raise ValueError(f'`kind` must be "auto", "vjp" or "jvp"; got {kind!r}.')
+    return kind
+
+
+def check_compositions(
+    f: Callable[..., Any],
+    *primals: Any,
+    nondiff_argnums: tuple[int, ...] = (),
+    kind: str = "auto",
+    batch: int = 3,
+    key: Any = 0,
+) -> CompositionReport:
+    """Test that a rule's derivative is the same under JAX's transformations.
+
+    The derivative of ``f`` (``Jᵀȳ`` through its VJP, or ``J·u`` through its
+    JVP) is computed eagerly at ``batch`` input points (the primals, and the
+    primals with each entry moved by 3% and 6%), then under each composition,
+    one row each:
+
+    * ``jit``; ``vmap`` over the points (compiled, as in a training step)
+      and ``lax.scan`` over them (the rule called inside a scan body), both
+      against the eager loop; ``jax.checkpoint`` (remat) of ``f``, compiled;
+    * the other modes: for a VJP, ``jax.jvp``, ``jax.linearize`` and
+      ``jax.linear_transpose`` of the linearization (compared through
+      ⟨ȳ, J·u⟩ = ⟨Jᵀȳ, u⟩, or entry by entry). JAX defines no forward mode for
+      a ``jax.custom_vjp``: those rows say ``not defined`` and do not fail.
+      For a JVP: ``jax.linearize``, its transpose and ``jax.vjp``;
+    * ``shard_map`` over the points when more than one device is visible
+      (``skipped`` otherwise).
+
+    The reference is the rule itself, run eagerly, so the allowance is its
+    rounding only: 16 ulps of each entry's scale, or twice its rounding
+    measured against its own float64 re-run (capped at 2⁻¹⁰ of the scale),
+    the verdict of :func:`check_grad` with a zero error bar. A composition
+    that raises fails with the error. This is not a check of the rule against
+    finite differences: run :func:`check_vjp` / :func:`check_jvp` for that.
+
+    Args:
+      f: the function whose rule is tested, ``f(*primals)``; typically a
+        ``jax.custom_vjp`` or ``jax.custom_jvp``.
+      *primals: its positional arguments (pytrees). Floating-point leaves are
+        differentiated; integer, boolean and non-array leaves are held fixed.
+      nondiff_argnums: positions of further arguments to hold fixed.
+      kind: ``"vjp"``, ``"jvp"`` or ``"auto"`` (``"jvp"`` for a
+        ``jax.custom_jvp``, else ``"vjp"``): which derivative the rows run.
+      batch: input points for vmap, scan and shard_map, at least 2 (rounded
+        up to a multiple of the device count for shard_map).
+      key: int seed or jax.random key for the points, ȳ and u.
+
+    Returns:
+      A :class:`CompositionReport`: ``.ok``, ``.rows``, ``.row(name)``.
+
+    Raises:
+      ValueError, TypeError: bad input, or a derivative that fails eagerly.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jgradcheck as jgc
+      >>> @jax.custom_vjp
+      ... def softplus(x):
+      ...     return jnp.logaddexp(x, 0.0)
+      >>> softplus.defvjp(lambda x: (softplus(x), x),
+      ...                 lambda x, g: (g * jax.nn.sigmoid(x),))
+      >>> report = jgc.check_compositions(softplus, jnp.array([-1.0, 0.5, 2.0]))
+      >>> report.ok, report.row("vmap").status, report.row("jvp").status
+      (True, 'ok', 'not defined')
+    """
+    rule_kind = _kind_of(f, kind)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 2:
+        raise ValueError(f"`batch` must be an int of at least 2; got {batch!r}.")
+    flat = inputs(f, primals, tuple(nondiff_argnums))
+    for i in flat.checked:
+        if i.kind == "complex":
+            raise TypeError(
+                f"check_compositions compares real derivatives; input {i.path} is "
+                f"{i.dtype}. Split it into real and imaginary parts."
+            )
+    f_out, want, _ = inexact_outputs(f, f(*flat.rebuild(flat.leaves)))
+    n_dev = len(jax.devices())
+    count = batch if n_dev < 2 else -(-batch // n_dev) * n_dev
+    grid = _Grid(
+        of_floats(f_out, flat), floats(flat), want, rule_kind, seed_of(key), count
+    )
+    rows = _batched_rows(grid) + _cross_rows(grid)
+    return CompositionReport(rule_kind, tuple(rows), count, grid.how)
+
+
+def assert_compositions(
+    f: Callable[..., Any], *primals: Any, **options: Any
+) -> CompositionReport:
+    """:func:`check_compositions`, raising :class:`GradCheckError` unless it passed.
+
+    Args:
+      f: as for :func:`check_compositions`.
+      *primals: as for :func:`check_compositions`.
+      **options: as for :func:`check_compositions`.
+
+    Returns:
+      The passing :class:`CompositionReport`.
+
+    Raises:
+      GradCheckError: a row FAILed; ``error.report`` is the report.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jgradcheck as jgc
+      >>> _ = jgc.assert_compositions(jnp.sin, jnp.array([0.5, 1.0]))
+    """
+    return raise_unless_ok(check_compositions(f, *primals, **options))
