@@ -286,7 +286,8 @@ def _cross_row(
             return Composition(
                 name,
                 "not defined",
-                f"JAX defines no forward mode of a jax.custom_vjp ({_error(e)})",
+                "JAX defines no forward mode of a jax.custom_vjp (it raises "
+                f"{type(e).__name__}: can't apply forward-mode autodiff)",
             )
         return Composition(name, "FAIL", _error(e))
     base, r0 = grid.base[0], grid.first_rounding()
@@ -383,7 +384,7 @@ def check_compositions(
       key: int seed or jax.random key for the points, ȳ and u.
 
     Returns:
-      A :class:`CompositionReport`: ``.ok``, ``.rows``, ``.row(name)``.
+      A ``CompositionReport`` with ``.ok``, ``.rows`` and ``.row(name)``.
 
     Raises:
       ValueError, TypeError: bad input, or a derivative that fails eagerly.
@@ -430,7 +431,7 @@ def assert_compositions(
       **options: as for :func:`check_compositions`.
 
     Returns:
-      The passing :class:`CompositionReport`.
+      The passing ``CompositionReport``.
 
     Raises:
       GradCheckError: a row FAILed; ``error.report`` is the report.

@@ -218,8 +218,8 @@ def check_hvp(
       key: int seed or jax.random key for the directions.
 
     Returns:
-      An :class:`HvpReport`: ``.ok``, ``.directions`` (one
-      :class:`HvpDirection` each), ``.symmetry``.
+      An ``HvpReport`` with ``.ok``, ``.directions`` (one ``HvpDirection``
+      each) and ``.symmetry``.
 
     Raises:
       TypeError, ValueError: bad input (no floating-point params, complex
@@ -281,7 +281,7 @@ def assert_hvp(
       **options: as for :func:`check_hvp`.
 
     Returns:
-      The passing :class:`HvpReport`.
+      The passing ``HvpReport``.
 
     Raises:
       GradCheckError: a direction or the symmetry check failed (or could not
