@@ -25,95 +25,25 @@ from jax.sharding import Mesh, PartitionSpec
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision
+from .._engine.precision import to_effective
 from .._errors import raise_unless_ok
 from .._numerics.rounding import narrowest_dtype
-from .._numerics.verdict import FAIL, judge
 from .._pytree.coords import readable, seed_of
 from .._report.composition_records import Composition
 from .._report.report import CompositionReport
 from .._report.rule_records import RuleKind
 from .rules import floats, inexact_outputs, inputs, of_floats
+from .same_derivative import (
+    compare,
+    dot,
+    error_line,
+    float64_leaves,
+    judge_dots,
+    stack,
+)
 
-Tree = Any
 Derivative = Callable[[list[Any], Any], Any]
 """``(x, probe) ↦`` the rule's derivative at ``x``: Jᵀ·probe or J·probe."""
-
-
-def _error(e: BaseException) -> str:
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"raised {type(e).__name__}: {first[:160]}"
-
-
-def _stack(trees: list[Any]) -> Any:
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
-
-
-def _leaves(tree: Any) -> list[np.ndarray]:
-    return [as_float64(v) for v in jax.tree_util.tree_leaves(tree)]
-
-
-def compare(got: Any, want: Any, rounding: list[np.ndarray] | None) -> tuple[bool, str]:
-    """``got`` against ``want`` leaf by leaf, allowing the rule's rounding.
-
-    The verdict of :func:`jgradcheck._numerics.verdict.judge` with a zero error
-    bar: ``GRAD_ULPS`` ulps of each entry's scale (the leaf's largest value
-    plus the entry's), or twice the measured rounding ``|want − want₆₄|``
-    (capped), whichever is larger. Returns the verdict and the row's detail.
-    """
-    same: bool = jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)  # type: ignore[operator]
-    if not same:
-        return False, "a different output structure from the eager derivative"
-    fails, worst = 0, (-1.0, 0.0, 0.0)
-    pairs = zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want))
-    for k, (g, w) in enumerate(pairs):
-        if np.shape(g) != np.shape(w):
-            return False, f"shape {np.shape(g)} where eager gives {np.shape(w)}"
-        a, n = as_float64(g), as_float64(w)
-        zero = np.zeros_like(n)
-        scale = float(np.max(np.abs(n))) if n.size else 0.0
-        r = None if rounding is None else rounding[k]
-        j = judge(a, n, zero, zero, eps_grad=eps_of(w.dtype), scale=scale, rounding=r)
-        fails += int(np.sum(j.status == FAIL))
-        diff = np.abs(a - n)
-        ratio = diff / np.maximum(j.tolerance, np.finfo(np.float64).tiny)
-        ratio = np.where(np.isnan(ratio), np.inf, ratio)
-        if ratio.size and float(np.max(ratio)) > worst[0]:
-            i = int(np.argmax(ratio))
-            worst = (
-                float(ratio.flat[i]),
-                float(diff.flat[i]),
-                float(j.tolerance.flat[i]),
-            )
-    detail = f"max |Δ| {worst[1]:.2e}, allowance {worst[2]:.2e}"
-    return fails == 0, detail + (f" ({fails} entries beyond it)" if fails else "")
-
-
-def _dot(a: Any, b: Any) -> tuple[float, float]:
-    """⟨a, b⟩ over matching leaves in float64, and Σ|aᵢ·bᵢ| (its rounding scale)."""
-    pairs = list(zip(_leaves(a), _leaves(b)))
-    value = sum(float(np.sum(x * y)) for x, y in pairs)
-    return value, sum(float(np.sum(np.abs(x * y))) for x, y in pairs)
-
-
-def compare_dots(
-    name: str,
-    lhs: tuple[float, float],
-    rhs: tuple[float, float],
-    rounding: float | None,
-    eps: float,
-) -> tuple[bool, str]:
-    """Two dot products of the same bilinear form ⟨ȳ, J·u⟩, judged like
-    :func:`compare`: the scale is the sum of |terms| of both (a dot product's
-    rounding is relative to it, not to its value), and ``rounding`` the
-    measured rounding of the eager side carried through its dot product."""
-    a, n, zero = np.array([lhs[0]]), np.array([rhs[0]]), np.zeros(1)
-    r = None if rounding is None else np.array([rounding])
-    j = judge(a, n, zero, zero, eps_grad=eps, scale=lhs[1] + rhs[1], rounding=r)
-    detail = (
-        f"{name} = {lhs[0]:.6g} against {rhs[0]:.6g} eagerly: "
-        f"|Δ| {abs(lhs[0] - rhs[0]):.2e}, allowance {float(j.tolerance[0]):.2e}"
-    )
-    return bool(j.status[0] != FAIL), detail
 
 
 def derivative(kind: RuleKind, g: Callable[[list[Any]], Any]) -> Derivative:
@@ -173,7 +103,7 @@ class _Grid:
         except Exception as e:
             raise ValueError(
                 f"the rule's derivative ({kind}) of `f` fails when run eagerly, "
-                f"before any composition: {_error(e)}. Run check_{kind}(f, ...) "
+                f"before any composition: {error_line(e)}. Run check_{kind}(f, ...) "
                 "on the same primals to see why."
             ) from e
         self.rounding, self.how = self._rounding()
@@ -185,7 +115,7 @@ class _Grid:
                 None,
                 "16 ulps of each entry's scale (a float64 rule: no wider re-run)",
             )
-        wide = lambda t: jax.tree_util.tree_map(lambda v: as_float64(v), t)  # noqa: E731
+        wide = lambda t: jax.tree_util.tree_map(as_float64, t)  # noqa: E731
         pairs = [(wide(xb), wide(pb)) for xb, pb in zip(self.xs, self.probes)]
         try:
             with reference_precision("float64"):
@@ -193,10 +123,10 @@ class _Grid:
         except Exception as e:  # noqa: BLE001 - the float64 re-run is optional
             return (
                 None,
-                f"16 ulps of each entry's scale (the float64 re-run {_error(e)})",
+                f"16 ulps of each entry's scale (the float64 re-run {error_line(e)})",
             )
         out = [
-            [np.abs(a - b) for a, b in zip(_leaves(base), _leaves(w))]
+            [np.abs(a - b) for a, b in zip(float64_leaves(base), float64_leaves(w))]
             for base, w in zip(self.base, b64)
         ]
         return out, "the eager rule's rounding, measured against its float64 re-run"
@@ -215,7 +145,7 @@ class _Grid:
         r = None
         if self.rounding is not None:
             r = [np.stack(leaf) for leaf in zip(*self.rounding)]
-        return _stack(self.base), r
+        return stack(self.base), r
 
     def first_rounding(self) -> list[np.ndarray] | None:
         return None if self.rounding is None else self.rounding[0]
@@ -225,7 +155,7 @@ def _row(name: str, run: Callable[[], Any], want: Any, rounding: Any) -> Composi
     try:
         got = run()
     except Exception as e:  # noqa: BLE001 - a composition that raises is a finding
-        return Composition(name, "FAIL", _error(e))
+        return Composition(name, "FAIL", error_line(e))
     ok, detail = compare(got, want, rounding)
     return Composition(name, "ok" if ok else "FAIL", detail)
 
@@ -238,7 +168,7 @@ def _batched_rows(grid: _Grid) -> list[Composition]:
 
     def scanned() -> Any:
         body = lambda c, xp: (c, D(*xp))  # noqa: E731
-        return jax.lax.scan(body, None, (_stack(xs), _stack(ps)))[1]
+        return jax.lax.scan(body, None, (stack(xs), stack(ps)))[1]
 
     remat = jax.jit(derivative(grid.kind, jax.checkpoint(grid.g)))
     rows = [
@@ -247,7 +177,7 @@ def _batched_rows(grid: _Grid) -> list[Composition]:
         ),
         _row(
             f"vmap over {n} points",
-            lambda: jax.jit(jax.vmap(D))(_stack(xs), _stack(ps)),
+            lambda: jax.jit(jax.vmap(D))(stack(xs), stack(ps)),
             want,
             r,
         ),
@@ -269,7 +199,7 @@ def _batched_rows(grid: _Grid) -> list[Composition]:
         jax.shard_map(jax.vmap(D), mesh=mesh, in_specs=spec, out_specs=spec)
     )
     name = f"shard_map over {len(devices)} devices"
-    rows.append(_row(name, lambda: sharded(_stack(xs), _stack(ps)), want, r))
+    rows.append(_row(name, lambda: sharded(stack(xs), stack(ps)), want, r))
     return rows
 
 
@@ -289,7 +219,7 @@ def _cross_row(
                 "JAX defines no forward mode of a jax.custom_vjp (it raises "
                 f"{type(e).__name__}: can't apply forward-mode autodiff)",
             )
-        return Composition(name, "FAIL", _error(e))
+        return Composition(name, "FAIL", error_line(e))
     base, r0 = grid.base[0], grid.first_rounding()
     if dot_with is None:
         ok, detail = compare(got, base, r0)
@@ -297,10 +227,15 @@ def _cross_row(
     other = grid.tangents[0] if grid.kind == "vjp" else grid.cotangents[0]
     rr = None
     if r0 is not None:
-        rr = sum(float(np.sum(r * np.abs(o))) for r, o in zip(r0, _leaves(other)))
+        rr = sum(
+            float(np.sum(r * np.abs(o))) for r, o in zip(r0, float64_leaves(other))
+        )
     what = "⟨ȳ, J·u⟩" if grid.kind == "vjp" else "⟨Jᵀȳ, u⟩"
-    ok, detail = compare_dots(
-        what, _dot(got, dot_with), _dot(base, other), rr, grid.eps
+    lhs, rhs = dot(got, dot_with), dot(base, other)
+    ok, allowance = judge_dots(lhs, rhs, rr, grid.eps)
+    detail = (
+        f"{what} = {lhs.value:.6g} against {rhs.value:.6g} eagerly: "
+        f"|Δ| {abs(lhs.value - rhs.value):.2e}, allowance {allowance:.2e}"
     )
     return Composition(name, "ok" if ok else "FAIL", detail)
 
@@ -403,6 +338,8 @@ def check_compositions(
     rule_kind = _kind_of(f, kind)
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 2:
         raise ValueError(f"`batch` must be an int of at least 2; got {batch!r}.")
+    # With x64 off JAX computes float64 arrays in float32: judge them so.
+    primals = tuple(jax.tree_util.tree_map(to_effective, tuple(primals)))
     flat = inputs(f, primals, tuple(nondiff_argnums))
     for i in flat.checked:
         if i.kind == "complex":

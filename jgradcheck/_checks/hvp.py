@@ -27,6 +27,7 @@ import numpy as np
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision, to_float64_args
+from .._engine.precision import to_effective
 from .._engine.tracing import refuse_traced
 from .._errors import raise_unless_ok
 from .._numerics.rounding import narrowest_dtype
@@ -36,6 +37,7 @@ from .._pytree.flat import Flat, LeafInfo, flatten_params
 from .._report.hvp_records import HvpDirection, Symmetry
 from .._report.report import HvpReport
 from .directional import fd_directional, widen
+from .same_derivative import dot, judge_dots
 
 Leaves = list[Any]
 
@@ -75,6 +77,8 @@ def _prepare(loss: Callable[..., Any], params: Any, args: tuple) -> _Loss:
     if not callable(loss):
         raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
     refuse_traced((params, args), "params")
+    # With x64 off JAX computes float64 arrays in float32: judge them so.
+    params, args = jax.tree_util.tree_map(to_effective, (params, tuple(args)))
     flat = flatten_params(params)
     if not flat.checked:
         raise ValueError(
@@ -128,14 +132,6 @@ def _direction_row(
     )
 
 
-def _dot(a: Leaves, b: Leaves) -> tuple[float, float]:
-    pairs = [(as_float64(x), as_float64(y)) for x, y in zip(a, b)]
-    return (
-        sum(float(np.sum(x * y)) for x, y in pairs),
-        sum(float(np.sum(np.abs(x * y))) for x, y in pairs),
-    )
-
-
 def symmetry(
     vs: list[Leaves], hv: list[Leaves], hv64: list[Leaves], eps: float
 ) -> Symmetry | None:
@@ -146,32 +142,23 @@ def symmetry(
     HVPs' rounding measured against their float64 re-run, carried through both
     dot products, as the measured rounding. None with one direction.
     """
-    worst, out = -1.0, None
+    worst, out, all_ok = -1.0, None, True
     for i in range(len(vs)):
         for j in range(i + 1, len(vs)):
-            left, right = _dot(vs[i], hv[j]), _dot(vs[j], hv[i])
-            r = abs(left[0] - _dot(vs[i], hv64[j])[0])
-            r += abs(right[0] - _dot(vs[j], hv64[i])[0])
-            a, n, zero = np.array([left[0]]), np.array([right[0]]), np.zeros(1)
-            jd = judge(
-                a,
-                n,
-                zero,
-                zero,
-                eps_grad=eps,
-                scale=left[1] + right[1],
-                rounding=np.array([r]),
-            )
-            tol = float(jd.tolerance[0])
-            ratio = abs(left[0] - right[0]) / max(tol, np.finfo(np.float64).tiny)
-            if not ratio <= worst:
-                worst = ratio if np.isfinite(ratio) else np.inf
-                out = (i, j, left[0], right[0], tol, bool(jd.status[0] != FAIL))
+            left, right = dot(vs[i], hv[j]), dot(vs[j], hv[i])
+            r = abs(left.value - dot(vs[i], hv64[j]).value)
+            r += abs(right.value - dot(vs[j], hv64[i]).value)
+            ok, allowance = judge_dots(left, right, r, eps)
+            all_ok &= ok
+            diff = abs(left.value - right.value)
+            ratio = diff / allowance if allowance > 0 else np.inf * (diff > 0)
+            ratio = np.inf if np.isnan(ratio) else ratio
+            if ratio > worst:
+                worst, out = ratio, (i, j, left.value, right.value, allowance)
     if out is None:
         return None
     pairs = len(vs) * (len(vs) - 1) // 2
-    ok = worst <= 1.0
-    return Symmetry(pairs, (out[0], out[1]), out[2], out[3], out[4], ok)
+    return Symmetry(pairs, (out[0], out[1]), out[2], out[3], out[4], all_ok)
 
 
 def _directions(flat: Flat, seed: int, count: int) -> list[list[np.ndarray]]:
@@ -244,11 +231,11 @@ def check_hvp(
         raise ValueError(f"`directions` must be at least 1; got {directions}.")
     prep = _prepare(loss, params, args)
     vs_np = _directions(prep.flat, seed_of(key), int(directions))
-    hvp = jax.jit(hvp_of(prep.of(loss, args)))
+    hvp = jax.jit(hvp_of(prep.of(loss, prep.args)))
     vs = [[jnp.asarray(v) for v in vk] for vk in vs_np]
     hv = [hvp(prep.x, v) for v in vs]
     with reference_precision("float64"):
-        args64 = to_float64_args(args)
+        args64 = to_float64_args(prep.args)
         x64 = [widen(v) for v in prep.x]
         scalar64 = prep.of(loss, args64)
         hvp64 = jax.jit(hvp_of(scalar64))
