@@ -1,10 +1,7 @@
 """check_compositions: is a rule's derivative the same under JAX's transformations?
 
-A custom rule is written once and then used under ``jit``, ``vmap``,
-``lax.scan``, ``jax.checkpoint`` and the other transformations of a training
-step. Each may trace the rule differently (batching rules, a scan body, the
-recomputation of remat), and a rule that is right eagerly can break under one
-of them: a callback that reduces over the batch axis it cannot see, a NumPy
+A rule that is right eagerly can break under a transformation that traces it
+differently: a callback that reduces over a batch axis it cannot see, a NumPy
 call that needs concrete values. The grid runs the rule's derivative (Jᵀȳ for
 a VJP, J·u for a JVP) under each and compares it with the same derivative run
 eagerly, point by point. No finite differences: the reference is the rule
@@ -18,137 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from .._dtypes import as_float64
-from .._dtypes import eps as eps_of
-from .._engine.context import reference_precision
 from .._engine.precision import to_effective
 from .._errors import raise_unless_ok
-from .._numerics.rounding import narrowest_dtype
-from .._pytree.coords import readable, seed_of
+from .._pytree.coords import seed_of
 from .._report.composition_records import Composition
 from .._report.report import CompositionReport
 from .._report.rule_records import RuleKind
+from .composition_points import Grid, build_grid, derivative
 from .rules import floats, inexact_outputs, inputs, of_floats
-from .same_derivative import (
-    compare,
-    dot,
-    error_line,
-    float64_leaves,
-    judge_dots,
-    stack,
-)
-
-Derivative = Callable[[list[Any], Any], Any]
-"""``(x, probe) ↦`` the rule's derivative at ``x``: Jᵀ·probe or J·probe."""
-
-
-def derivative(kind: RuleKind, g: Callable[[list[Any]], Any]) -> Derivative:
-    """The rule's derivative of ``g``: ``(x, ȳ) ↦ Jᵀȳ`` or ``(x, u) ↦ J·u``."""
-    if kind == "vjp":
-        return lambda x, ybar: jax.vjp(g, x)[1](ybar)[0]
-    return lambda x, u: jax.jvp(g, (x,), (u,))[1]
-
-
-class _Grid:
-    """The rule at its points, the eager derivatives and their rounding."""
-
-    def __init__(
-        self,
-        g: Callable,
-        x: list[Any],
-        want: Any,
-        kind: RuleKind,
-        seed: int,
-        count: int,
-    ) -> None:
-        self.g, self.kind = g, kind
-        signs = [
-            np.sign(readable(np.shape(v), np.float64, [seed, 3, k]))
-            for k, v in enumerate(x)
-        ]
-        self.xs = [
-            [
-                jnp.asarray(v * (1 + 0.03 * b * s)).astype(v.dtype)
-                for v, s in zip(x, signs)
-            ]
-            for b in range(count)
-        ]
-        self.tangents = [
-            [
-                jnp.asarray(readable(np.shape(v), v.dtype, [seed, 1, k, b]))
-                for k, v in enumerate(x)
-            ]
-            for b in range(count)
-        ]
-        out_leaves, out_def = jax.tree_util.tree_flatten(want)
-        self.cotangents = [
-            jax.tree_util.tree_unflatten(
-                out_def,
-                [
-                    jnp.asarray(readable(np.shape(y), y.dtype, [seed, 2, k, b]))
-                    for k, y in enumerate(out_leaves)
-                ],
-            )
-            for b in range(count)
-        ]
-        self.probes = self.cotangents if kind == "vjp" else self.tangents
-        self.eps = eps_of(narrowest_dtype(*(v.dtype for v in x + out_leaves)))
-        self.D = derivative(kind, g)
-        try:
-            self.base = [self.D(xb, pb) for xb, pb in zip(self.xs, self.probes)]
-        except Exception as e:
-            raise ValueError(
-                f"the rule's derivative ({kind}) of `f` fails when run eagerly, "
-                f"before any composition: {error_line(e)}. Run check_{kind}(f, ...) "
-                "on the same primals to see why."
-            ) from e
-        self.rounding, self.how = self._rounding()
-
-    def _rounding(self) -> tuple[list[list[np.ndarray]] | None, str]:
-        """``|eager − eager₆₄|`` per point and leaf, or None (and why)."""
-        if self.eps <= eps_of(np.float64):
-            return (
-                None,
-                "16 ulps of each entry's scale (a float64 rule: no wider re-run)",
-            )
-        wide = lambda t: jax.tree_util.tree_map(as_float64, t)  # noqa: E731
-        pairs = [(wide(xb), wide(pb)) for xb, pb in zip(self.xs, self.probes)]
-        try:
-            with reference_precision("float64"):
-                b64 = self._at_float64(pairs)
-        except Exception as e:  # noqa: BLE001 - the float64 re-run is optional
-            return (
-                None,
-                f"16 ulps of each entry's scale (the float64 re-run {error_line(e)})",
-            )
-        out = [
-            [np.abs(a - b) for a, b in zip(float64_leaves(base), float64_leaves(w))]
-            for base, w in zip(self.base, b64)
-        ]
-        return out, "the eager rule's rounding, measured against its float64 re-run"
-
-    def _at_float64(self, pairs: list[tuple[Any, Any]]) -> list[Any]:
-        """The derivative at float64, compiled once (eagerly if jit fails:
-        the re-run measures rounding, it is not one of the rows)."""
-        try:
-            compiled = jax.jit(self.D)
-            return [compiled(*p) for p in pairs]
-        except Exception:  # noqa: BLE001 - the jit row reports jit's failure
-            return [self.D(*p) for p in pairs]
-
-    def stacked(self) -> tuple[Any, list[np.ndarray] | None]:
-        """The eager derivatives at every point, stacked, and their rounding."""
-        r = None
-        if self.rounding is not None:
-            r = [np.stack(leaf) for leaf in zip(*self.rounding)]
-        return stack(self.base), r
-
-    def first_rounding(self) -> list[np.ndarray] | None:
-        return None if self.rounding is None else self.rounding[0]
+from .same_derivative import compare, dot, error_line, float64_leaves, judge_dots, stack
 
 
 def _row(name: str, run: Callable[[], Any], want: Any, rounding: Any) -> Composition:
@@ -160,7 +38,7 @@ def _row(name: str, run: Callable[[], Any], want: Any, rounding: Any) -> Composi
     return Composition(name, "ok" if ok else "FAIL", detail)
 
 
-def _batched_rows(grid: _Grid) -> list[Composition]:
+def _batched_rows(grid: Grid) -> list[Composition]:
     """jit, vmap, scan and checkpoint of the derivative; shard_map if it can."""
     D, xs, ps = grid.D, grid.xs, grid.probes
     want, r = grid.stacked()
@@ -204,7 +82,7 @@ def _batched_rows(grid: _Grid) -> list[Composition]:
 
 
 def _cross_row(
-    grid: _Grid, name: str, run: Callable[[], Any], dot_with: Any | None
+    grid: Grid, name: str, run: Callable[[], Any], dot_with: Any | None
 ) -> Composition:
     """A row that computes the derivative another way: entry by entry against
     the eager derivative (``dot_with`` None), or as the other side of
@@ -240,7 +118,7 @@ def _cross_row(
     return Composition(name, "ok" if ok else "FAIL", detail)
 
 
-def _cross_rows(grid: _Grid) -> list[Composition]:
+def _cross_rows(grid: Grid) -> list[Composition]:
     """The derivative by the other modes: jvp, linearize, linear_transpose, vjp."""
     g, x0, u0, y0 = grid.g, grid.xs[0], grid.tangents[0], grid.cotangents[0]
 
@@ -284,8 +162,8 @@ def check_compositions(
     """Test that a rule's derivative is the same under JAX's transformations.
 
     The derivative of ``f`` (``Jᵀȳ`` through its VJP, or ``J·u`` through its
-    JVP) is computed eagerly at ``batch`` input points (the primals, and the
-    primals with each entry moved by 3% and 6%), then under each composition,
+    JVP) is computed eagerly at ``batch`` input points (the primals, then
+    each entry moved by 3%, 6%, … of itself), then under each composition,
     one row each:
 
     * ``jit``; ``vmap`` over the points (compiled, as in a training step)
@@ -350,7 +228,7 @@ def check_compositions(
     f_out, want, _ = inexact_outputs(f, f(*flat.rebuild(flat.leaves)))
     n_dev = len(jax.devices())
     count = batch if n_dev < 2 else -(-batch // n_dev) * n_dev
-    grid = _Grid(
+    grid = build_grid(
         of_floats(f_out, flat), floats(flat), want, rule_kind, seed_of(key), count
     )
     rows = _batched_rows(grid) + _cross_rows(grid)
