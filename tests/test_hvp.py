@@ -143,5 +143,7 @@ def test_bad_input_is_named():
         jgc.check_hvp(softplus_loss, jnp.array(W), jnp.array(XS), directions=0)
     with pytest.raises(TypeError, match="`loss`"):
         jgc.check_hvp(None, jnp.array(W))
+    with pytest.raises(ValueError, match="must return a scalar"):
+        jgc.check_hvp(lambda w: w**2, jnp.array(W))
     with pytest.raises(ValueError, match="no floating-point"):
         jgc.check_hvp(lambda p: 0.0, jnp.array([1, 2]))

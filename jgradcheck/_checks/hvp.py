@@ -27,6 +27,7 @@ import numpy as np
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
 from .._engine.context import reference_precision, to_float64_args
+from .._engine.gradient import loss_output_check
 from .._engine.precision import to_effective
 from .._engine.tracing import refuse_traced
 from .._errors import raise_unless_ok
@@ -74,8 +75,6 @@ def hvp_of(scalar: Callable[[Leaves], Any]) -> Callable[[Leaves, Leaves], Leaves
 
 
 def _prepare(loss: Callable[..., Any], params: Any, args: tuple) -> _Loss:
-    if not callable(loss):
-        raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
     refuse_traced((params, args), "params")
     # With x64 off JAX computes float64 arrays in float32: judge them so.
     params, args = jax.tree_util.tree_map(to_effective, (params, tuple(args)))
@@ -93,6 +92,7 @@ def _prepare(loss: Callable[..., Any], params: Any, args: tuple) -> _Loss:
                 f"check_hvp needs real params; leaf {i.path or '<root>'} is {i.dtype}. "
                 "Split it into real and imaginary parts."
             )
+    loss_output_check(loss, params, args)
     return _Loss(flat, [flat.leaves[i.position] for i in flat.checked], args)
 
 
