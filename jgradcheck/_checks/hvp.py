@@ -44,7 +44,9 @@ Leaves = list[Any]
 
 
 class _Loss(NamedTuple):
-    """``loss`` as a function of the list of differentiated leaves."""
+    """The params flattened, their differentiated leaves ``x`` and ``args``,
+    in the dtypes JAX computes them in; :meth:`of` makes ``loss`` a function
+    of the list of differentiated leaves."""
 
     flat: Flat
     x: Leaves
