@@ -114,6 +114,20 @@ SCRIPT = textwrap.dedent(
         "ran_on": [list(r.timing.devices) for _, r in rep.localized],
         "failing_paths": sorted({e.path for _, r in rep.localized for e in r.failures()}),
     }
+    @jax.custom_vjp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    def numpy_bwd(x, g):  # NumPy on a residual: fails wherever it is traced
+        return (g * np.asarray(jax.nn.sigmoid(x)),)
+
+    facts["grid"] = {}
+    for name, bwd in [("right", lambda x, g: (g * jax.nn.sigmoid(x),)),
+                      ("numpy", numpy_bwd)]:
+        softplus.defvjp(lambda x: (softplus(x), x), bwd)
+        grid = jgc.check_compositions(softplus, jnp.array([-1.5, 0.25, 2.0]))
+        row = grid.row("shard_map")
+        facts["grid"][name] = [grid.points, row.name, row.status, row.detail]
     try:
         jgc.check_grad(mlp_loss, params, x, y, devices=5)
     except ValueError as e:
@@ -187,6 +201,13 @@ def test_check_vjp_localises_on_every_device(four_devices):
     assert vjp["ok"] is False
     assert vjp["ran_on"] and all(len(d) == 4 for d in vjp["ran_on"])
     assert vjp["failing_paths"] == ["[1]"]
+
+
+def test_composition_grid_runs_shard_map_over_the_devices(four_devices):
+    right, numpy_bwd = four_devices["grid"]["right"], four_devices["grid"]["numpy"]
+    # batch=3 points rounded up to a multiple of the 4 devices
+    assert right[:3] == [4, "shard_map over 4 devices", "ok"]
+    assert numpy_bwd[2] == "FAIL" and "TracerArrayConversionError" in numpy_bwd[3]
 
 
 @pytest.mark.parametrize("name", ["right", "wrong"])

@@ -4,15 +4,18 @@ Records hold data; everything else reads them, and imports flow downwards::
 
     records.py        Entry, Directions, LeafResult, Settings, Timing, ReportRecord
     rule_records.py   Check, DotTest, RuleReportRecord
+    composition_records.py, hvp_records.py   check_compositions, check_hvp
         │
     tables.py         Table; cells formatted once (format_number, comparison_row)
     sections.py       Section; report_sections: what a report says, in order
     rule_sections.py  rule_report_sections, rule_failure_lines
     eps_sections.py   eps_sweep_sections (what str/HTML of an EpsSweep say)
+    composition_sections.py, hvp_sections.py   the grid and the HVP report
         │
     text.py  html.py  serialize.py  plot.py      renderings (take records/sections)
         │
-    report.py         the public Report and RuleReport: records + renderings
+    report.py         the public Report, RuleReport, CompositionReport and
+                      HvpReport: records + renderings
 
 Any layer may import the records; the checks build :class:`report.Report` and
 :class:`report.RuleReport`. Text and HTML lay out the same sections, so they

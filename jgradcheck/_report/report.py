@@ -12,7 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .composition_records import CompositionRecord
+from .composition_sections import composition_sections
 from .html import render_html
+from .hvp_records import HvpRecord
+from .hvp_sections import hvp_sections
 from .plot import plot_report
 from .records import ReportRecord
 from .rule_records import RuleReportRecord
@@ -165,3 +169,45 @@ class RuleReport(RuleReportRecord):
 
     def _repr_html_(self) -> str:
         return render_html(rule_report_sections(self))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class CompositionReport(CompositionRecord):
+    """The result of :func:`jgradcheck.check_compositions`.
+
+    ``rows`` holds one :class:`Composition` per transformation (name, status
+    ``ok``/``FAIL``/``not defined``/``skipped``, detail); ``ok`` is True when
+    none FAILed; ``row("vmap")`` finds a row by the start of its name.
+    ``print(report)`` shows the grid.
+    """
+
+    def __str__(self) -> str:
+        return render_text(composition_sections(self))
+
+    def __repr__(self) -> str:
+        bad = sum(not c.ok for c in self.rows)
+        return f"CompositionReport(kind={self.kind!r}, ok={self.ok}, failed_rows={bad})"
+
+    def _repr_html_(self) -> str:
+        return render_html(composition_sections(self))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class HvpReport(HvpRecord):
+    """The result of :func:`jgradcheck.check_hvp`.
+
+    ``directions`` holds one :class:`HvpDirection` per direction v (its worst
+    entry and the counts of failing and unsure entries), ``symmetry`` the
+    :class:`Symmetry` check (None with one direction); ``ok`` is True when
+    every entry agrees and the Hessian is symmetric. ``print(report)`` shows
+    both.
+    """
+
+    def __str__(self) -> str:
+        return render_text(hvp_sections(self))
+
+    def __repr__(self) -> str:
+        return f"HvpReport(ok={self.ok}, directions={len(self.directions)})"
+
+    def _repr_html_(self) -> str:
+        return render_html(hvp_sections(self))
