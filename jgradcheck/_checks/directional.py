@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._dtypes import cast
+from .._dtypes import cast, on_device
 from .._dtypes import eps as eps_of
 from .._engine import programs
 from .._numerics.rounding import (
@@ -65,24 +65,21 @@ def fd_directional(
     """
     x64 = x
     eps = max(eps_of(v.dtype) for v in x)
-    xmax = max(float(jnp.max(jnp.abs(v))) if v.size else 0.0 for v in x64)
+    xmax = max(float(np.max(np.abs(np.asarray(v)))) if v.size else 0.0 for v in x64)
     umax = [max(float(np.max(np.abs(c))) for c in u) for u in directions]
     h0 = default_step(narrowest_dtype(*(v.dtype for v in x))) * max(1.0, xmax)
     P, levels = len(directions), 4
     steps = np.array([[h0 / m / 2.0**k for k in range(levels)] for m in umax])  # [P, L]
     u0 = np.sqrt(eps) * max(1.0, xmax) / np.asarray(umax)
     probes = probe_offsets(u0).T  # [P, 12]
-    us = [
-        jnp.asarray(np.stack([u[i] for u in directions]), x[i].dtype)
-        for i in range(len(x))
-    ]
+    us = [cast(np.stack([u[i] for u in directions]), x[i].dtype) for i in range(len(x))]
 
     def at(t: jax.Array, u: list[jax.Array]) -> Any:
         return g([xi + t * ui for xi, ui in zip(x64, u)])
 
     ts = np.concatenate([steps, -steps, probes], axis=1)  # [P, 2L + 12]
     f_all = programs.call(
-        jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)), jnp.asarray(ts), us
+        jax.vmap(jax.vmap(at, in_axes=(0, None)), in_axes=(0, 0)), on_device(ts), us
     )
     leaves = jax.tree_util.tree_leaves(f_all)
     out = []

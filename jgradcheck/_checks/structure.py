@@ -7,10 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .._dtypes import as_float64, is_inexact
+from .._dtypes import as_float64, is_inexact, on_device
 from .._dtypes import eps as eps_of
 from .._report.rule_records import Check
 
@@ -57,6 +56,11 @@ def _close(a: Any, b: Any, ulps: float = 64.0) -> tuple[bool, float]:
     return worst <= ulps, worst
 
 
+def _host_pair(a: np.ndarray) -> np.ndarray:
+    """``[a, -a/2]`` in ``a``'s dtype (halving is exact)."""
+    return np.stack([a, (a * -0.5).astype(a.dtype)])
+
+
 def _all_zero(tree: Any) -> bool:
     for x in jax.tree_util.tree_leaves(tree):
         x = np.asarray(x)
@@ -96,13 +100,17 @@ def structure(
     ]
     ok, worst = _close(first, eager(probe))
     checks.append(Check("jit agrees with eager", ok, f"within {worst:.1f} ulp"))
-    pair = jax.tree_util.tree_map(lambda a: jnp.stack([a, -0.5 * a]), probe)
+    # Stacked and sliced on the host: eager jnp would compile each step.
+    pair = jax.tree_util.tree_map(lambda a: _host_pair(np.asarray(a)), probe)
     try:
-        batched = jax.vmap(apply)(pair)
+        batched = jax.vmap(apply)(jax.tree_util.tree_map(on_device, pair))
         loop = [
-            apply(jax.tree_util.tree_map(lambda a, k=k: a[k], pair)) for k in range(2)
+            apply(jax.tree_util.tree_map(lambda a, k=k: on_device(a[k]), pair))
+            for k in range(2)
         ]
-        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *loop)
+        stacked = jax.tree_util.tree_map(
+            lambda *a: np.stack([np.asarray(x) for x in a]), *loop
+        )
         ok, worst = _close(batched, stacked)
         checks.append(
             Check(f"vmap over 2 {kind}s equals a loop", ok, f"within {worst:.1f} ulp")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtypes import cast
 from .._options import EngineSettings
 from .._pytree.flat import LeafInfo, Split, split_static
 from .batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
@@ -87,7 +88,7 @@ class DirectionSweep(BatchedSweep):
         positions = tuple(info.position for info in infos)
         dtypes = tuple(np.dtype(ref.flat.leaves[p].dtype) for p in positions)
         us = tuple(
-            jnp.asarray(u.reshape((-1,) + info.shape), dt)
+            cast(u.reshape((-1,) + info.shape), dt)
             for info, u, dt in zip(infos, directions, dtypes)
         )
         one = direction_evaluation(ref.loss, params, ref.args, positions, dtypes)

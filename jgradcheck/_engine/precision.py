@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
+from .._dtypes import cast
 from .._pytree.flat import Flat
 
 TRUNCATION_WARNING = r"Explicitly requested dtype .* is not available"
@@ -74,7 +75,7 @@ def as_computed(x: Any) -> Any:
     if dtype == np.dtype(getattr(x, "dtype", dtype)):
         return x
     with quiet_truncation():
-        return jnp.asarray(np.asarray(x).astype(dtype))
+        return cast(x, dtype)
 
 
 def truncated(dtypes: Iterable[DTypeLike]) -> list[np.dtype]:
@@ -95,7 +96,7 @@ def to_effective(x: Any) -> Any:
     if dtype == x.dtype:
         return x
     with quiet_truncation():
-        return jnp.asarray(np.asarray(x).astype(dtype))
+        return cast(x, dtype)
 
 
 def in_effective_dtypes(flat: Flat) -> Flat:
