@@ -50,7 +50,12 @@ below the tolerance, e.g. one entry off by ``e`` is seen only when
 is reported with ``checked == 0``: its entries were not compared one by one.
 A leaf with a direction that disagrees (or cannot be judged) is swept entry by
 entry like the full mode, so failures carry paths, indices and a diagnosis.
-See docs/fast_mode.md.
+A leaf of at least ``MIN_ENTRIES`` checked entries with a direction that
+disagrees is first halved by :mod:`jgradcheck._leaf.group_testing`: only the
+small groups whose own directions disagree are swept, the other entries are
+reported as checked by directions only (``coords=k`` keeps the sweep of k
+entries instead). The machinery (plan, differences, judge, refine) lives in
+:mod:`jgradcheck._leaf.directional`. See docs/fast_mode.md.
 """
 
 from __future__ import annotations
