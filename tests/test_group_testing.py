@@ -133,11 +133,15 @@ def test_gives_up_when_a_failing_group_has_two_agreeing_halves():
 
 def test_gives_up_on_many_groups_a_large_budget_or_a_large_sweep():
     s = gt.start(1 << 16, FAIL)
-    for _ in range(3):
+    for _ in range(2):
         s = gt.advance(s, [FAIL] * 2 * len(s.live), evaluations=10)
-    assert len(s.live) == gt.MAX_LIVE and s.gave_up is None
+    assert len(s.live) == 4 and s.gave_up is None  # two wrong entries per half?
     s = gt.advance(s, [FAIL] * 2 * len(s.live), evaluations=10)
-    assert s.done and s.gave_up == f"{2 * gt.MAX_LIVE} groups disagree at one level"
+    assert s.gave_up == "all 8 groups of a level disagree: an error across the leaf"
+    s = gt.start(1 << 16, FAIL)
+    for statuses in ("FF", "FFFP", "FFFFFP", "FFFFFFFFFP"):
+        s = gt.advance(s, [FAIL if c == "F" else PASS for c in statuses], evaluations=0)
+    assert s.done and s.gave_up == f"{gt.MAX_LIVE + 1} groups disagree at one level"
     s = gt.advance(gt.start(N, FAIL), [FAIL, PASS], evaluations=2000)
     assert s.gave_up == "2000 evaluations exceed 0.125 of a sweep"  # 2·4096/8
     full = tuple(gt.Group(64 * i, 64 * (i + 1), FAIL) for i in range(16))

@@ -26,10 +26,12 @@ halving finds them in O(log n) directional evaluations instead:
 
 Group testing gives up, and the leaf is swept as without it, when
 
-- more than :data:`MAX_LIVE` groups are live at one level, or the
-  evaluations would exceed :data:`BUDGET` of the full sweep's 2n, or more than
-  :data:`MAX_SWEPT` entries are to be swept (many wrong entries: the sweep is
-  then the cheaper way);
+- every group of a level of at least :data:`MAX_LIVE` groups disagrees (an
+  error across the leaf: a wrong sign, scale or transpose; given up after
+  three levels), more than :data:`MAX_LIVE` groups are live at one level, the
+  evaluations would exceed :data:`BUDGET` of the full sweep's 2n, or more
+  than :data:`MAX_SWEPT` entries are to be swept (many wrong entries: the
+  sweep is then the cheaper way);
 - a group that disagrees splits into two halves that both agree (an error
   spread thinly over many entries, or wrong entries cancelling along every
   direction of both halves);
@@ -160,6 +162,11 @@ def advance(s: Search, statuses: Sequence[int], *, evaluations: int) -> Search:
                 "halves agree (an error spread over many entries, or cancelling)"
             )
     bad = [k for k in kids if k.status != PASS]
+    if len(kids) >= MAX_LIVE and len(bad) == len(kids):
+        return s._replace(
+            gave_up=f"all {len(kids)} groups of a level disagree: an error across "
+            "the leaf"
+        )
     live = tuple(k for k in bad if k.size > SMALLEST)
     swept = s.swept + tuple(k for k in bad if k.size <= SMALLEST)
     s = s._replace(live=live, swept=swept)
