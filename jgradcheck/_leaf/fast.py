@@ -55,7 +55,7 @@ disagrees is first halved by :mod:`jgradcheck._leaf.group_testing`: only the
 small groups whose own directions disagree are swept, the other entries are
 reported as checked by directions only (``coords=k`` keeps the sweep of k
 entries instead). The machinery (plan, differences, judge, refine) lives in
-:mod:`jgradcheck._leaf.directional`. See docs/fast_mode.md.
+:mod:`jgradcheck._leaf.fast_directions`. See docs/fast_mode.md.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from .._numerics.verdict import FAIL, KINK, SAFETY, UNSURE
 from .._pytree.coords import Selection, select
 from .._pytree.flat import Flat
 from .._report.records import Directions, LeafResult
-from .directional import PlannedLeaf, check_directions, direction, plan, spread
+from .fast_directions import PlannedLeaf, check_directions, direction, plan, spread
 from .group_testing import MIN_ENTRIES, Search, explains, locate, summary
 
 __all__ = ["EXPLAIN_LIMIT", "check_fast", "direction", "fast_selection", "spread"]

@@ -9,7 +9,7 @@ halving finds them in O(log n) directional evaluations instead:
    splits each live group into two halves of consecutive entries.
 2. Each half is checked along ``K_g = max(2, K)`` random directions of its own
    (a stream apart from the leaf's, restricted to the half: zero outside it),
-   with :func:`jgradcheck._leaf.directional.check_directions`: the same
+   with :func:`jgradcheck._leaf.fast_directions.check_directions`: the same
    differences, refinement, kink test and verdict formula as the leaf's
    directions (module docstring of :mod:`jgradcheck._leaf.fast`). The
    formula holds on any fixed support: ``S`` sums or Hoeffding-bounds the
@@ -70,7 +70,7 @@ from .._engine.context import EvalContext
 from .._engine.directions import DirectionSweep
 from .._numerics.verdict import FAIL, PASS, SAFETY, UNSURE
 from .._report.records import Directions, LeafResult
-from .directional import PlannedLeaf, check_directions, direction, restrict
+from .fast_directions import PlannedLeaf, check_directions, direction, restrict
 
 MIN_ENTRIES = 2048
 """Leaves with fewer checked entries are swept in full (that is cheap)."""
