@@ -13,6 +13,11 @@
    float64 leaf, over ``--keys`` seeds: how often K directions see it, next to
    the chance predicted from the directional tolerance (|r·gᵢ·uᵢ| must exceed
    it; |uᵢ| is uniform on 0.01 … 9.00).
+4. Finding the wrong entry: one entry of a 512×512 float32 weight (262,144
+   entries, ``--group-width``) twice too large. Group testing (the default)
+   against the sweep of every entry it replaces (``coords=n``: no group
+   testing; the default sweeps a sample of 65,536 entries, which may miss it),
+   in one process: evaluations, time and their ratios.
 
 Times are of whole ``check_grad`` calls, compile included (each call compiles
 its own sweeps), one run each: the machine is shared and noisy.
@@ -237,11 +242,63 @@ def miss_table(n: int, keys: int, ks: list[int]) -> None:
                 )
 
 
+def group_table(width: int) -> None:
+    n = width * width
+    print(
+        f"\n== 4. finding one wrong entry (x2) among the {n} entries of a "
+        f"{width}x{width} float32 weight: MLP {width}-{width}-4, batch 8; group "
+        "testing vs the sweep of every entry it replaces =="
+    )
+    params = mlp_params([width, width, 4])
+    x, y = data((8, width), (8, 4))
+    where = (17, 42)
+
+    def grad(p, x, y):
+        g = jax.grad(mlp_loss)(p, x, y)
+        g[0]["w"] = g[0]["w"].at[where].multiply(2.0)
+        return g
+
+    print(
+        f"{'how':22s} {'found':>6s} {'swept':>7s} {'evals':>8s} "
+        f"{'sweep s':>8s} {'compile s':>9s} {'whole call s':>12s}"
+    )
+    rows = []
+    # coords=n: every entry of a failing leaf swept one by one, no group testing.
+    # Group testing runs again last: the first call in a process pays JAX's
+    # warm-up, which is not group testing's.
+    runs = [("group testing", {}), ("sweep of every entry", {"coords": n})]
+    for how, opts in runs + [("group testing, again", {})]:
+        t0 = time.perf_counter()
+        rep = jgc.check_grad(mlp_loss, params, x, y, grad=grad, mode="fast", **opts)
+        seconds = time.perf_counter() - t0
+        leaf = rep.leaf("[0]['w']")
+        found = failing_places(rep) == {("[0]['w']", where)}
+        rows.append((rep.timing.evaluations, seconds))
+        print(
+            f"{how:22s} {'yes' if found else 'NO':>6s} {leaf.checked:>7d} "
+            f"{rep.timing.evaluations:>8d} {rep.timing.sweep_seconds:>8.2f} "
+            f"{rep.timing.compile_seconds:>9.2f} {seconds:>12.2f}"
+        )
+        if leaf.note:
+            print(f"  note: {leaf.note}")
+    (_, first), (e2, s2), (e1, s1) = rows
+    print(
+        f"ratio (sweep of every entry / group testing, again): evaluations "
+        f"{e2 / e1:.0f}x, whole call {s2 / s1:.1f}x (against the first call: "
+        f"{s2 / first:.1f}x)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer K, seeds and sizes")
     ap.add_argument("--keys", type=int, default=20)
+    ap.add_argument("--group-width", type=int, default=512)
+    ap.add_argument("--only-group", action="store_true", help="run section 4 only")
     opts = ap.parse_args()
+    if opts.only_group:
+        group_table(opts.group_width)
+        return
     ks = [1, 4] if opts.quick else [1, 2, 4, 8, 16]
     print(f"jax {jax.__version__}, {jax.devices()}")
     bug_table(ks)
@@ -249,6 +306,7 @@ def main() -> None:
     miss_table(
         10_000 if opts.quick else 1_000_000, 5 if opts.quick else opts.keys, [1, 4]
     )
+    group_table(128 if opts.quick else opts.group_width)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,37 @@ def direction_evaluation(
     return one
 
 
+def range_evaluation(
+    loss: Callable[..., Any],
+    params: Split,
+    args: Split,
+    positions: tuple[int, ...],
+    dtypes: tuple[np.dtype, ...],
+) -> Callable[..., jax.Array]:
+    """``one(taus, cols, los, his, us, pdyn, adyn)``: as
+    :func:`direction_evaluation`, each direction kept on the flat indices
+    ``los[j] ≤ i < his[j]`` of its leaf and zero elsewhere (group testing)."""
+
+    def one(
+        taus: jax.Array,
+        cols: jax.Array,
+        los: jax.Array,
+        his: jax.Array,
+        us: tuple[jax.Array, ...],
+        pdyn: Any,
+        adyn: Any,
+    ) -> jax.Array:
+        new = list(pdyn)
+        for j, (pos, dt) in enumerate(zip(positions, dtypes)):
+            u = us[j][cols[j]]
+            flat = jnp.arange(u.size, dtype=jnp.int32).reshape(u.shape)
+            u = jnp.where((flat >= los[j]) & (flat < his[j]), u, jnp.zeros_like(u))
+            new[pos] = new[pos] + taus[j].astype(dt) * u
+        return loss(params.merge(new), *args.merge(adyn))
+
+    return one
+
+
 class DirectionSweep(BatchedSweep):
     """J(θ + τ·u) for directions u on single leaves; all leaves in one compiled vmap.
 
@@ -70,6 +101,10 @@ class DirectionSweep(BatchedSweep):
       operands: ``ref.layout.replicate((params dynamic leaves, args dynamic
         leaves))``, when the caller shares one copy with the leaf sweeps
         (default: a copy of its own).
+      ranges: each row also gives, per leaf, a range ``lo ≤ i < hi`` of flat
+        indices outside which the direction is zero (group testing:
+        :mod:`jgradcheck._leaf.group_testing`); called as
+        ``sweep(taus, cols, los, his)``.
     """
 
     def __init__(
@@ -81,6 +116,7 @@ class DirectionSweep(BatchedSweep):
         *,
         engine: EngineSettings | None = None,
         operands: tuple[Any, Any] | None = None,
+        ranges: bool = False,
     ):
         engine = engine or EngineSettings()
         layout = ref.layout
@@ -91,12 +127,13 @@ class DirectionSweep(BatchedSweep):
             cast(u.reshape((-1,) + info.shape), dt)
             for info, u, dt in zip(infos, directions, dtypes)
         )
-        one = direction_evaluation(ref.loss, params, ref.args, positions, dtypes)
+        build = range_evaluation if ranges else direction_evaluation
+        one = build(ref.loss, params, ref.args, positions, dtypes)
         width = len(infos)
         tau_dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64
-        rows = (
-            jax.ShapeDtypeStruct((width,), tau_dtype),
-            jax.ShapeDtypeStruct((width,), jnp.int32),
+        index = jax.ShapeDtypeStruct((width,), jnp.int32)
+        rows = (jax.ShapeDtypeStruct((width,), tau_dtype),) + (index,) * (
+            3 if ranges else 1
         )
         shared = (us, params.dynamic, ref.args.dynamic)
         leaf_bytes = sum(info.size * dt.itemsize for info, dt in zip(infos, dtypes))
@@ -121,6 +158,7 @@ class DirectionSweep(BatchedSweep):
     def close(self) -> None:
         """Nothing to close (no progress bar for the directional checks)."""
 
-    def __call__(self, taus: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """J for each row of ``taus``/``cols`` ([N, leaves]), as float64."""
-        return self.runner(taus, cols)
+    def __call__(self, taus: np.ndarray, *index: np.ndarray) -> np.ndarray:
+        """J for each row of ``taus``/``cols`` ([N, leaves]), as float64 (with
+        ``ranges``: ``taus, cols, los, his``)."""
+        return self.runner(taus, *index)
