@@ -124,3 +124,37 @@ def test_a_repeat_rule_check_compiles_nothing():
     rule, x = _rule(1.0), jnp.linspace(-1.0, 1.0, 6)
     jgc.check_vjp(rule, x)
     assert _compiles(jgc.check_vjp, rule, x) == 0
+
+
+def test_an_eager_leg_over_budget_is_skipped_and_says_so(monkeypatch):
+    from jgradcheck._checks import structure
+
+    rule, x = _rule(1.0), jnp.linspace(-1.0, 1.0, 6)
+    ran = jgc.check_vjp(rule, x, localize=0)
+    check = next(c for c in ran.structure if c.name == "jit agrees with eager")
+    assert check.ran and check.ok and "ulp" in check.detail
+
+    monkeypatch.setattr(structure, "EAGER_BUDGET", 2)
+    skipped = jgc.check_vjp(rule, x, localize=0)
+    check = next(c for c in skipped.structure if c.name == "jit agrees with eager")
+    assert not check.ran and "not compared" in check.detail
+    assert skipped.ok and "skip jit agrees with eager" in str(skipped)
+    assert skipped.to_dict()["structure"][2]["ran"] is False
+
+
+def test_the_eager_budget_still_catches_a_rule_that_differs_under_jit():
+    # Within the budget (a handful of operations) the eager leg runs, and a
+    # rule whose backward pass differs eagerly (a NumPy constant that changes
+    # when traced: here, a Python-side branch on tracer type) fails it.
+    @jax.custom_vjp
+    def odd(x):
+        return jnp.sin(x)
+
+    def bwd(x, g):
+        traced = isinstance(x, jax.core.Tracer)
+        return ((1.0 if traced else 1.5) * g * jnp.cos(x),)
+
+    odd.defvjp(lambda x: (odd(x), x), bwd)
+    report = jgc.check_vjp(odd, jnp.linspace(-1.0, 1.0, 6), localize=0)
+    check = next(c for c in report.structure if c.name == "jit agrees with eager")
+    assert check.ran and not check.ok

@@ -25,6 +25,9 @@ class Check(NamedTuple):
     name: str
     ok: bool
     detail: str
+    ran: bool = True
+    """False for a check that was not run (``ok`` is then True and ``detail``
+    says why): it neither passes nor fails the report."""
 
 
 class DotTest(NamedTuple):

@@ -56,7 +56,7 @@ def _tone(ok: bool) -> Tone:
 
 
 def _check_line(c: Check) -> str:
-    return f"{_mark(c.ok):4s} {c.name} ({c.detail})"
+    return f"{_mark(c.ok) if c.ran else 'skip':4s} {c.name} ({c.detail})"
 
 
 def _dot_test_section(r: RuleReportRecord) -> Section:
@@ -159,7 +159,7 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
             "lines",
             "structure:",
             tuple(map(_check_line, r.structure)),
-            marks=tuple(_tone(c.ok) for c in r.structure),
+            marks=tuple(_tone(c.ok) if c.ran else "info" for c in r.structure),
         )
     )
     out += [_localisation_section(label, rep) for label, rep in r.localized]

@@ -140,7 +140,7 @@ def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[st
 
 
 def _check_dict(c: Check) -> dict[str, Any]:
-    return {"name": c.name, "ok": bool(c.ok), "detail": c.detail}
+    return {"name": c.name, "ok": bool(c.ok), "ran": bool(c.ran), "detail": c.detail}
 
 
 def _dot_test_dict(d: DotTest) -> dict[str, Any]:
