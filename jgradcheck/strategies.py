@@ -108,12 +108,13 @@ def shapes(
       ValueError: negative or inverted bounds, naming the argument.
 
     Example:
+      >>> import math
       >>> from hypothesis import find
       >>> import jgradcheck.strategies as jgs
-      >>> find(jgs.shapes(), lambda s: 0 in s)
-      (0,)
-      >>> find(jgs.shapes(min_side=1), lambda s: len(s) == 2 and s[0] % 2 == 1 < s[0])
-      (3, 1)
+      >>> empty = find(jgs.shapes(), lambda s: 0 in s)  # drawn: an empty array
+      >>> odd = find(jgs.shapes(min_side=1), lambda s: any(n in (3, 5) for n in s))
+      >>> math.prod(empty), math.prod(odd) % 2
+      (0, 1)
     """
     _check_sides(min_dims, max_dims, min_side, max_side, max_size)
     drawn = st.lists(
@@ -192,8 +193,11 @@ def float_dtypes(
     Example:
       >>> from hypothesis import find
       >>> import jgradcheck.strategies as jgs
-      >>> find(jgs.float_dtypes(low_precision=True), lambda d: d.itemsize == 2)
-      dtype(bfloat16)
+      >>> half = find(jgs.float_dtypes(low_precision=True), lambda d: d.itemsize == 2)
+      >>> half.name in ("bfloat16", "float16")
+      True
+      >>> find(jgs.float_dtypes(x64=False), lambda d: True).name
+      'float32'
     """
 
     @st.composite

@@ -46,6 +46,11 @@ CHECKS = settings(
 )
 """Tests that run a check per example: few examples, no shrinking."""
 
+SEARCH = settings(CHECKS, max_examples=10)
+"""``find`` over checks: stops at the first failing example (the second, with
+this hypothesis version), but which examples come first also depends on the
+constants hypothesis collects from the loaded modules: room for that."""
+
 
 def _is_subnormal(x: np.ndarray) -> np.ndarray:
     tiny = float(jnp.finfo(x.dtype).tiny)
@@ -286,7 +291,7 @@ softplus_unsaturated.defvjp(
     lambda x: (softplus_unsaturated(x), x), _bwd_without_saturation
 )
 
-DRAWN = jgs.arrays(np.float32, (3,), max_magnitude=100.0)
+DRAWN = jgs.arrays(np.float32, (3,), max_magnitude=30.0)
 
 
 @CHECKS
@@ -302,7 +307,7 @@ def test_given_finds_a_rule_wrong_only_in_its_saturation_branch():
     x = find(
         DRAWN,
         lambda x: not jgc.check_vjp(softplus_unsaturated, x, localize=0).ok,
-        settings=CHECKS,
+        settings=SEARCH,
     )
     assert float(jnp.max(x)) > 15.0
 
