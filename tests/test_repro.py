@@ -20,6 +20,10 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
+from jgradcheck._checks.recorded import recorded
+from jgradcheck._pytree.coords import seed_of
+from jgradcheck._report.call import Call
+from jgradcheck._report.repro import save_repro
 from jgradcheck._report.repro_tree import Unsavable, encode, rebuild
 
 
@@ -169,3 +173,52 @@ def test_an_input_it_cannot_describe_is_named():
         encode(({"w": Box()},), {}, "args")
     with pytest.raises(TypeError, match=r"keys \[\(1, 2\)\]"):
         encode({(1, 2): 1.0}, {}, "args")
+
+
+def fit(params, x):
+    return loss(params, x)
+
+
+def test_options_become_arguments_imports_placeholders_or_notes(tmp_path):
+    # A hand-made record: no check runs.
+    call = Call(
+        check="check_grad",
+        f=loss,
+        args=({"w": jnp.ones(2)}, np.ones(2)),
+        options={
+            "key": 3,
+            "rtol": float("inf"),
+            "coords": {"w": np.array([True, False])},
+            "terms": {"fit": fit, "l2": lambda p, x: 0.0},
+            "devices": jax.devices()[:1],
+            "progress": True,
+        },
+        x64=True,
+    )
+    test = save_repro(call, tmp_path, ["gradient check FAILED: ..."], False)
+    source = test.read_text()
+    compile(source, str(test), "exec")
+    assert "from test_repro import fit as terms_0" in source
+    assert "terms_1 = None" in source  # the lambda: a placeholder
+    assert (
+        "jgc.assert_grad(loss, *args, key=3, rtol=float('inf'), "
+        "coords=load('coords'), terms={'fit': terms_0, 'l2': terms_1})"
+    ) in source
+    assert "# Note: devices= named 1 device(s), which are not repeated" in source
+    assert "# Note: progress= is not repeated" in source
+    assert "X64 = True" in source and "jax_enable_x64 was on" in source
+    namespace = runpy.run_path(str(test))
+    with pytest.raises(pytest.fail.Exception, match="needs terms_1, which"):
+        namespace["test_repro"]()
+    coords = namespace["load"]("coords")
+    assert coords["w"].tolist() == [True, False]
+
+
+def test_a_jax_key_is_recorded_as_its_int_seed_and_defaults_are_left_out(
+    sin_report,
+):
+    key = jax.random.key(5)
+    options = {"key": key, "pairs": 4, "localize": 0}
+    call = recorded(sin_report, jgc.check_vjp, jnp.sin, (1.0,), options)._call
+    assert call.options == {"key": seed_of(key), "localize": 0}
+    assert call.check == "check_vjp" and call.args == (1.0,)
