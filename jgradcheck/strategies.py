@@ -24,7 +24,8 @@ those regions, for `hypothesis <https://hypothesis.readthedocs.io>`_ tests::
   no NaN or inf unless asked;
 * :func:`pytrees`: dicts, lists and tuples nesting such arrays.
 
-Drawn arrays are JAX arrays (NumPy arrays with ``as_jax=False``). Hypothesis
+Drawn arrays are JAX arrays (NumPy arrays with ``as_jax=False``, and float64
+ones while x64 is off). Hypothesis
 is an optional dependency: ``pip install jgradcheck[hypothesis]``.
 """
 
@@ -299,7 +300,9 @@ def arrays(
         most its largest finite value).
       allow_nan: NaN entries too.
       allow_infinity: ±inf entries too.
-      as_jax: JAX arrays (default) or NumPy arrays.
+      as_jax: JAX arrays (default) or NumPy arrays. Float64 arrays stay
+        NumPy while x64 is off (JAX would make them float32; the checks take
+        them and say that they computed in float32).
 
     Returns:
       A strategy of arrays.
@@ -336,7 +339,8 @@ def arrays(
         elements = _elements(dt, float(max_magnitude), allow_nan, allow_infinity)
         store = np.float32 if dt.itemsize < 4 else dt  # NumPy draws; JAX dtypes cast
         x = draw(hnp.arrays(store, sh, elements=elements)).astype(dt)
-        return jnp.asarray(x) if as_jax else x
+        # JAX would narrow a float64 array while x64 is off: it stays NumPy.
+        return jnp.asarray(x) if as_jax and (dt.itemsize < 8 or _x64()) else x
 
     return draw()
 

@@ -195,6 +195,15 @@ def test_arrays_are_jax_arrays_of_the_asked_dtype_and_shape():
     assert x.dtype == jnp.bfloat16 and x.shape == (2, 3)
 
 
+def test_float64_arrays_stay_numpy_while_x64_is_off():
+    with jax.enable_x64(False):
+        x = find(jgs.arrays(np.float64, (2,)), lambda x: True, settings=FIND)
+        assert type(x) is np.ndarray and x.dtype == np.float64
+    with jax.enable_x64(True):
+        x = find(jgs.arrays(np.float64, (2,)), lambda x: True, settings=FIND)
+        assert isinstance(x, jax.Array) and x.dtype == jnp.float64
+
+
 def test_arrays_draw_nan_and_inf_only_when_asked():
     def non_finite(x):
         return not np.all(np.isfinite(x))
