@@ -18,7 +18,10 @@ What it adds (documented in docs/pytest.md):
 * the ``jgc_variant`` fixture: the test runs once per dtype and jit/no-jit,
   narrowed with ``@pytest.mark.jgradcheck(dtypes=..., jit=...)``;
 * ``--jgc-compile-cache DIR`` (or ini ``jgc_compile_cache = DIR``): JAX's
-  persistent compilation cache for the run.
+  persistent compilation cache for the run;
+* on such a failure, a repro (``report.save_repro``: the inputs, options,
+  versions and a pytest file that repeats the check) in the test's tmp dir,
+  its path in the failure report (section ``jgradcheck repro``).
 
 Disable it with ``-p no:jgradcheck``.
 """
@@ -26,9 +29,12 @@ Disable it with ``-p no:jgradcheck``.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import tempfile
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,6 +220,34 @@ def jgc_variant(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 # ------------------------------------------------------------ failure reports
 
+REPRO_SECTION = "jgradcheck repro"
+"""The heading of the failure-report section that says where the repro is."""
+
+
+def _repro_dir(item: pytest.Item) -> Path:
+    """The failing test's tmp dir (``tmp_path``'s, made if the test took none)."""
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if isinstance(tmp_path, Path):
+        return tmp_path / "jgc-repro"
+    factory = getattr(item.config, "_tmp_path_factory", None)
+    name = re.sub(r"\W", "_", item.name)[:30]  # as pytest names tmp_path
+    if factory is not None:
+        return factory.mktemp(name, numbered=True) / "jgc-repro"
+    return Path(tempfile.mkdtemp(prefix=f"{name}-")) / "jgc-repro"
+
+
+def _repro(item: pytest.Item, error: BaseException) -> str:
+    """Write the failed check's repro (``report.save_repro``); where it is, or
+    why there is none (never an error: the test has failed already)."""
+    try:
+        test = error.report.save_repro(_repro_dir(item))
+    except Exception as e:
+        return f"no repro written: {type(e).__name__}: {e}"
+    return (
+        f"inputs, options and versions of the failed check: {test.parent}\n"
+        f"repeat it: pytest {test}"
+    )
+
 
 def _grad_check_error(call: pytest.CallInfo) -> BaseException | None:
     """The GradCheckError a test phase raised, if it did (without importing it)."""
@@ -267,6 +301,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
             outcome.get_result().longrepr.reprcrash.message = summary_line(error)
         except Exception:
             pass
+        if call.when == "call":
+            outcome.get_result().sections.append((REPRO_SECTION, _repro(item, error)))
     elif call.when == "call":
         variant = getattr(item, "funcargs", {}).get(FIXTURE)
         report = outcome.get_result()

@@ -26,6 +26,7 @@ LAYERS = {
     "_checks": 6,
     "_interfaces": 7,
     "pytest_plugin": 7,
+    "strategies": 7,
     "__init__": 8,
 }
 """Rank of each top-level part: a module imports only from parts of lower or

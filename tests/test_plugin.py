@@ -6,6 +6,8 @@ plugin imports neither JAX nor jgradcheck needs a fresh interpreter.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,6 +192,34 @@ def test_passing_check_is_quiet(pytester):
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     assert "gradient check" not in result.stdout.str()
+
+
+def test_failure_writes_a_repro_into_the_tmp_dir_that_fails_again(pytester):
+    pytester.makepyfile(
+        test_rule_file=RULES
+        + """
+
+def test_bad_rule():
+    jgc.assert_vjp(cube_bad, X, localize=0)
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- jgradcheck repro -*",
+            "inputs, options and versions of the failed check: *",
+            "repeat it: pytest *test_repro_cube_bad.py",
+        ]
+    )
+    (line,) = [x for x in result.outlines if x.startswith("repeat it: pytest ")]
+    repro = Path(line.removeprefix("repeat it: pytest "))
+    assert repro.is_file()
+    assert repro.parent.parent.name.startswith("test_bad_rule")  # the test's tmp dir
+    # Its own basetemp: pytest empties the default one, the repro's home.
+    again = pytester.runpytest(str(repro), f"--basetemp={pytester.path / 'again'}")
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["*test_repro_cube_bad.py:*: GradCheckError"])
 
 
 def test_variants_catch_a_broken_rule_in_each_and_pass_a_correct_one(pytester):

@@ -67,6 +67,7 @@ from .prepare import (
     prepare_params,
     selection_of,
 )
+from .recorded import recorded
 from .reference import against_grad, validate_reference
 from .terms import check_terms, returns_terms, validate_terms
 
@@ -295,7 +296,7 @@ def check_grad(
         progress=progress,
     )
     factor = validate_reference(reference, reference_factor)
-    return check_grad_with(
+    report = check_grad_with(
         loss,
         params,
         args,
@@ -305,6 +306,24 @@ def check_grad(
         reference=reference,
         reference_factor=factor,
     )
+    options = dict(
+        grad=grad,
+        coords=coords,
+        key=key,
+        precision=precision,
+        rtol=rtol,
+        atol=atol,
+        memory_budget=memory_budget,
+        method=method,
+        mode=mode,
+        directions=directions,
+        devices=devices,
+        progress=progress,
+        terms=terms,
+        reference=reference,
+        reference_factor=reference_factor,
+    )
+    return recorded(report, check_grad, loss, (params, *args), options)
 
 
 @quiet_truncation()

@@ -25,6 +25,7 @@ from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .recorded import recorded
 from .reference import (
     disagreement,
     leaf_against,
@@ -454,7 +455,7 @@ def check_jvp(
         progress=progress,
     )
     factor = validate_reference(reference, reference_factor)
-    return check_rule(
+    report = check_rule(
         f,
         primals,
         JVP(localize=localize, rows=rows),
@@ -464,6 +465,21 @@ def check_jvp(
         reference=reference,
         reference_factor=factor,
     )
+    options = dict(
+        nondiff_argnums=nondiff_argnums,
+        key=key,
+        precision=precision,
+        order=order,
+        localize=localize,
+        rows=rows,
+        method=method,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+        reference=reference,
+        reference_factor=reference_factor,
+    )
+    return recorded(report, check_jvp, f, primals, options)
 
 
 def assert_jvp(f: Callable[..., Any], *primals: Any, **options: Any) -> RuleReport:

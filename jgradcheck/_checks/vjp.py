@@ -25,6 +25,7 @@ from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen, widen_np
+from .recorded import recorded
 from .reference import (
     disagreement,
     leaf_against,
@@ -456,7 +457,7 @@ def check_vjp(
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
     factor = validate_reference(reference, reference_factor)
-    return check_rule(
+    report = check_rule(
         f,
         primals,
         VJP(pairs=pairs, localize=localize),
@@ -466,6 +467,21 @@ def check_vjp(
         reference=reference,
         reference_factor=factor,
     )
+    options = dict(
+        nondiff_argnums=nondiff_argnums,
+        pairs=pairs,
+        key=key,
+        localize=localize,
+        precision=precision,
+        order=order,
+        method=method,
+        memory_budget=memory_budget,
+        devices=devices,
+        progress=progress,
+        reference=reference,
+        reference_factor=reference_factor,
+    )
+    return recorded(report, check_vjp, f, primals, options)
 
 
 def assert_vjp(f: Callable[..., Any], *primals: Any, **options: Any) -> RuleReport:

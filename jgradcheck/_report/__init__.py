@@ -2,6 +2,7 @@
 
 Records hold data; everything else reads them, and imports flow downwards::
 
+    call.py           Call: how a public check was called (for save_repro)
     records.py        Entry, Directions, LeafResult, Settings, Timing, ReportRecord
     rule_records.py   Check, DotTest, RuleReportRecord
     composition_records.py, hvp_records.py   check_compositions, check_hvp
@@ -13,6 +14,7 @@ Records hold data; everything else reads them, and imports flow downwards::
     composition_sections.py, hvp_sections.py   the grid and the HVP report
         │
     text.py  html.py  serialize.py  plot.py      renderings (take records/sections)
+    repro_tree.py  repro.py    save_repro: inputs, options, versions, a pytest file
         │
     report.py         the public Report, RuleReport, CompositionReport and
                       HvpReport: records + renderings

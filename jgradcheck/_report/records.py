@@ -29,6 +29,7 @@ from .._numerics.verdict import (
 )
 from .._pytree.flat import LeafInfo
 from .._typing import Method, Mode
+from .call import Call
 
 
 class Entry(NamedTuple):
@@ -404,6 +405,9 @@ class ReportRecord:
     """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
     reference: ReferenceCheck | None = None
     """With ``reference=``: the gradient against JAX's gradient of the reference."""
+    _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
+    """How :func:`jgradcheck.check_grad` was called, for ``save_repro``; not
+    compared and not serialised (None for reports built otherwise)."""
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,8 @@ records and their renderings; the checks build these classes.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 from .composition_records import CompositionRecord
@@ -19,9 +21,10 @@ from .hvp_records import HvpRecord
 from .hvp_sections import hvp_sections
 from .plot import plot_report
 from .records import ReportRecord
+from .repro import save_repro
 from .rule_records import RuleReportRecord
-from .rule_sections import rule_failure_lines, rule_report_sections
-from .sections import report_sections
+from .rule_sections import rule_failure_lines, rule_headline, rule_report_sections
+from .sections import headline, report_sections
 from .serialize import report_dict, rule_report_dict
 from .text import render_text
 
@@ -84,6 +87,48 @@ class Report(ReportRecord):
           (6.0, 4.0)
         """
         return report_dict(self, max_entries)
+
+    def save_repro(self, path: str | os.PathLike[str]) -> Path:
+        """Write this check's inputs, options and versions, and a pytest file
+        that repeats it, into the directory ``path``.
+
+        The directory gets ``inputs.npz`` (the arrays), ``repro.json`` (their
+        pytree structure, the seed and options, the x64 setting, the versions
+        of jgradcheck, JAX, jaxlib, NumPy and Python, and this report's
+        headline) and ``test_repro_<name>.py``, which imports the loss by its
+        module and name and calls :func:`jgradcheck.assert_grad` with the same
+        inputs and options: it fails while the check fails, and passes once it
+        passes. A loss (or ``grad=``) that cannot be imported, such as a
+        lambda, gets a placeholder to fill in, its source as a comment, and a
+        test that fails saying so. See docs/pytest.md.
+
+        Args:
+          path: the directory (made if missing; files in it are replaced).
+
+        Returns:
+          The path of the pytest file.
+
+        Raises:
+          ValueError: this report was not returned by :func:`jgradcheck.check_grad`
+            (a term's report, or one built otherwise), or ``path`` is a file.
+          TypeError: an input that cannot be saved (a custom pytree node),
+            naming where it is.
+
+        Example:
+          >>> import tempfile, jax.numpy as jnp, jgradcheck as jgc
+          >>> def loss(p):
+          ...     return jnp.sum(p ** 2)
+          >>> report = jgc.check_grad(loss, jnp.array([1.0, 2.0]), grad=lambda p: 3 * p)
+          >>> test = report.save_repro(tempfile.mkdtemp())
+          >>> test.name, sorted(p.name for p in test.parent.iterdir())
+          ('test_repro_loss.py', ['inputs.npz', 'repro.json', 'test_repro_loss.py'])
+          >>> lines = test.read_text().splitlines()
+          >>> [line for line in lines if line.endswith("= None")]  # to fill in
+          ['loss = None', 'grad = None']
+          >>> print(next(line for line in lines if "`grad`" in line))
+          # `grad` could not be imported: it is a lambda (...<lambda>).
+        """
+        return save_repro(self._call, path, [headline(self)], self.ok)
 
     def __str__(self) -> str:
         return render_text(report_sections(self))
@@ -160,6 +205,43 @@ class RuleReport(RuleReportRecord):
           2
         """
         return rule_report_dict(self, max_entries)
+
+    def save_repro(self, path: str | os.PathLike[str]) -> Path:
+        """Write this check's inputs, options and versions, and a pytest file
+        that repeats it, into the directory ``path``.
+
+        As :meth:`jgradcheck.Report.save_repro`: ``inputs.npz``,
+        ``repro.json`` and ``test_repro_<name>.py``, which imports ``f`` by its
+        module and name and calls :func:`jgradcheck.assert_vjp` (or
+        ``assert_jvp``) with the same primals, ``key`` and options. The pytest
+        plugin writes one into a failing test's tmp dir (docs/pytest.md).
+
+        Args:
+          path: the directory (made if missing; files in it are replaced).
+
+        Returns:
+          The path of the pytest file.
+
+        Raises:
+          ValueError: this report was not returned by :func:`jgradcheck.check_vjp`
+            or :func:`jgradcheck.check_jvp`, or ``path`` is a file.
+          TypeError: an input that cannot be saved, naming where it is.
+
+        Example:
+          >>> import json, tempfile, jax.numpy as jnp, jgradcheck as jgc
+          >>> report = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0]), key=3)
+          >>> test = report.save_repro(tempfile.mkdtemp())
+          >>> test.name
+          'test_repro_sin.py'
+          >>> [line.strip() for line in test.read_text().splitlines()
+          ...  if "import sin" in line or "jgc.assert_vjp" in line]
+          ['from jax.numpy import sin as f', 'jgc.assert_vjp(f, *args, key=3)']
+          >>> record = json.loads((test.parent / "repro.json").read_text())
+          >>> record["check"], record["seed"], record["ok"], sorted(record["versions"])
+          ('check_vjp', 3, True, ['backend', 'jax', 'jaxlib', 'jgradcheck', 'numpy', 'python'])
+        """
+        summary = [rule_headline(self), *self.failures(5)]
+        return save_repro(self._call, path, summary, self.ok)
 
     def __str__(self) -> str:
         return render_text(rule_report_sections(self))

@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple, TypeAlias
 import numpy as np
 
 from .._numerics.verdict import PASS
+from .call import Call
 from .records import ReferenceCheck, ReportRecord
 
 RuleKind: TypeAlias = Literal["vjp", "jvp"]
@@ -78,6 +79,9 @@ class RuleReportRecord:
     ``settings.rounding``: ``"autodiff of the primal at float32"``, ...)."""
     reference: ReferenceCheck | None = None
     """With ``reference=``: the rule against JAX's derivative of the reference."""
+    _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
+    """How :func:`jgradcheck.check_vjp` / :func:`jgradcheck.check_jvp` was
+    called, for ``save_repro``; not compared and not serialised."""
 
     @property
     def ok(self) -> bool:
