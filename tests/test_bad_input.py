@@ -96,13 +96,49 @@ def sin_and_argmax(x):
     return {"y": jnp.sin(x), "i": jnp.argmax(x)}
 
 
+def sin_plus_sum(x, y):
+    return jnp.sin(x) * 2.0 + jnp.sum(y)
+
+
+def sin_and_empty(x):
+    return {"y": jnp.sin(x), "e": x[:0] * 3.0}
+
+
+def cos_broken(x, y):
+    return jnp.cos(x) + jnp.sum(y)
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_empty_inputs_and_outputs_are_held_out_not_crashed_on(check):
+    # Found by jgradcheck.strategies (shapes with a 0-size axis).
+    x, empty = jnp.array([1.0, 2.0, 0.5]), jnp.zeros((0,))
+    report = check(sin_plus_sum, x, empty, localize=0)
+    assert report.ok and report.held == ("[1]",)
+    report = check(sin_and_empty, x, localize=0)
+    assert report.ok and report.held_outputs == ("['e']",)
+    with pytest.raises(ValueError, match="no entries"):
+        check(jnp.sin, empty)
+
+
+@pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
+def test_an_empty_input_does_not_hide_a_wrong_rule(check):
+    @jax.custom_jvp
+    def f(x, y):
+        return cos_broken(x, y)
+
+    f.defjvp(lambda p, t: (f(*p), jnp.sin(p[0]) * t[0] + jnp.sum(t[1])))  # sign
+    report = check(f, jnp.array([1.0, 2.0, 0.5]), jnp.zeros((0,)), localize=0)
+    assert not report.ok and report.held == ("[1]",)
+
+
 @pytest.mark.parametrize("check", [jgc.check_vjp, jgc.check_jvp])
 def test_integer_outputs_are_held_out_and_listed(check):
     report = check(sin_and_argmax, jnp.array([1.0, 2.0, 0.5]))
     assert report.ok
     assert report.held_outputs == ("['i']",)
-    assert "outputs not checked (integer or boolean: no derivative): ['i']" in str(
-        report
+    assert (
+        "outputs not checked (integer, boolean or empty: nothing to differentiate): ['i']"
+        in str(report)
     )
     assert report.to_dict()["held_outputs"] == ["['i']"]
 

@@ -31,6 +31,7 @@ held fixed) and compare the rule with finite differences computed in float64:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -298,6 +299,11 @@ def _is_inexact(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
+def _checked_output(x: Any) -> bool:
+    """An inexact output with entries (an empty one has no derivative to test)."""
+    return _is_inexact(x) and np.size(x) > 0
+
+
 def inexact_outputs(
     f: Callable[..., Any], out: PyTree
 ) -> tuple[Callable[..., Any], PyTree, tuple[str, ...]]:
@@ -320,13 +326,13 @@ def inexact_outputs(
                 "`lambda *x: f(*x)[0]`."
             )
     held = tuple(
-        keystr(path) or "<root>" for path, leaf in leaves if not _is_inexact(leaf)
+        keystr(path) or "<root>" for path, leaf in leaves if not _checked_output(leaf)
     )
     if not held:
         return f, out, ()
 
     def only_inexact(tree: PyTree) -> PyTree:
-        return jax.tree_util.tree_map(lambda x: x if _is_inexact(x) else None, tree)
+        return jax.tree_util.tree_map(lambda x: x if _checked_output(x) else None, tree)
 
     def f_inexact(*args: Any) -> PyTree:
         return only_inexact(f(*args))
@@ -351,15 +357,24 @@ def inputs(
     flat = flatten_params(tuple(args))
     infos = []
     for info in flat.infos:
-        held = info.is_checked and int(info.path[1:].split("]")[0]) in nondiff_argnums
+        nondiff = int(info.path[1:].split("]")[0]) in nondiff_argnums
+        # An input with no entries has nothing to differentiate: held fixed.
+        held = info.is_checked and (nondiff or math.prod(info.shape) == 0)
         infos.append(info._replace(kind="held") if held else info)
     flat = Flat(flat.treedef, flat.leaves, with_offsets(infos))
     if not flat.checked:
         raise ValueError(
-            "`f` has no floating-point primal inputs to differentiate; got "
-            + ", ".join(f"{i.path} ({i.dtype or i.kind})" for i in flat.infos)
+            "`f` has no floating-point primal inputs with entries to "
+            "differentiate; got "
+            + ", ".join(
+                f"{i.path} ({i.dtype or i.kind}{_empty(i)})" for i in flat.infos
+            )
         )
     return flat
+
+
+def _empty(info: LeafInfo) -> str:
+    return f", shape {info.shape}: no entries" if math.prod(info.shape) == 0 else ""
 
 
 def of_floats(f: Callable[..., Any], flat: Flat) -> Callable[[list[Any]], Any]:

@@ -70,7 +70,8 @@ class RuleReportRecord:
     inputs: tuple[str, ...] = ()
     """Paths of the differentiated inputs (``[0]``: f's first argument)."""
     held_outputs: tuple[str, ...] = ()
-    """Outputs held out of the checks (integer, boolean: no derivative), by path."""
+    """Outputs held out of the checks (integer, boolean: no derivative; empty:
+    no entries), by path."""
     precision: str = ""
     """What ran at which precision when the caller's x64 setting narrowed the
     inputs (``"float64 arrays, computed in float32: x64 is off"``), else ``""``."""

@@ -127,10 +127,12 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
     """
     under = [_naming_line(r.inputs)] if r.inputs else []
     if r.held:
-        under.append("held fixed (not differentiated): " + ", ".join(r.held))
+        under.append(
+            "held fixed (not differentiated, or no entries): " + ", ".join(r.held)
+        )
     if r.held_outputs:
         under.append(
-            "outputs not checked (integer or boolean: no derivative): "
+            "outputs not checked (integer, boolean or empty: nothing to differentiate): "
             + ", ".join(r.held_outputs)
         )
     if r.precision:
