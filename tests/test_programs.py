@@ -18,14 +18,10 @@ from jgradcheck._engine.gradient import Pullback
 
 
 def _compiles(fn, *args) -> int:
-    """Programs compiled by ``fn(*args)``: jit-evaluated ones and batches."""
-
-    def size() -> int:
-        return programs.evaluate._cache_size() + len(programs.Batch._compiled)
-
-    before = size()
+    """Programs compiled by ``fn(*args)``."""
+    before = programs.compiled_count()
     fn(*args)
-    return size() - before
+    return programs.compiled_count() - before
 
 
 def _rule(scale: float):
