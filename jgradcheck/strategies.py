@@ -315,8 +315,10 @@ def arrays(
       >>> import numpy as np
       >>> from hypothesis import find
       >>> import jgradcheck.strategies as jgs
+      >>> from hypothesis import settings
       >>> x = find(jgs.arrays(np.float32, (3,), max_magnitude=50.0),
-      ...          lambda x: bool((abs(x) == 50.0).any()))
+      ...          lambda x: bool((abs(x) == 50.0).any()),
+      ...          settings=settings(deadline=None))  # JAX compiles on first use
       >>> x.dtype, x.shape, float(abs(x).max())
       (dtype('float32'), (3,), 50.0)
     """
@@ -374,10 +376,11 @@ def pytrees(
 
     Example:
       >>> import jax
-      >>> from hypothesis import find
+      >>> from hypothesis import find, settings
       >>> import jgradcheck.strategies as jgs
       >>> tree = find(jgs.pytrees(), lambda t: isinstance(t, dict) and
-      ...             any(isinstance(v, (list, tuple)) for v in t.values()))
+      ...             any(isinstance(v, (list, tuple)) for v in t.values()),
+      ...             settings=settings(deadline=None))
       >>> len(jax.tree_util.tree_leaves(tree)) >= 1
       True
     """

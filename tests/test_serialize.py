@@ -178,6 +178,7 @@ def test_rule_report_dict_vjp():
     assert d["primal"] == {
         "name": report.primal.name,
         "ok": report.primal.ok,
+        "ran": True,
         "detail": report.primal.detail,
     }
     (dot,) = d["dot_tests"]
