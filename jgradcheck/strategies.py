@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._dtypes import on_device
+
 __all__ = [
     "arrays",
     "broadcastable_shapes",
@@ -342,7 +344,8 @@ def arrays(
         store = np.float32 if dt.itemsize < 4 else dt  # NumPy draws; JAX dtypes cast
         x = draw(hnp.arrays(store, sh, elements=elements)).astype(dt)
         # JAX would narrow a float64 array while x64 is off: it stays NumPy.
-        return jnp.asarray(x) if as_jax and (dt.itemsize < 8 or _x64()) else x
+        # device_put, not jnp.asarray: that compiles a program per new shape.
+        return on_device(x) if as_jax and (dt.itemsize < 8 or _x64()) else x
 
     return draw()
 
