@@ -22,9 +22,10 @@ from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.records import LeafResult, ReferenceCheck, Settings, Timing
 from .._report.report import Report, RuleReport
-from .._report.rule_records import Check, DotTest
+from .._report.rule_records import Check, DotTest, PrecisionMatch
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .precision_match import jvp_matched
 from .reference import (
     disagreement,
     leaf_against,
@@ -363,6 +364,11 @@ class JVP:
         factor: float,
     ) -> ReferenceCheck:
         return _against(run, reference, factor)
+
+    def matched(
+        self, run: RuleRun, reference: Callable[..., Any] | None, factor: float
+    ) -> PrecisionMatch | None:
+        return jvp_matched(run, reference, factor)
 
 
 def check_jvp(

@@ -21,9 +21,10 @@ from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
 from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
-from .._report.rule_records import Check, DotTest
+from .._report.rule_records import Check, DotTest, PrecisionMatch
 from .._typing import Method, Precision, PyTree
 from .directional import widen, widen_np
+from .precision_match import vjp_matched
 from .reference import (
     disagreement,
     leaf_against,
@@ -347,6 +348,14 @@ class VJP:
         factor: float,
     ) -> ReferenceCheck:
         return _against(run, reference, factor, self.pairs)
+
+    def matched(
+        self, run: RuleRun, reference: Callable[..., Any] | None, factor: float
+    ) -> PrecisionMatch | None:
+        def cotangent(position: int) -> PyTree:
+            return _cotangent(run.out_infos, run.out_def, run.inputs.seed, 0, position)
+
+        return vjp_matched(run, reference, factor, cotangent)
 
 
 def check_vjp(

@@ -137,7 +137,10 @@ class RuleReport(RuleReportRecord):
         ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
         ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
         (how the rule's rounding was allowed for), ``reference`` (as in
-        :meth:`jgradcheck.Report.to_dict`) and
+        :meth:`jgradcheck.Report.to_dict`), ``precision_match`` (after a
+        failure of a rule that computes in a narrower float than its
+        yardstick: ``dtype``, ``where``, ``agrees``, the numbers and
+        ``line``; else ``None``) and
         ``second_order`` (the same dict for ``order=2``, else ``None``).
 
         Args:

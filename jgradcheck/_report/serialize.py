@@ -17,7 +17,7 @@ import numpy as np
 from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
 from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
-from .rule_records import Check, DotTest, RuleReportRecord
+from .rule_records import Check, DotTest, PrecisionMatch, RuleReportRecord
 from .rule_sections import rule_failure_lines, rule_headline
 from .sections import headline
 
@@ -189,6 +189,25 @@ def reference_dict(ref: ReferenceCheck | None) -> dict[str, Any] | None:
     }
 
 
+def _match_dict(m: PrecisionMatch | None) -> dict[str, Any] | None:
+    """The comparison at matched precision as a plain dict (None without one)."""
+    if m is None:
+        return None
+    return {
+        "dtype": m.dtype,
+        "where": [{"kind": label, "count": n} for label, n in m.where],
+        "other": m.other,
+        "yardstick": m.yardstick,
+        "agrees": m.agrees,
+        "leaf": m.leaf,
+        "rule_err": number(m.rule_err),
+        "ref_err": number(m.ref_err),
+        "matched_err": number(m.matched_err),
+        "allowed": number(m.allowed),
+        "line": m.line,
+    }
+
+
 def rule_report_dict(
     r: RuleReportRecord, max_entries: int | None = None
 ) -> dict[str, Any]:
@@ -213,6 +232,7 @@ def rule_report_dict(
         "precision": r.precision,
         "rounding": r.rounding,
         "reference": reference_dict(r.reference),
+        "precision_match": _match_dict(r.precision_match),
         "second_order": (
             None
             if r.second_order is None
