@@ -434,6 +434,8 @@ def check_jvp(
     The rule's rounding is judged against JAX's forward-mode autodiff of the
     primal (custom rules replaced by their primal bodies) at the primals'
     precision; ``report.rounding`` says what was used.
+    After a failure, ``report.precision_match`` says whether the rule's
+    narrower float intermediates explain it (see :func:`check_vjp`).
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.

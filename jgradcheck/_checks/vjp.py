@@ -428,6 +428,11 @@ def check_vjp(
     bodies): a rule that loses digits fails however consistent it is with
     itself; where autodiff cannot differentiate the primal (a ``while_loop``)
     a fixed allowance is used and ``report.rounding`` says so.
+    When the check fails and the rule computes with narrower float
+    intermediates than its yardstick (a bfloat16 product, a float16 cast),
+    ``report.precision_match`` compares them again with the yardstick rounded
+    to that dtype and says whether precision explains the failure or the
+    formula is wrong (the verdict stays FAIL).
 
     Returns:
       A ``RuleReport``.
