@@ -12,8 +12,9 @@ What the failure needs is the right explanation.
 When a check of a rule failed, :func:`precision_match` reads the jaxprs of
 the rule's derivative program and of the yardstick's (the ``reference=``
 implementation, or the primal with custom rules inlined) and finds the
-narrowest float dtype ``D`` the rule computes in, where it does so more
-often than the yardstick (:func:`jgradcheck._engine.matched.narrower_ops`).
+narrowest float dtype ``D`` the rule computes intermediates in, if the
+yardstick computes none that narrow
+(:func:`jgradcheck._engine.matched.narrower_ops`).
 It then evaluates the yardstick at ``D`` (inputs and every intermediate
 rounded to ``D``: :func:`jgradcheck._engine.matched.rounded`) and applies
 the reference-relative rule again (:mod:`jgradcheck._numerics.reference`)
@@ -34,10 +35,11 @@ relative error); ``ρ_D``, the verdicts' rounding floor of ``D``
 (:func:`jgradcheck._numerics.verdict.rounding_floor`: 2 ulps of bfloat16 or
 float16, 16 of float32), covers the few roundings every value computed in
 ``D`` carries, which the yardstick's maximum over a small leaf can miss by
-chance (it may round exactly where the rule does not). A wrong formula (a missing factor or term) is
-off by O(1) of the scale, hundreds of times ``eps_D`` even in bfloat16, and
-stays outside. If they agree the report says "precision mismatch" with the
-numbers; if not, that precision does not explain the disagreement.
+chance (it may round exactly where the rule does not). A wrong formula (a
+missing factor or term) is off by O(1) of the scale, hundreds of times
+``eps_D`` even in bfloat16, and stays outside. If they agree the report says
+"precision mismatch" with the numbers; if not, that precision does not
+explain the disagreement.
 
 The verdict does not change: the rule still loses digits its yardstick
 keeps at the native precision, which is what the check promises to catch
@@ -91,6 +93,7 @@ class _Leaf(NamedTuple):
     after: Against
     scale: float
     floor: float
+    native: str
 
 
 def _compare(
@@ -114,6 +117,7 @@ def _compare(
         against_reference(a, b64, m, factor=factor, eps=eps_narrow),
         scale,
         rounding_floor(eps_narrow) * scale,
+        str(np.asarray(native).dtype),
     )
 
 
@@ -195,6 +199,8 @@ def precision_match(
         floor=shown.floor,
         scale=shown.scale,
         eps=eps_of(narrow.dtype),
+        native=shown.native,
+        native_eps=eps_of(shown.native),
         agrees=agrees,
     )
 

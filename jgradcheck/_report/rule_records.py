@@ -79,6 +79,10 @@ class PrecisionMatch(NamedTuple):
     """The leaf's scale ``max |ref64|``."""
     eps: float
     """Machine epsilon of ``dtype``: the lost digits are counted in its ulps."""
+    native: str
+    """The dtype of the derivative (the yardstick's at the native precision)."""
+    native_eps: float
+    """Its machine epsilon."""
     agrees: bool
     """Whether the rule is within ``k`` times the matched yardstick's error
     on every leaf."""
@@ -106,19 +110,31 @@ class PrecisionMatch(NamedTuple):
         if not self.agrees:
             return (
                 f"not a precision mismatch: the rule computes with {self.dtype} "
-                f"intermediates ({where}), but {matched} they still disagree ({numbers}): "
+                f"intermediates ({where}), but {matched} they still disagree "
+                f"({numbers}): "
                 "precision does not explain the disagreement — the formula is wrong"
             )
         s = max(self.scale, float(np.finfo(np.float64).tiny))
+        also = (
+            f" ({_count(self.rule_err / s / self.native_eps)} {self.native} ulps)"
+            if self.native != self.dtype
+            else ""
+        )
         return (
             f"precision mismatch: the rule computes with {self.dtype} "
             f"intermediates ({where}) where {self.yardstick} keeps {self.other}; "
             f"{matched} they agree "
             f"({numbers}) — the formula is right; the lost digits are "
-            f"{self.dtype}'s: the rule is off by {self.rule_err / s / self.eps:.2g} "
-            f"{self.dtype} ulps of the leaf's scale, {self.yardstick} at its own "
-            f"precision by {self.ref_err / s / self.eps:.2g}"
+            f"{self.dtype}'s: the rule is off by {_count(self.rule_err / s / self.eps)}"
+            f" {self.dtype} ulps of the leaf's scale{also}, "
+            f"{self.yardstick} at {self.native} by "
+            f"{_count(self.ref_err / s / self.native_eps)} {self.native} ulps"
         )
+
+
+def _count(x: float) -> str:
+    """A count of ulps: ``3,822`` or ``0.47``."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2g}"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
