@@ -128,7 +128,9 @@ def test_float32_rule_with_a_float16_backward_is_caught_and_explained():
     m = report.precision_match
     assert m is not None and m.dtype == "float16" and m.other == "float32"
     assert m.yardstick == "autodiff of the primal"
+    # d, x and w cast to float16; both products computed and stored in float16
     assert dict(m.where)["convert_element_type to float16"] == 3
+    assert dict(m.where)["dot_general → float16"] == 2
     assert m.agrees, m.line
     assert m.rule_err / m.scale / m.eps < 2  # about one float16 ulp of the scale
 
