@@ -84,7 +84,7 @@ def test_bf16_rule_against_a_float32_accumulating_reference(rule):
         return
     assert not report.ok  # the verdict stays FAIL: the rule loses digits
     assert m is not None and m.dtype == "bfloat16" and m.other == "float32"
-    assert ("convert_element_type to bfloat16", 1) in m.where  # the saved y
+    assert ("convert_element_type to bfloat16", 1, 0) in m.where  # the saved y
     if rule is SAVED:
         assert m.agrees and m.rule_err <= m.allowed
         assert m.line.startswith("precision mismatch: the rule computes with bfloat16")
@@ -129,8 +129,9 @@ def test_float32_rule_with_a_float16_backward_is_caught_and_explained():
     assert m is not None and m.dtype == "float16" and m.other == "float32"
     assert m.yardstick == "autodiff of the primal"
     # d, x and w cast to float16; both products computed and stored in float16
-    assert dict(m.where)["convert_element_type to float16"] == 3
-    assert dict(m.where)["dot_general → float16"] == 2
+    counts = {label: (n, k) for label, n, k in m.where}
+    assert counts["convert_element_type to float16"] == (3, 0)
+    assert counts["dot_general → float16"] == (2, 0)
     assert m.agrees, m.line
     assert m.rule_err / m.scale / m.eps < 2  # about one float16 ulp of the scale
 
@@ -184,3 +185,28 @@ def test_rounded_rounds_inputs_and_intermediates_only():
     assert plus.dtype == jnp.float32  # the program's dtypes are kept
     np.testing.assert_array_equal(plus, [2.0, 1.0])  # 1 + 2⁻⁹ is 1 in bfloat16
     np.testing.assert_array_equal(times, [3.0, 3 * 2.0**-9])  # exact in bfloat16
+
+
+def _loss_of(dense):
+    def loss(params):
+        return jnp.sum(dense(*params))
+
+    return loss
+
+
+LOSS_SAVED, LOSS_BUG = _loss_of(SAVED), _loss_of(BUG)
+
+
+def loss_reference(params):
+    return jnp.sum(dense_reference(*params))
+
+
+@pytest.mark.parametrize("loss", [LOSS_SAVED, LOSS_BUG], ids=["saved", "bug"])
+def test_check_grad_of_a_loss_nesting_the_rule(loss):
+    report = jgc.check_grad(loss, _data(), reference=loss_reference)
+    assert not report.ok
+    m = report.precision_match
+    assert m is not None and m.program == "gradient" and m.dtype == "bfloat16"
+    assert m.yardstick == "the reference loss_reference"
+    assert m.agrees == (loss is LOSS_SAVED), m.line
+    assert m.line in str(report)

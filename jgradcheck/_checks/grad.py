@@ -59,6 +59,7 @@ from .._pytree.flat import Flat
 from .._report.records import LeafResult, ReferenceCheck, Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
+from .precision_match import grad_matched
 from .prepare import (
     GradientUnderTest,
     RealView,
@@ -304,6 +305,7 @@ def check_grad(
         opts=opts,
         reference=reference,
         reference_factor=factor,
+        explain_precision=True,
     )
 
 
@@ -321,6 +323,7 @@ def check_grad_with(
     autodiff: bool = False,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    explain_precision: bool = False,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
@@ -331,6 +334,9 @@ def check_grad_with(
     ``autodiff``: ``grad`` is JAX's autodiff of ``loss`` (a rule check's
     ``jax.vjp``), so where ``loss`` uses no custom rule of the user's it is
     its own yardstick, re-run at float64, as ``jax.grad`` is.
+    ``explain_precision``: after a failure, look for a precision mismatch
+    (:func:`jgradcheck._checks.precision_match.grad_matched`; check_grad
+    itself, not the rule checks' localisation, which their own report does).
     """
     started = time.perf_counter()
     if terms is not None:
@@ -360,8 +366,21 @@ def check_grad_with(
                 reference, reference_factor, report, view, flat, args, opts
             ),
         )
+    if explain_precision and _explainable(report, view, flat, opts):
+        match = grad_matched(
+            loss, grad, flat, args, view.under_test, reference, reference_factor
+        )
+        report = dataclasses.replace(report, precision_match=match)
     wall = time.perf_counter() - started
     return dataclasses.replace(report, timing=report.timing._replace(wall_seconds=wall))
+
+
+def _explainable(report: Report, view: RealView, flat: Flat, opts: Options) -> bool:
+    """Whether a precision mismatch could explain ``report``'s failure: it
+    failed, at float64, on real params, and the reference is not in doubt."""
+    doubt = report.reference is not None and not report.reference.reference_agrees
+    real = view.flat is flat
+    return not report.ok and opts.precision == "float64" and real and not doubt
 
 
 def _against(

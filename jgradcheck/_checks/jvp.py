@@ -20,18 +20,19 @@ from .._numerics.stencil import Estimate, default_step
 from .._numerics.verdict import judge, leaf_scale, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
+from .._report.precision_records import PrecisionMatch
 from .._report.records import LeafResult, ReferenceCheck, Settings, Timing
 from .._report.report import Report, RuleReport
-from .._report.rule_records import Check, DotTest, PrecisionMatch
+from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
-from .precision_match import jvp_matched
 from .reference import (
     disagreement,
     leaf_against,
     reference_check,
     validate_reference,
 )
+from .rule_precision import jvp_matched
 from .rules import (
     RuleInputs,
     RuleRun,

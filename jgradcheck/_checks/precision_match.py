@@ -56,15 +56,15 @@ import jax
 import numpy as np
 
 from .._dtypes import eps as eps_of
-from .._engine.context import reference_precision
+from .._engine.context import at_precision, reference_precision, to_float64_args
 from .._engine.matched import jaxpr_of, narrower_ops, rounded
-from .._engine.primal_ad import inlined, rules_in
+from .._engine.primal_ad import inlined, loss_has_rules
 from .._numerics.reference import Against, against_reference
 from .._numerics.verdict import rounding_floor
+from .._pytree.flat import Flat
 from .._report.rule_records import PrecisionMatch
 from .directional import widen
 from .reference import name_of, real64
-from .rules import RuleInputs, RuleRun, of_floats
 
 Program = Callable[[Callable[..., Any]], Callable[[Any, Any], list[Any]]]
 """``fn ↦ (xs, probe) ↦ derivative leaves``: ``jax.vjp`` applied to a
@@ -78,6 +78,8 @@ class Probe(NamedTuple):
     """The probe at the native precision (a pytree)."""
     labels: tuple[str, ...]
     """One label per leaf of the derivative program's result."""
+    wide: Callable[[], Any] | None = None
+    """The probe in float64, made in x64 scope (None: its float leaves cast)."""
 
 
 def _widened(tree: Any) -> Any:
@@ -122,9 +124,8 @@ def _compare(
 
 
 def _leaves(
-    program: Program,
+    ref_program: Callable[[Any, Any], list[Any]],
     rule: Callable[[Any], list[Any]],
-    ref_fn: Callable[..., Any],
     xs: Any,
     xs64: Any,
     probes: Sequence[Probe],
@@ -132,12 +133,13 @@ def _leaves(
     factor: float,
 ) -> list[_Leaf]:
     """Every result leaf of every probe, before and after matching ``dtype``."""
-    native = jax.jit(program(ref_fn))
-    at_d = jax.jit(rounded(program(ref_fn), dtype))
+    native = jax.jit(ref_program)
+    at_d = jax.jit(rounded(ref_program, dtype))
     leaves = []
     for probe in probes:
         with reference_precision("float64"):
-            ref64 = [np.asarray(v) for v in native(xs64, _widened(probe.value))]
+            wide = probe.wide() if probe.wide is not None else _widened(probe.value)
+            ref64 = [np.asarray(v) for v in native(xs64, wide)]
         for label, a, r64, b, m in zip(
             probe.labels,
             rule(probe.value),
@@ -150,10 +152,9 @@ def _leaves(
 
 
 def precision_match(
-    program: Program,
+    rule_program: Callable[[Any, Any], list[Any]],
+    ref_program: Callable[[Any, Any], list[Any]],
     rule: Callable[[Any], list[Any]],
-    rule_fn: Callable[..., Any],
-    ref_fn: Callable[..., Any],
     xs: Any,
     xs64: Any,
     probes: Sequence[Probe],
@@ -165,11 +166,10 @@ def precision_match(
     """The rule against its yardstick at the rule's narrower precision.
 
     Args:
-      program: builds the derivative program of a function (see
-        :data:`Program`).
+      rule_program: ``(xs, probe) ↦`` the rule's derivative leaves, traced
+        for its jaxpr (:data:`Program` of the function whose rule is tested).
+      ref_program: the same for the yardstick.
       rule: ``probe ↦`` the rule's derivative leaves (already compiled).
-      rule_fn: the function whose rule is tested, of the float leaves ``xs``.
-      ref_fn: the yardstick implementation, same signature.
       xs: the float leaves at the native precision.
       xs64: the same in float64 (made in x64 scope).
       probes: cotangents or tangents, with their result labels.
@@ -187,14 +187,14 @@ def precision_match(
     first = probes[0].value
     try:
         narrow = narrower_ops(
-            jaxpr_of(program(rule_fn), xs, first), jaxpr_of(program(ref_fn), xs, first)
+            jaxpr_of(rule_program, xs, first), jaxpr_of(ref_program, xs, first)
         )
     except Exception:  # noqa: BLE001 - AD cannot go through the yardstick
         return None  # (a while_loop, a pallas_call): no diagnosis to offer
     if narrow is None:
         return None
     try:
-        leaves = _leaves(program, rule, ref_fn, xs, xs64, probes, narrow.dtype, factor)
+        leaves = _leaves(ref_program, rule, xs, xs64, probes, narrow.dtype, factor)
     except Exception:  # noqa: BLE001 - the diagnosis is optional; the
         return None  # verdicts stand without it
     if all(leaf.before.status.max(initial=0) == 0 for leaf in leaves):
@@ -223,92 +223,62 @@ def precision_match(
     )
 
 
-def yardstick_of(
-    inputs: RuleInputs, reference: Callable[..., Any] | None
-) -> tuple[Callable[..., Any], str] | None:
-    """What the rule of ``inputs.f`` is compared with at matched precision,
-    as a function of the float leaves, and its name: ``reference``, else the
-    primal with custom rules inlined; None where ``f`` has no custom rule of
-    the user's (its derivative *is* autodiff)."""
-    if reference is not None:
-        ref = of_floats(reference, inputs.flat)
-        return ref, f"the reference {name_of(reference)}"
-    if not rules_in(inputs.of_floats, inputs.floats):
-        return None
-    return inlined(inputs.of_floats), "autodiff of the primal"
-
-
-def vjp_matched(
-    run: RuleRun,
+def grad_matched(
+    loss: Callable[..., Any],
+    grad: Callable[..., Any] | None,
+    flat: Flat,
+    args: tuple,
+    under_test: dict[int, Any],
     reference: Callable[..., Any] | None,
     factor: float,
-    cotangent: Callable[[int], Any],
 ) -> PrecisionMatch | None:
-    """:func:`precision_match` of a VJP rule: its Jᵀȳ for ``cotangent(k)``
-    (a readable ȳ on output leaf ``k``) per input leaf."""
-    inputs = run.inputs
-    yard = yardstick_of(inputs, reference)
-    if yard is None:
+    """:func:`precision_match` of check_grad's gradient under test
+    (``under_test``: ``jax.grad(loss)`` or the user's ``grad``) against
+    ``jax.grad`` of ``reference``, else of ``loss`` with custom rules inlined;
+    None where ``loss`` is its own yardstick (no ``grad``, no custom rule).
+    The probe is ``args`` (float64 for the truth)."""
+    positions = [i.position for i in flat.checked]
+
+    def of_leaves(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def scalar(xs: list[Any], a: tuple) -> Any:
+            return fn(flat.rebuild_with(dict(zip(positions, xs))), *a)
+
+        return scalar
+
+    def gradient(fn: Callable[..., Any]) -> Callable[[Any, Any], list[Any]]:
+        return lambda xs, a: list(jax.grad(of_leaves(fn))(xs, a))
+
+    if reference is not None:
+        ref, who = gradient(reference), f"the reference {name_of(reference)}"
+    elif grad is not None or loss_has_rules(loss, flat, args):
+        ref, who = gradient(inlined(loss)), "autodiff of the loss"
+    else:
         return None
-    probes = [
-        Probe(
-            cotangent(o.position),
-            tuple(
-                f"{i.path} (cotangent on output {o.path or '<root>'})"
-                for i in inputs.flat.checked
-            ),
-        )
-        for o in run.out_infos
-        if o.is_checked
-    ]
-    return precision_match(
-        lambda fn: lambda xs, ct: jax.vjp(fn, xs)[1](ct)[0],
-        lambda ct: run.apply(ct)[0],
-        inputs.of_floats,
-        yard[0],
-        inputs.floats,
-        run.at_reference,
-        probes,
-        yardstick=yard[1],
-        kind="VJP",
-        factor=factor,
+    if grad is None:
+        rule_program = gradient(loss)
+    else:
+
+        def rule_program(xs: list[Any], a: tuple) -> list[Any]:
+            out = grad(flat.rebuild_with(dict(zip(positions, xs))), *a)
+            leaves = flat.treedef.flatten_up_to(out)
+            return [leaves[p] for p in positions]
+
+    with reference_precision("float64"):
+        xs64 = [at_precision(flat, "float64").leaves[p] for p in positions]
+    probe = Probe(
+        tuple(args),
+        tuple(i.path or "<root>" for i in flat.checked),
+        wide=lambda: to_float64_args(args),
     )
-
-
-def jvp_matched(
-    run: RuleRun, reference: Callable[..., Any] | None, factor: float
-) -> PrecisionMatch | None:
-    """:func:`precision_match` of a JVP rule: its J·u along the random
-    tangent on every input, per floating-point output leaf."""
-    inputs = run.inputs
-    yard = yardstick_of(inputs, reference)
-    if yard is None:
-        return None
-    outs = [o for o in run.out_infos if o.is_checked]
-    keep = [o.position for o in outs]
-
-    def program(fn: Callable[..., Any]) -> Callable[[Any, Any], list[Any]]:
-        def tangents(xs: Any, u: Any) -> list[Any]:
-            t = jax.tree_util.tree_leaves(jax.jvp(fn, (xs,), (u,))[1])
-            return [t[k] for k in keep]
-
-        return tangents
-
-    def rule(u: Any) -> list[Any]:
-        t = jax.tree_util.tree_leaves(run.apply(u))
-        return [t[k] for k in keep]
-
-    u = [jax.numpy.asarray(v) for v in run.directions[0]]
-    labels = tuple(f"output {o.path or '<root>'}" for o in outs)
+    xs = [flat.leaves[p] for p in positions]
     return precision_match(
-        program,
-        rule,
-        inputs.of_floats,
-        yard[0],
-        inputs.floats,
-        run.at_reference,
-        [Probe(u, labels)],
-        yardstick=yard[1],
-        kind="JVP",
+        rule_program,
+        ref,
+        lambda _: [under_test[p] for p in positions],
+        xs,
+        xs64,
+        [probe],
+        yardstick=who,
+        kind="gradient",
         factor=factor,
     )

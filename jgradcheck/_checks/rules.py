@@ -47,9 +47,10 @@ from .._options import Options
 from .._pytree.coords import readable as readable
 from .._pytree.coords import seed_of
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
+from .._report.precision_records import PrecisionMatch
 from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
-from .._report.rule_records import Check, DotTest, PrecisionMatch
+from .._report.rule_records import Check, DotTest
 from .._typing import PyTree
 from .directional import fd_directional, widen
 from .grad import check_grad_with

@@ -19,18 +19,19 @@ from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.verdict import judge, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
+from .._report.precision_records import PrecisionMatch
 from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
-from .._report.rule_records import Check, DotTest, PrecisionMatch
+from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen, widen_np
-from .precision_match import vjp_matched
 from .reference import (
     disagreement,
     leaf_against,
     reference_check,
     validate_reference,
 )
+from .rule_precision import vjp_matched
 from .rules import (
     RuleInputs,
     RuleRun,

@@ -108,18 +108,29 @@ class Narrower(NamedTuple):
     """Where a derivative program computes with a narrower float than another."""
 
     dtype: np.dtype
-    """The narrowest float dtype the program computes with."""
-    where: tuple[tuple[str, int], ...]
-    """``(equation kind, count)`` of the program's intermediates in ``dtype``,
-    e.g. ``("dot_general → bfloat16", 2)``; the other program has none."""
+    """The narrowest float dtype the program computes intermediates in."""
+    where: tuple[tuple[str, int, int], ...]
+    """``(equation kind, count in the program, count in the other)`` of the
+    intermediates in ``dtype`` that the program has more of, e.g.
+    ``("dot_general → bfloat16", 2, 0)``."""
     other: str
-    """The narrowest float dtype of the other program's intermediates
-    (``"float32"``): what it keeps where the program goes narrow."""
+    """The narrowest float dtype of the other program's intermediates other
+    than ``dtype`` (``"float32"``): what it keeps where the program goes
+    narrow."""
+
+
+NARROW_EPS = 2.0**-23
+"""Dtypes with a larger machine epsilon than float32's are *narrow*: XLA
+accumulates them in float32, so two correct programs in such a dtype can
+differ in which intermediates they keep at float32 (counted kind by kind);
+float32 and float64 programs can only differ by a narrower dtype."""
 
 
 def narrower_ops(program: Any, other: Any) -> Narrower | None:
-    """The narrowest float dtype ``program`` (a jaxpr) computes intermediates
-    in, if ``other`` computes none that narrow; else None.
+    """The narrowest float dtype ``D`` ``program`` (a jaxpr) computes
+    intermediates in, if ``other`` computes none that narrow, or (``D``
+    narrower than float32, where ``other`` computes some in ``D`` too) if
+    ``program`` computes more of some kind in ``D``; else None.
 
     >>> import jax.numpy as jnp
     >>> x = jnp.ones((2, 2), jnp.bfloat16)
@@ -128,7 +139,7 @@ def narrower_ops(program: Any, other: Any) -> Narrower | None:
     ...     lambda a: jnp.sin(jnp.dot(a, a, preferred_element_type=jnp.float32)))(x)
     >>> n = narrower_ops(narrow, wide)
     >>> str(n.dtype), n.where, n.other
-    ('bfloat16', (('dot_general → bfloat16', 1), ('sin', 1)), 'float32')
+    ('bfloat16', (('dot_general → bfloat16', 1, 0), ('sin', 1, 0)), 'float32')
     >>> narrower_ops(wide, narrow) is None
     True
     """
@@ -136,16 +147,25 @@ def narrower_ops(program: Any, other: Any) -> Narrower | None:
     if not mine:
         return None
     dtype = max((np.dtype(d) for _, d in mine), key=eps_of)
-    kept = [np.dtype(d) for _, d in theirs]
-    if kept and eps_of(max(kept, key=eps_of)) >= eps_of(dtype):
-        return None  # the other is as narrow somewhere: nothing to match
+    kept = {np.dtype(d) for _, d in theirs}
+    if any(eps_of(d) > eps_of(dtype) for d in kept):
+        return None  # the other is narrower still
+    if dtype in kept and eps_of(dtype) <= NARROW_EPS:
+        return None  # both compute in float32 (float64): nothing to match
     where = tuple(
         sorted(
-            ((label, n) for (label, d), n in mine.items() if d == str(dtype)),
+            (
+                (label, n, theirs[(label, d)])
+                for (label, d), n in mine.items()
+                if d == str(dtype) and n > theirs[(label, d)]
+            ),
             key=lambda w: (not w[0].startswith(("convert", "dot_general")), -w[1]),
         )
     )
-    other = str(max(kept, key=eps_of)) if kept else "no intermediates"
+    if not where:
+        return None
+    wider = [d for d in kept if d != dtype]
+    other = str(max(wider, key=eps_of)) if wider else "no float intermediates"
     return Narrower(dtype, where, other)
 
 

@@ -60,7 +60,10 @@ class Report(ReportRecord):
         and ``reference`` (with ``reference=``: ``name``, ``ok``, ``factor``,
         ``native``, ``reference_agrees``, ``evidence``, ``verdict`` and per
         leaf ``label``, ``rule_err``, ``ref_err``, ``ratio``, ``allowed``,
-        ``fail``, ``size``, ``worst``; else ``None``).
+        ``fail``, ``size``, ``worst``; else ``None``) and ``precision_match``
+        (after a failure of a gradient that computes with narrower float
+        intermediates than its yardstick: ``dtype``, ``where``, ``agrees``,
+        the numbers and ``line``; else ``None``).
 
         Args:
           max_entries: keep at most this many entries in each of ``failures``,

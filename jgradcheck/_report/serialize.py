@@ -16,8 +16,9 @@ import numpy as np
 
 from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
+from .precision_records import PrecisionMatch
 from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
-from .rule_records import Check, DotTest, PrecisionMatch, RuleReportRecord
+from .rule_records import Check, DotTest, RuleReportRecord
 from .rule_sections import rule_failure_lines, rule_headline
 from .sections import headline
 
@@ -131,6 +132,7 @@ def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[st
         },
         "leaves": [leaf_dict(leaf) for leaf in report.leaves],
         "reference": reference_dict(report.reference),
+        "precision_match": match_dict(report.precision_match),
         "failures": [entry_dict(e) for e in failures],
         "unsure": cap(report.unsure()),
         "kinks": cap(report.kinks()),
@@ -189,13 +191,15 @@ def reference_dict(ref: ReferenceCheck | None) -> dict[str, Any] | None:
     }
 
 
-def _match_dict(m: PrecisionMatch | None) -> dict[str, Any] | None:
+def match_dict(m: PrecisionMatch | None) -> dict[str, Any] | None:
     """The comparison at matched precision as a plain dict (None without one)."""
     if m is None:
         return None
     return {
         "dtype": m.dtype,
-        "where": [{"kind": label, "count": n} for label, n in m.where],
+        "where": [
+            {"kind": label, "rule": n, "yardstick": k} for label, n, k in m.where
+        ],
         "other": m.other,
         "yardstick": m.yardstick,
         "agrees": m.agrees,
@@ -232,7 +236,7 @@ def rule_report_dict(
         "precision": r.precision,
         "rounding": r.rounding,
         "reference": reference_dict(r.reference),
-        "precision_match": _match_dict(r.precision_match),
+        "precision_match": match_dict(r.precision_match),
         "second_order": (
             None
             if r.second_order is None
