@@ -59,6 +59,7 @@ from .._pytree.flat import Flat
 from .._report.records import LeafResult, ReferenceCheck, Settings
 from .._report.report import Report
 from .._typing import Method, Mode, Precision, PyTree
+from .precision_match import grad_matched
 from .prepare import (
     GradientUnderTest,
     RealView,
@@ -186,7 +187,10 @@ def check_grad(
         is ``jax.grad`` of a loss without such rules; ``fixed (...)`` with the
         reason where autodiff cannot differentiate the primal). A rule that
         loses digits (a float32 rule computing in float16) fails, diagnosed
-        "imprecise" with its error in ulps next to autodiff's.
+        "imprecise" with its error in ulps next to autodiff's; where it
+        computes with narrower float intermediates than its yardstick,
+        ``report.precision_match`` says whether the yardstick at that
+        precision agrees with it (the formula is right) or not.
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.
@@ -305,6 +309,7 @@ def check_grad(
         opts=opts,
         reference=reference,
         reference_factor=factor,
+        explain_precision=True,
     )
     options = dict(
         grad=grad,
@@ -340,6 +345,7 @@ def check_grad_with(
     autodiff: bool = False,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    explain_precision: bool = False,
 ) -> Report:
     """:func:`check_grad` with its options already validated in ``opts``.
 
@@ -350,6 +356,9 @@ def check_grad_with(
     ``autodiff``: ``grad`` is JAX's autodiff of ``loss`` (a rule check's
     ``jax.vjp``), so where ``loss`` uses no custom rule of the user's it is
     its own yardstick, re-run at float64, as ``jax.grad`` is.
+    ``explain_precision``: after a failure, look for a precision mismatch
+    (:func:`jgradcheck._checks.precision_match.grad_matched`; check_grad
+    itself, not the rule checks' localisation, which their own report does).
     """
     started = time.perf_counter()
     if terms is not None:
@@ -379,8 +388,21 @@ def check_grad_with(
                 reference, reference_factor, report, view, flat, args, opts
             ),
         )
+    if explain_precision and _explainable(report, view, flat, opts):
+        match = grad_matched(
+            loss, grad, flat, args, view.under_test, reference, reference_factor
+        )
+        report = dataclasses.replace(report, precision_match=match)
     wall = time.perf_counter() - started
     return dataclasses.replace(report, timing=report.timing._replace(wall_seconds=wall))
+
+
+def _explainable(report: Report, view: RealView, flat: Flat, opts: Options) -> bool:
+    """Whether a precision mismatch could explain ``report``'s failure: it
+    failed, at float64, on real params, and the reference is not in doubt."""
+    doubt = report.reference is not None and not report.reference.reference_agrees
+    real = view.flat is flat
+    return not report.ok and opts.precision == "float64" and real and not doubt
 
 
 def _against(

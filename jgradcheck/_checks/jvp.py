@@ -20,6 +20,7 @@ from .._numerics.stencil import Estimate, default_step
 from .._numerics.verdict import judge, leaf_scale, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
+from .._report.precision_records import PrecisionMatch
 from .._report.records import LeafResult, ReferenceCheck, Settings, Timing
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
@@ -32,6 +33,7 @@ from .reference import (
     reference_check,
     validate_reference,
 )
+from .rule_precision import jvp_matched
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -365,6 +367,11 @@ class JVP:
     ) -> ReferenceCheck:
         return _against(run, reference, factor)
 
+    def matched(
+        self, run: RuleRun, reference: Callable[..., Any] | None, factor: float
+    ) -> PrecisionMatch | None:
+        return jvp_matched(run, reference, factor)
+
 
 def check_jvp(
     f: Callable[..., Any],
@@ -429,6 +436,8 @@ def check_jvp(
     The rule's rounding is judged against JAX's forward-mode autodiff of the
     primal (custom rules replaced by their primal bodies) at the primals'
     precision; ``report.rounding`` says what was used.
+    After a failure, ``report.precision_match`` says whether the rule's
+    narrower float intermediates explain it (see :func:`check_vjp`).
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.

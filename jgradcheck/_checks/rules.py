@@ -48,6 +48,7 @@ from .._options import Options
 from .._pytree.coords import readable as readable
 from .._pytree.coords import seed_of
 from .._pytree.flat import Flat, LeafInfo, flatten_params, with_offsets
+from .._report.precision_records import PrecisionMatch
 from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
@@ -145,6 +146,14 @@ class Direction(Protocol):
         """The rule against JAX's derivative of ``reference`` (``reference=``)."""
         ...
 
+    def matched(
+        self, run: RuleRun, reference: Callable[..., Any] | None, factor: float
+    ) -> PrecisionMatch | None:
+        """After a failure: the rule against ``reference`` (None: autodiff of
+        the primal) at the rule's narrower precision, if it has one
+        (:mod:`jgradcheck._checks.precision_match`)."""
+        ...
+
 
 def check_order(order: Any) -> int:
     """``order=`` of a rule check: 1 or 2."""
@@ -202,6 +211,14 @@ def check_rule(
         check_reference_output(reference, inputs, y)
         against = direction.against(run, reference, reference_factor)
     checks = direction.structure(run)
+    failed = not all(d.ok for d in dot_tests) or not all(r.ok for _, r in localized)
+    match = None
+    if (
+        (failed or (against is not None and not against.ok))
+        and opts.precision == "float64"
+        and (against is None or against.reference_agrees)
+    ):
+        match = direction.matched(run, reference, reference_factor)
     second = None
     if order == 2:
         second = check_rule(
@@ -225,6 +242,7 @@ def check_rule(
         precision=inputs.narrowed,
         rounding=next((rep.settings.rounding for _, rep in localized), ""),
         reference=against,
+        precision_match=match,
     )
 
 

@@ -20,6 +20,7 @@ from .._numerics.reference import REFERENCE_FACTOR
 from .._numerics.verdict import judge, yardstick_rounding
 from .._options import Options
 from .._pytree.flat import Flat, LeafInfo
+from .._report.precision_records import PrecisionMatch
 from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
@@ -32,6 +33,7 @@ from .reference import (
     reference_check,
     validate_reference,
 )
+from .rule_precision import vjp_matched
 from .rules import (
     RuleInputs,
     RuleRun,
@@ -357,6 +359,14 @@ class VJP:
     ) -> ReferenceCheck:
         return _against(run, reference, factor, self.pairs)
 
+    def matched(
+        self, run: RuleRun, reference: Callable[..., Any] | None, factor: float
+    ) -> PrecisionMatch | None:
+        def cotangent(position: int) -> PyTree:
+            return _cotangent(run.out_infos, run.out_def, run.inputs.seed, 0, position)
+
+        return vjp_matched(run, reference, factor, cotangent)
+
 
 def check_vjp(
     f: Callable[..., Any],
@@ -428,6 +438,11 @@ def check_vjp(
     bodies): a rule that loses digits fails however consistent it is with
     itself; where autodiff cannot differentiate the primal (a ``while_loop``)
     a fixed allowance is used and ``report.rounding`` says so.
+    When the check fails and the rule computes with narrower float
+    intermediates than its yardstick (a bfloat16 product, a float16 cast),
+    ``report.precision_match`` compares them again with the yardstick rounded
+    to that dtype and says whether precision explains the failure or the
+    formula is wrong (the verdict stays FAIL).
 
     Returns:
       A ``RuleReport``.

@@ -1,9 +1,10 @@
 """What the jaxpr interpreters of the engine share: binding an equation, and
 the primitives whose bodies are jaxprs.
 
-Two interpreters walk a loss's jaxpr: :mod:`.sparse` (a perturbation carried
-as a slice delta) and :mod:`.primal_ad` (custom rules replaced by their
-primal bodies). Both re-bind every equation they do not rewrite, and both
+Three interpreters walk a jaxpr: :mod:`.sparse` (a perturbation carried
+as a slice delta), :mod:`.primal_ad` (custom rules replaced by their
+primal bodies) and :mod:`.matched` (every float intermediate rounded to a
+narrower dtype). All re-bind every equation they do not rewrite, and all
 descend into calls.
 """
 

@@ -30,6 +30,7 @@ from .._numerics.verdict import (
 from .._pytree.flat import LeafInfo
 from .._typing import Method, Mode
 from .call import Call
+from .precision_records import PrecisionMatch
 
 
 class Entry(NamedTuple):
@@ -405,6 +406,10 @@ class ReportRecord:
     """For a loss of named terms: (name, report) for each term; ``self`` is the sum."""
     reference: ReferenceCheck | None = None
     """With ``reference=``: the gradient against JAX's gradient of the reference."""
+    precision_match: PrecisionMatch | None = None
+    """When the check failed and the gradient under test computes with
+    narrower float intermediates than its yardstick: the comparison again at
+    its precision (:mod:`jgradcheck._checks.precision_match`)."""
     _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
     """How :func:`jgradcheck.check_grad` was called, for ``save_repro``; not
     compared and not serialised (None for reports built otherwise)."""

@@ -67,7 +67,10 @@ class Report(ReportRecord):
         and ``reference`` (with ``reference=``: ``name``, ``ok``, ``factor``,
         ``native``, ``reference_agrees``, ``evidence``, ``verdict`` and per
         leaf ``label``, ``rule_err``, ``ref_err``, ``ratio``, ``allowed``,
-        ``fail``, ``size``, ``worst``; else ``None``).
+        ``fail``, ``size``, ``worst``; else ``None``) and ``precision_match``
+        (after a failure of a gradient that computes with narrower float
+        intermediates than its yardstick: ``dtype``, ``where``, ``agrees``,
+        the numbers and ``line``; else ``None``).
 
         Args:
           max_entries: keep at most this many entries in each of ``failures``,
@@ -186,7 +189,10 @@ class RuleReport(RuleReportRecord):
         ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
         ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
         (how the rule's rounding was allowed for), ``reference`` (as in
-        :meth:`jgradcheck.Report.to_dict`) and
+        :meth:`jgradcheck.Report.to_dict`), ``precision_match`` (after a
+        failure of a rule that computes in a narrower float than its
+        yardstick: ``dtype``, ``where``, ``agrees``, the numbers and
+        ``line``; else ``None``) and
         ``second_order`` (the same dict for ``order=2``, else ``None``).
 
         Args:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._numerics.verdict import PASS
 from .call import Call
+from .precision_records import PrecisionMatch
 from .records import ReferenceCheck, ReportRecord
 
 RuleKind: TypeAlias = Literal["vjp", "jvp"]
@@ -80,6 +81,9 @@ class RuleReportRecord:
     ``settings.rounding``: ``"autodiff of the primal at float32"``, ...)."""
     reference: ReferenceCheck | None = None
     """With ``reference=``: the rule against JAX's derivative of the reference."""
+    precision_match: PrecisionMatch | None = None
+    """When the check failed and the rule computes in a narrower float than
+    its yardstick: the comparison again at the rule's precision."""
     _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
     """How :func:`jgradcheck.check_vjp` / :func:`jgradcheck.check_jvp` was
     called, for ``save_repro``; not compared and not serialised."""

@@ -43,6 +43,8 @@ def rule_failure_lines(r: RuleReportRecord, limit: int | None = 20) -> list[str]
     out += [f"primal: {r.primal.detail}"] if not r.primal.ok else []
     if r.reference is not None and not r.reference.ok:
         out.append(f"reference: {r.reference.verdict}")
+    if r.precision_match is not None:
+        out.append(r.precision_match.line)
     out += [f"{c.name}: {c.detail}" for c in r.structure if not c.ok]
     return out
 
@@ -156,6 +158,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
         out.append(_dot_test_section(r))
     if r.reference is not None:
         out.append(reference_section(r.reference, "rule"))
+    if r.precision_match is not None:
+        out.append(Section("lines", lines=(r.precision_match.line,), tone="fail"))
     out.append(
         Section(
             "lines",

@@ -387,6 +387,9 @@ def report_sections(report: ReportRecord, *, k: int = 8) -> tuple[Section, ...]:
     ]
     if report.reference is not None:
         out.append(reference_section(report.reference, "gradient"))
+    if report.precision_match is not None:
+        line = report.precision_match.line
+        out.append(Section("lines", lines=(line,), tone="fail"))
     if has_directions(report):
         out.append(_direction_section(report, k))
     out += _leaf_lines(report, "diagnosis:", "diagnosis", headline_tone(report))

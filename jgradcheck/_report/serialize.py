@@ -16,6 +16,7 @@ import numpy as np
 
 from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
+from .precision_records import PrecisionMatch
 from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
 from .rule_records import Check, DotTest, RuleReportRecord
 from .rule_sections import rule_failure_lines, rule_headline
@@ -131,6 +132,7 @@ def report_dict(report: ReportRecord, max_entries: int | None = None) -> dict[st
         },
         "leaves": [leaf_dict(leaf) for leaf in report.leaves],
         "reference": reference_dict(report.reference),
+        "precision_match": match_dict(report.precision_match),
         "failures": [entry_dict(e) for e in failures],
         "unsure": cap(report.unsure()),
         "kinks": cap(report.kinks()),
@@ -189,6 +191,27 @@ def reference_dict(ref: ReferenceCheck | None) -> dict[str, Any] | None:
     }
 
 
+def match_dict(m: PrecisionMatch | None) -> dict[str, Any] | None:
+    """The comparison at matched precision as a plain dict (None without one)."""
+    if m is None:
+        return None
+    return {
+        "dtype": m.dtype,
+        "where": [
+            {"kind": label, "rule": n, "yardstick": k} for label, n, k in m.where
+        ],
+        "other": m.other,
+        "yardstick": m.yardstick,
+        "agrees": m.agrees,
+        "leaf": m.leaf,
+        "rule_err": number(m.rule_err),
+        "ref_err": number(m.ref_err),
+        "matched_err": number(m.matched_err),
+        "allowed": number(m.allowed),
+        "line": m.line,
+    }
+
+
 def rule_report_dict(
     r: RuleReportRecord, max_entries: int | None = None
 ) -> dict[str, Any]:
@@ -213,6 +236,7 @@ def rule_report_dict(
         "precision": r.precision,
         "rounding": r.rounding,
         "reference": reference_dict(r.reference),
+        "precision_match": match_dict(r.precision_match),
         "second_order": (
             None
             if r.second_order is None
