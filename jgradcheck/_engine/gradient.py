@@ -279,13 +279,13 @@ class Pullback:
 
     def __init__(self, fn: Callable[..., Any], xs: Any) -> None:
         self._fn, self._xs = fn, xs
-        self._pull = lambda xs, ct: jax.vjp(fn, xs)[1](ct)
+        self._pull = programs.Function(lambda xs, ct: jax.vjp(fn, xs)[1](ct))
         self._eager: Callable[..., Any] | None = None
 
     def __call__(self, ct: Any) -> Any:
         if self._eager is None:
             try:
-                return programs.call(self._pull, self._xs, ct)
+                return self._pull(self._xs, ct)
             except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
                 self._eager = jax.vjp(self._fn, self._xs)[1]
         return self._eager(ct)
@@ -297,13 +297,13 @@ class Pushforward:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
-        self._push = lambda xs, t: jax.jvp(fn, (xs,), (t,))
+        self._push = programs.Function(lambda xs, t: jax.jvp(fn, (xs,), (t,)))
         self._eager = False
 
     def __call__(self, xs: Any, tangent: Any) -> tuple[Any, Any]:
         if not self._eager:
             try:
-                return programs.call(self._push, xs, tangent)
+                return self._push(xs, tangent)
             except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
                 self._eager = True
         return jax.jvp(self._fn, (xs,), (tangent,))

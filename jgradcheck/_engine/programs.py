@@ -167,11 +167,42 @@ def compiled_count() -> int:
     return held + len(Batch._compiled)
 
 
+class Function:
+    """``fn`` evaluated through shared compiled programs, its traces
+    remembered per argument types (as ``jax.jit`` remembers them for one
+    function object): a function applied many times (a rule's pullback) is
+    traced once per argument types, not once per call.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jgradcheck._engine import programs
+      >>> w = jnp.arange(3.0)
+      >>> f = programs.Function(lambda x: {"y": x @ w})
+      >>> f(jnp.ones(3))["y"].item(), f(jnp.full(3, 2.0))["y"].item()
+      (3.0, 6.0)
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._traces: dict[Hashable, tuple[Program, list[Any], Any]] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, in_tree = jax.tree_util.tree_flatten(args)
+        key = (in_tree, tuple(jax.typeof(x) for x in leaves))
+        traced = self._traces.get(key)
+        if traced is None:
+            traced = self._traces[key] = trace(self.fn, *args)
+        program, consts, out_tree = traced
+        outputs = evaluator(program)(consts, *leaves)
+        return jax.tree_util.tree_unflatten(out_tree, outputs)
+
+
 def call(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` through the shared compiled program of its computation.
 
     ``args`` are pytrees of arrays (tracers too: under ``jax.vmap`` the
-    program is batched, once per program).
+    program is batched, once per program). For a function applied more than
+    once, :class:`Function` also saves the tracing.
 
     Example:
       >>> import jax.numpy as jnp
@@ -180,10 +211,7 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
       >>> programs.call(lambda x: {"y": x @ w}, jnp.ones(3))["y"].item()
       3.0
     """
-    program, consts, out_tree = trace(fn, *args)
-    leaves = jax.tree_util.tree_leaves(args)
-    outputs = evaluator(program)(consts, *leaves)
-    return jax.tree_util.tree_unflatten(out_tree, outputs)
+    return Function(fn)(*args)
 
 
 class Batch:
