@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._dtypes import cast, narrowest_computed
+from .._dtypes import cast, narrowest_computed, on_device
 from .._dtypes import eps as eps_of
 from .._errors import NondeterministicLossError
 from .._numerics.rounding import (
@@ -136,7 +136,7 @@ def at_precision(flat: Flat, precision: Precision) -> Flat:
     float32 (a relative error of ``eps32/h`` ≈ 2e-5 at ``h = cbrt(eps32)``)."""
     leaves = list(flat.leaves)
     for info in flat.checked:
-        leaf = jnp.asarray(flat.leaves[info.position])
+        leaf = on_device(flat.leaves[info.position])
         dtype = jnp.float64 if precision == "float64" else effective_dtype(leaf.dtype)
         leaves[info.position] = leaf if leaf.dtype == dtype else cast(leaf, dtype)
     return Flat(flat.treedef, tuple(leaves), flat.infos)
