@@ -25,6 +25,9 @@ from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .points import validate_points, with_points
+from .pointwise import JVPAtPoints
+from .pointwise import real_flat as _real
 from .reference import (
     disagreement,
     leaf_against,
@@ -42,14 +45,6 @@ from .rules import (
     within,
 )
 from .structure import structure
-
-
-def _real(x: Any) -> np.ndarray:
-    """Flattened float64 values; complex ones as (real, imaginary) pairs."""
-    x = np.asarray(x)
-    if np.iscomplexobj(x):
-        return np.stack([x.real, x.imag], -1).reshape(-1).astype(np.float64)
-    return x.reshape(-1).astype(np.float64)
 
 
 def _tangent_leaves(
@@ -364,6 +359,10 @@ class JVP:
     ) -> ReferenceCheck:
         return _against(run, reference, factor)
 
+    def at_points(self, inputs: RuleInputs) -> JVPAtPoints:
+        (u,) = readable_directions(inputs.flat, inputs.seed, 1)
+        return JVPAtPoints(inputs.of_floats, inputs.floats, u, inputs.opts.precision)
+
 
 def check_jvp(
     f: Callable[..., Any],
@@ -380,6 +379,7 @@ def check_jvp(
     progress: bool | TextIO | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    points: int | None = None,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -454,15 +454,26 @@ def check_jvp(
         progress=progress,
     )
     factor = validate_reference(reference, reference_factor)
-    return check_rule(
+    count = validate_points(points)
+    direction = JVP(localize=localize, rows=rows)
+    report = check_rule(
         f,
         primals,
-        JVP(localize=localize, rows=rows),
+        direction,
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
         reference=reference,
         reference_factor=factor,
+    )
+    return with_points(
+        report,
+        f,
+        primals,
+        direction,
+        nondiff_argnums=tuple(nondiff_argnums),
+        opts=opts,
+        count=count,
     )
 
 

@@ -53,6 +53,7 @@ from .._report.rule_records import Check, DotTest
 from .._typing import PyTree
 from .directional import fd_directional, widen
 from .grad import check_grad_with
+from .pointwise import PointVerdicts
 from .structure import check_primal
 
 # ------------------------------------------------------------- the pipeline
@@ -142,6 +143,28 @@ class Direction(Protocol):
         factor: float,
     ) -> ReferenceCheck:
         """The rule against JAX's derivative of ``reference`` (``reference=``)."""
+        ...
+
+    def at_points(self, inputs: RuleInputs) -> AtPoints:
+        """The comparisons at many input points, compiled once (``points=``)."""
+        ...
+
+
+class AtPoints(Protocol):
+    """A direction's comparisons at many input points (``points=``)."""
+
+    @property
+    def note(self) -> str:
+        """Why the points were evaluated one by one (``""``: in one program)."""
+        ...
+
+    def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
+        """Per point (``xs``: one array per leaf, stacked): failing, in the
+        domain, near one of the thresholds ``kinks`` (not judged)."""
+        ...
+
+    def thresholds(self) -> list[float]:
+        """The scalar constants the rule compares with (its branches)."""
         ...
 
 

@@ -23,7 +23,10 @@ from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
+from .directional import pair_dot as _dot
 from .directional import widen, widen_np
+from .points import validate_points, with_points
+from .pointwise import VJPAtPoints
 from .reference import (
     disagreement,
     leaf_against,
@@ -37,6 +40,7 @@ from .rules import (
     check_rule,
     floats,
     of_floats,
+    outputs,
     readable,
     readable_directions,
     within,
@@ -59,18 +63,6 @@ def _cotangent(
         else:
             leaves.append(jnp.zeros(o.shape, o.dtype))
     return jax.tree_util.tree_unflatten(out_def, leaves)
-
-
-def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
-    """Σ over input leaves of Re⟨a_i[p], b_i[p]⟩ for each pair p, in float64.
-
-    Re(Σ a·b), without conjugation, is the pairing under which JAX's VJP is
-    the transpose of its JVP, for real and complex values alike.
-    """
-    return sum(
-        np.real(np.sum((widen_np(x) * widen_np(y)).reshape(x.shape[0], -1), axis=1))
-        for x, y in zip(a, b)
-    )
 
 
 def _pullbacks(
@@ -348,6 +340,30 @@ class VJP:
     ) -> ReferenceCheck:
         return _against(run, reference, factor, self.pairs)
 
+    def at_points(self, inputs: RuleInputs) -> VJPAtPoints:
+        out_infos, out_def = outputs(inputs.want)
+        cts = [
+            (
+                o.position,
+                jax.tree_util.tree_map(
+                    lambda *a: jnp.stack(a),
+                    *[
+                        _cotangent(out_infos, out_def, inputs.seed, p, o.position)
+                        for p in range(self.pairs)
+                    ],
+                ),
+            )
+            for o in out_infos
+            if o.is_checked
+        ]
+        return VJPAtPoints(
+            inputs.of_floats,
+            inputs.floats,
+            self.probe_directions(inputs),
+            cts,
+            inputs.opts.precision,
+        )
+
 
 def check_vjp(
     f: Callable[..., Any],
@@ -364,6 +380,7 @@ def check_vjp(
     progress: bool | TextIO | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    points: int | None = None,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -448,15 +465,26 @@ def check_vjp(
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
     factor = validate_reference(reference, reference_factor)
-    return check_rule(
+    count = validate_points(points)
+    direction = VJP(pairs=pairs, localize=localize)
+    report = check_rule(
         f,
         primals,
-        VJP(pairs=pairs, localize=localize),
+        direction,
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
         reference=reference,
         reference_factor=factor,
+    )
+    return with_points(
+        report,
+        f,
+        primals,
+        direction,
+        nondiff_argnums=tuple(nondiff_argnums),
+        opts=opts,
+        count=count,
     )
 
 

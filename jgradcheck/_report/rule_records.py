@@ -45,6 +45,53 @@ class DotTest(NamedTuple):
         return bool(np.all(self.status == PASS))
 
 
+@dataclasses.dataclass(frozen=True)
+class PointsResult:
+    """The rule at many input points (``points=``): which fail, what they
+    share, and the simplest failing input with its full check."""
+
+    count: int
+    """How many input points were tried (the given values are point 0)."""
+    labels: tuple[str, ...]
+    """What each point is (``"every entry 15.015"``, ``"a mixture …"``)."""
+    failing: tuple[int, ...]
+    """Indices of the in-domain points where a comparison failed."""
+    out_of_domain: tuple[int, ...]
+    """Indices of the points where the primal, or one of its finite-difference
+    evaluations, is not finite: listed, not judged."""
+    at_threshold: tuple[int, ...] = ()
+    """Indices of the in-domain points where the finite differences reach
+    across a threshold of the rule (a kink or branch): not judged."""
+    underflow: tuple[int, ...] = ()
+    """Indices of the in-domain points where every failing comparison is within
+    what the rule's dtype loses below its smallest normal (flushed to zero):
+    not judged."""
+    thresholds: tuple[float, ...] = ()
+    """The scalar constants the rule compares with (straddled by points)."""
+    common: str = ""
+    """What every failing point has and no passing point has (``"some entry of
+    [0] > 15"``), or ``""`` when nothing simple separates them."""
+    simplest: tuple[str, ...] = ()
+    """The simplest failing input after shrinking, as lines of code to paste."""
+    simplest_report: RuleReportRecord | None = None
+    """The full check at the simplest failing input (paths and indices)."""
+    note: str = ""
+    """Why the points were evaluated one by one (``""``: in one program)."""
+
+    @property
+    def in_domain(self) -> int:
+        return self.count - len(self.out_of_domain)
+
+    @property
+    def judged(self) -> int:
+        """In the domain, clear of the thresholds, not lost to underflow."""
+        return self.in_domain - len(self.at_threshold) - len(self.underflow)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class RuleReportRecord:
     """The data of a :class:`jgradcheck.RuleReport` and its verdict.
@@ -75,6 +122,8 @@ class RuleReportRecord:
     ``settings.rounding``: ``"autodiff of the primal at float32"``, ...)."""
     reference: ReferenceCheck | None = None
     """With ``reference=``: the rule against JAX's derivative of the reference."""
+    points: PointsResult | None = None
+    """With ``points=K``: the rule at ``K`` input points."""
 
     @property
     def ok(self) -> bool:
@@ -85,4 +134,5 @@ class RuleReportRecord:
             and all(c.ok for c in self.structure)
             and (self.second_order is None or self.second_order.ok)
             and (self.reference is None or self.reference.ok)
+            and (self.points is None or self.points.ok)
         )

@@ -1,0 +1,376 @@
+"""The dot tests of check_vjp and check_jvp at many input points at once (``points=``).
+
+At each point, the same comparisons as at the primals, judged by the same
+rules: for a VJP, ⟨ȳ, FD(J·u)⟩ against ⟨Jᵀȳ, u⟩ per output leaf and pair; for
+a JVP, FD(J·u) against the rule's J·u entry by entry along the random tangent.
+The finite differences come from :class:`~.directional.PointDifferences`, the
+rule and its yardstick (autodiff of the primal, custom rules inlined) from
+programs vmapped over the points and compiled once, so that every batch of
+points (the generated ones, then the shrinking's candidates) reuses them.
+Localisation is not done here: the simplest failing point gets the full check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._dtypes import eps as eps_of
+from .._engine.context import reference_precision
+from .._engine.jaxprs import thresholds
+from .._engine.primal_ad import inlined, rules_in
+from .._numerics.stencil import Estimate
+from .._numerics.verdict import FAIL, judge, leaf_scale, yardstick_rounding
+from .._typing import Precision
+from .directional import PointDifferences, pair_dot, widen, widen_np
+
+
+class PointVerdicts(NamedTuple):
+    """Per point: whether a comparison failed, and whether it is in the domain."""
+
+    failing: np.ndarray
+    """bool [K]: some dot test (or tangent entry) failed there (in-domain points)."""
+    in_domain: np.ndarray
+    """bool [K]: the primal and its finite-difference evaluations are finite."""
+    at_threshold: np.ndarray
+    """bool [K]: the finite differences reach across a threshold the rule
+    compares with (a kink or branch: central differences straddle it); not
+    judged."""
+    underflow: np.ndarray
+    """bool [K]: every failing comparison there is within the underflow of the
+    rule's dtype (:func:`underflow_only`); not judged."""
+
+
+def underflow_only(
+    status: np.ndarray, diff: np.ndarray, bound: np.ndarray | float
+) -> bool:
+    """Whether every failing comparison differs by at most ``bound``: what
+    the rule's dtype can get wrong below its smallest normal number, where
+    results are flushed to zero (XLA on CPU), so the relative rounding model
+    of the verdict does not hold: an entry ``|v| < tiny`` is computed as 0.
+    ``bound`` is ``tiny`` per entry (J·u), or ``tiny·Σ|uⱼ|`` for a dot test
+    (each entry of Jᵀȳ may lose ``tiny``)."""
+    bad = status == FAIL
+    return bool(np.any(bad)) and bool(np.all((diff <= bound)[bad]))
+
+
+def _outcome(
+    failing: np.ndarray, in_domain: np.ndarray, kink: np.ndarray, tiny: np.ndarray
+) -> PointVerdicts:
+    judged = in_domain & ~kink
+    return PointVerdicts(
+        failing & judged & ~tiny, in_domain, kink & in_domain, tiny & judged
+    )
+
+
+def near(xs: list[Any], kinks: list[float], reach: np.ndarray) -> np.ndarray:
+    """bool [K]: some entry of point k lies within ``reach[k]`` of a threshold."""
+    out = np.zeros(len(reach), bool)
+    for v in xs:
+        a = np.asarray(v, np.float64).reshape(len(reach), -1)
+        for c in kinks:
+            out |= np.any(np.abs(a - c) <= reach[:, None], axis=1)
+    return out
+
+
+def real_flat(x: Any) -> np.ndarray:
+    """Flattened float64 values; complex ones as (real, imaginary) pairs."""
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        return np.stack([x.real, x.imag], -1).reshape(-1).astype(np.float64)
+    return x.reshape(-1).astype(np.float64)
+
+
+def dot_fd(
+    est: Estimate, r0: np.ndarray, ybar: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """⟨ȳ, FD(J·u)⟩ per pair, its error bar, its roundoff at the default step
+    and ``Σ|ȳ·FD(J·u)|`` (the scale); ``ybar`` stacked per pair."""
+    pairs = ybar.shape[0]
+    flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
+    numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
+    error = np.sum(np.abs(flatten(ybar)) * flatten(est.error), axis=1)
+    round0 = np.sum(np.abs(flatten(ybar)) * flatten(r0), axis=1)
+    terms = np.sum(np.abs(flatten(ybar) * flatten(est.value)), axis=1)
+    return numeric, error, round0, terms
+
+
+class Batched:
+    """``fn`` vmapped over its first argument's leading axis and compiled once;
+    point by point (``note`` says why) where ``fn`` cannot be vmapped."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._vmapped = jax.jit(jax.vmap(fn, in_axes=(0, None)))
+        self._single = jax.jit(fn)
+        self.note = ""
+
+    def __call__(self, xs: list[Any], rest: Any) -> Any:
+        if not self.note:
+            try:
+                return self._vmapped(xs, rest)
+            except Exception as e:  # noqa: BLE001 - a loop instead, with a note
+                self.note = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        outs = [
+            self._single([v[k] for v in xs], rest) for k in range(int(xs[0].shape[0]))
+        ]
+        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)
+
+
+def _finite(tree: Any) -> np.ndarray:
+    """bool [K]: every leaf of ``tree`` (leading axis: points) finite."""
+    leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(tree)]
+    return np.all(
+        [np.all(np.isfinite(v.reshape(v.shape[0], -1)), axis=1) for v in leaves],
+        axis=0,
+    )
+
+
+class _Yardstick(NamedTuple):
+    native: Batched | None
+    """Autodiff of the primal at the points' own precision (None: the rule is
+    autodiff itself, measured against ``reference`` alone)."""
+    reference: Batched | None
+    """The same at reference precision (None: the fixed allowance)."""
+
+
+def _yardstick(
+    g: Callable[[list[Any]], Any],
+    x: list[Any],
+    precision: Precision,
+    derivative: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> _Yardstick:
+    """As the checks at the primals do: where ``g`` uses no custom rule of the
+    user's, the rule itself at reference precision; else autodiff of the
+    primal with the rules inlined, native and reference."""
+    if precision != "float64":
+        return _Yardstick(None, None)
+    with reference_precision(precision):
+        if not rules_in(g, [widen(v) for v in x]):
+            return _Yardstick(None, Batched(derivative(g)))
+    primal = inlined(g)
+    return _Yardstick(Batched(derivative(primal)), Batched(derivative(primal)))
+
+
+def _rounding(
+    yard: _Yardstick, xs: list[Any], probe: Any, rule: Any, widen_probe: Any
+) -> tuple[Any, Any] | None:
+    """``(b, b64)``: the yardstick at the points (``b`` None: the rule is
+    autodiff), or None where AD of the primal fails (the fixed allowance)."""
+    if yard.reference is None:
+        return None
+    try:  # AD of the primal raises through a while_loop: the fixed allowance
+        with reference_precision("float64"):
+            b64 = yard.reference([widen(v) for v in xs], widen_probe(probe))
+            b64 = jax.tree_util.tree_map(np.asarray, b64)
+        b = None if yard.native is None else yard.native(xs, probe)
+    except Exception:  # noqa: BLE001 - AD of the primal is optional
+        return None
+    return b, b64
+
+
+def _allowance(a: np.ndarray, bb: tuple[Any, Any] | None, pick: Any) -> Any:
+    """The rounding allowance of the rule's values ``a`` (None: fixed)."""
+    if bb is None:
+        return None
+    b, b64 = bb
+    if b is None:
+        return np.abs(a - pick(b64))
+    return yardstick_rounding(a, pick(b), pick(b64))
+
+
+def _pullback(g: Callable[[list[Any]], Any]) -> Callable[..., Any]:
+    """``(xs, stacked ȳ) ↦ (g(xs), Jᵀȳ per pair)``."""
+
+    def rule(xs: list[Any], cts: Any) -> Any:
+        y, back = jax.vjp(g, xs)
+        return y, jax.vmap(back)(cts)[0]
+
+    return rule
+
+
+def _pushforward(g: Callable[[list[Any]], Any]) -> Callable[..., Any]:
+    """``(xs, u) ↦ (g(xs), J·u)``."""
+    return lambda xs, u: jax.jvp(g, (xs,), (u,))
+
+
+def _thresholds(rule: Callable[..., Any], x: list[Any], probe: Any) -> list[float]:
+    """:func:`~jgradcheck._engine.jaxprs.thresholds` of ``rule(x, probe)``
+    (none where it cannot be traced)."""
+    try:
+        return thresholds(jax.make_jaxpr(rule)(x, probe))
+    except Exception:  # noqa: BLE001 - thresholds are a hint, points still run
+        return []
+
+
+def _widened_cts(cts: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda c: c if c.dtype == jax.dtypes.float0 else widen(c), cts
+    )
+
+
+class VJPAtPoints:
+    """The VJP's dot tests at a batch of points: ``verdicts(xs)``.
+
+    Args:
+      g: ``f`` as a function of its differentiated leaves.
+      x: those leaves at the primals (shapes, dtypes, custom rules).
+      directions: the probe directions ``u`` (as at the primals).
+      cotangents: per checked output leaf, its position and the readable
+        cotangents ȳ on it stacked per pair (as at the primals).
+      precision: of the finite differences.
+    """
+
+    def __init__(
+        self,
+        g: Callable[[list[Any]], Any],
+        x: list[Any],
+        directions: list[list[np.ndarray]],
+        cotangents: list[tuple[int, Any]],
+        precision: Precision,
+    ) -> None:
+        self._g, self._x, self._directions, self._cts = g, x, directions, cotangents
+        self._precision = precision
+        self._fd = PointDifferences(g)
+        self._rule = Batched(_pullback(g))
+        self._yard = _yardstick(
+            g, x, precision, lambda h: lambda xs, ct: _pullback(h)(xs, ct)[1]
+        )
+        self._u = [np.stack([u[k] for u in directions]) for k in range(len(x))]
+        self._eps = max(eps_of(v.dtype) for v in x)
+        self._stacked = jax.tree_util.tree_map(
+            lambda *a: jnp.concatenate(a), *[cts for _, cts in cotangents]
+        )
+        # Each entry of Jᵀȳ may lose the smallest normal of its dtype.
+        self._tiny_dot = sum(
+            float(jnp.finfo(v.dtype).tiny)
+            * np.abs(u).reshape(len(directions), -1).sum(1)
+            for v, u in zip(x, self._u)
+        )
+
+    @property
+    def note(self) -> str:
+        """Why the points were evaluated one by one (``""``: in one program)."""
+        return self._fd.note or self._rule.note
+
+    def thresholds(self) -> list[float]:
+        """The scalar constants the primal and the rule compare with."""
+        return _thresholds(_pullback(self._g), self._x, self._cts[0][1])
+
+    def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
+        """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
+        ``kinks``, thresholds near which a point is not judged."""
+        with reference_precision(self._precision):
+            ref = [widen(v) if self._precision == "float64" else v for v in xs]
+            diffs, fd_finite, reach = self._fd(ref, self._directions)
+        K = len(diffs)
+        failing, tiny = np.zeros(K, bool), np.zeros(K, bool)
+        # Every output's cotangents in one call: [K, outputs · pairs, *shape].
+        y, pulled = self._rule(xs, self._stacked)
+        in_domain = fd_finite & _finite(y)
+        kink = near(xs, kinks, reach)
+        rule = [np.asarray(v) for v in pulled]
+        bb = _rounding(self._yard, xs, self._stacked, None, _widened_cts)
+        pairs = len(self._directions)
+        for o, (position, cts) in enumerate(self._cts):
+            part = slice(o * pairs, (o + 1) * pairs)
+            ybar = widen_np(jax.tree_util.tree_leaves(cts)[position])
+            for k in np.flatnonzero(in_domain & ~kink):
+                a = pair_dot([v[k][part] for v in rule], self._u)
+                numeric, error, round0, terms = dot_fd(*diffs[k][position], ybar)
+                v = judge(
+                    a,
+                    numeric,
+                    error,
+                    round0,
+                    eps_grad=self._eps,
+                    scale=float(terms.max()),
+                    rounding=_allowance(
+                        a,
+                        bb,
+                        lambda t, k=k, s=part: pair_dot([w[k][s] for w in t], self._u),
+                    ),
+                )
+                if underflow_only(v.status, np.abs(a - numeric), self._tiny_dot):
+                    tiny[k] = True
+                else:
+                    failing[k] |= bool(np.any(v.status == FAIL))
+        return _outcome(failing, in_domain, kink, tiny & ~failing)
+
+
+class JVPAtPoints:
+    """The JVP's tangent comparison at a batch of points: ``verdicts(xs)``.
+
+    Args:
+      g: ``f`` as a function of its differentiated leaves.
+      x: those leaves at the primals (shapes, dtypes, custom rules).
+      tangent: the readable tangent on every input (as at the primals).
+      precision: of the finite differences.
+    """
+
+    def __init__(
+        self,
+        g: Callable[[list[Any]], Any],
+        x: list[Any],
+        tangent: list[np.ndarray],
+        precision: Precision,
+    ) -> None:
+        self._g, self._x = g, x
+        self._tangent, self._precision = tangent, precision
+        self._fd = PointDifferences(g)
+        self._rule = Batched(_pushforward(g))
+        self._yard = _yardstick(
+            g, x, precision, lambda h: lambda xs, u: _pushforward(h)(xs, u)[1]
+        )
+        self._u = [jnp.asarray(t, v.dtype) for t, v in zip(tangent, x)]
+
+    @property
+    def note(self) -> str:
+        """Why the points were evaluated one by one (``""``: in one program)."""
+        return self._fd.note or self._rule.note
+
+    def thresholds(self) -> list[float]:
+        """The scalar constants the primal and the rule compare with."""
+        return _thresholds(_pushforward(self._g), self._x, self._u)
+
+    def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
+        """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
+        ``kinks``, thresholds near which a point is not judged."""
+        with reference_precision(self._precision):
+            ref = [widen(v) if self._precision == "float64" else v for v in xs]
+            diffs, fd_finite, reach = self._fd(ref, [self._tangent])
+        y, pushed = self._rule(xs, self._u)
+        in_domain = fd_finite & _finite(y)
+        kink = near(xs, kinks, reach)
+        pushed = [np.asarray(v) for v in jax.tree_util.tree_leaves(pushed)]
+        bb = _rounding(self._yard, xs, self._u, None, lambda u: [widen(v) for v in u])
+        failing, tiny = np.zeros(len(diffs), bool), np.zeros(len(diffs), bool)
+        for k in np.flatnonzero(in_domain & ~kink):
+            for j, (est, r0) in enumerate(diffs[k]):
+                a, n = real_flat(pushed[j][k]), real_flat(est.value[0])
+                parts = 2 if np.iscomplexobj(pushed[j]) else 1
+                err = np.repeat(real_flat(est.error[0]), parts)
+                v = judge(
+                    a,
+                    n,
+                    err,
+                    np.repeat(real_flat(r0[0]), parts),
+                    eps_grad=eps_of(pushed[j].dtype),
+                    scale=leaf_scale(n, err),
+                    rounding=_allowance(
+                        a,
+                        bb,
+                        lambda t, j=j, k=k: real_flat(
+                            jax.tree_util.tree_leaves(t)[j][k]
+                        ),
+                    ),
+                )
+                tiny_j = float(jnp.finfo(pushed[j].dtype).tiny)
+                if underflow_only(v.status, np.abs(a - n), tiny_j):
+                    tiny[k] = True
+                else:
+                    failing[k] |= bool(np.any(v.status == FAIL))
+        return _outcome(failing, in_domain, kink, tiny & ~failing)
