@@ -20,7 +20,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,7 +29,6 @@ from .._numerics.stencil import default_step
 from .._options import Options
 from .._report.report import RuleReport
 from .._report.rule_records import PointsResult
-from .pointwise import Batched
 from .rules import AtPoints, Direction, RuleInputs, check_rule, rule_inputs
 
 SHRINK_ROUNDS = 16
@@ -59,24 +57,17 @@ def validate_points(count: Any) -> int | None:
 
 
 def _largest_finite(
-    g: Callable[[list[Any]], Any], x: list[Any]
+    judge: _Judge,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """``(large, beyond)``: per sign (negative, positive), the largest power of
-    two at which ``g`` (every entry that value) is finite, and the next one
-    tried, at which it is not (the dtype's largest finite if it never is)."""
-    info = jnp.finfo(max((v.dtype for v in x), key=eps_of))
+    two at which the primal (every entry that value) is finite, and the next
+    one tried, at which it is not (the dtype's largest finite if it never is).
+    Evaluated with the rule's own compiled program, in its batches."""
+    info = jnp.finfo(max((v.dtype for v in judge.x), key=eps_of))
     step = max(1, info.maxexp // 64)
     mags = 2.0 ** np.arange(0, info.maxexp, step, dtype=np.float64)
     signed = np.concatenate([-mags, mags])
-    xs = [jnp.asarray(np.multiply.outer(signed, np.ones(v.shape)), v.dtype) for v in x]
-    values = jax.tree_util.tree_leaves(Batched(lambda xs, _: g(xs))(xs, None))
-    finite = np.all(
-        [
-            np.all(np.isfinite(np.asarray(v).reshape(signed.size, -1)), 1)
-            for v in values
-        ],
-        axis=0,
-    )
+    finite = judge.finite([[np.full(v.shape, m) for v in judge.x] for m in signed])
     large, beyond = [], []
     for sign, ok in ((-1.0, finite[: mags.size]), (1.0, finite[mags.size :])):
         last = np.flatnonzero(ok)
@@ -108,12 +99,9 @@ class _Judge:
             np.asarray(jnp.asarray(v, xi.dtype), np.float64) for v, xi in zip(p, self.x)
         ]
 
-    def __call__(
-        self, points: list[pts.Point]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per point: failing, in the domain, not judged (near a threshold or
-        within underflow); ``self.underflow`` keeps the latter."""
-        failing, inside, kinked, tiny = [], [], [], []
+    def _batches(self, points: list[pts.Point]) -> Any:
+        """``(xs, n)`` per batch: the points stacked per leaf (padded with
+        the base point to the batch size) and how many are real."""
         for start in range(0, len(points), self.batch):
             chunk = points[start : start + self.batch]
             padded = chunk + [self.base] * (self.batch - len(chunk))
@@ -121,11 +109,26 @@ class _Judge:
                 jnp.asarray(np.stack([p[j] for p in padded]), xi.dtype)
                 for j, xi in enumerate(self.x)
             ]
+            yield xs, len(chunk)
+
+    def finite(self, points: list[pts.Point]) -> np.ndarray:
+        """Per point: the primal is finite there."""
+        return np.concatenate(
+            [self.at.primal_finite(xs)[:n] for xs, n in self._batches(points)]
+        )
+
+    def __call__(
+        self, points: list[pts.Point]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per point: failing, in the domain, not judged (near a threshold or
+        within underflow); ``self.underflow`` keeps the latter."""
+        failing, inside, kinked, tiny = [], [], [], []
+        for xs, n in self._batches(points):
             v = self.at.verdicts(xs, self.kinks)
-            failing.append(v.failing[: len(chunk)])
-            inside.append(v.in_domain[: len(chunk)])
-            kinked.append(v.at_threshold[: len(chunk)] | v.underflow[: len(chunk)])
-            tiny.append(v.underflow[: len(chunk)])
+            failing.append(v.failing[:n])
+            inside.append(v.in_domain[:n])
+            kinked.append(v.at_threshold[:n] | v.underflow[:n])
+            tiny.append(v.underflow[:n])
         self.underflow = np.concatenate(tiny)
         return np.concatenate(failing), np.concatenate(inside), np.concatenate(kinked)
 
@@ -177,10 +180,11 @@ def points_result(
     dtypes = [np.dtype(v.dtype) for v in x]
     paths = [i.path for i in flat.checked]
     given = [np.asarray(v, np.float64) for v in x]
-    large, beyond = _largest_finite(inputs.of_floats, x)
     narrow = max(dtypes, key=eps_of)
     kinks = at.thresholds()
     kinks += [-c for c in kinks if -c not in kinks]
+    judge = _Judge(at, x, max(count, MIN_BATCH), given, kinks)
+    large, beyond = _largest_finite(judge)
     ref = np.dtype(np.float64) if inputs.opts.precision == "float64" else narrow
     points, labels = pts.point_set(
         given,
@@ -193,7 +197,6 @@ def points_result(
         # Beyond the finite differences' reach (so they do not straddle c).
         rel=max(1e-3, 4 * eps_of(narrow), 4 * default_step(ref)),
     )
-    judge = _Judge(at, x, max(count, MIN_BATCH), given, kinks)
     points = [judge.cast(p) for p in points]
     failing, inside, kinked = judge(points)
     underflow = judge.underflow

@@ -12,6 +12,7 @@ Localisation is not done here: the simplest failing point gets the full check.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -156,7 +157,7 @@ def _yardstick(
 
 
 def _rounding(
-    yard: _Yardstick, xs: list[Any], probe: Any, rule: Any, widen_probe: Any
+    yard: _Yardstick, xs: list[Any], probe: Any, widen_probe: Any
 ) -> tuple[Any, Any] | None:
     """``(b, b64)``: the yardstick at the points (``b`` None: the rule is
     autodiff), or None where AD of the primal fails (the fixed allowance)."""
@@ -180,6 +181,48 @@ def _allowance(a: np.ndarray, bb: tuple[Any, Any] | None, pick: Any) -> Any:
     if b is None:
         return np.abs(a - pick(b64))
     return yardstick_rounding(a, pick(b), pick(b64))
+
+
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn()``, computed at the first call only."""
+    memo: list[Any] = []
+
+    def get() -> Any:
+        if not memo:
+            memo.append(fn())
+        return memo[0]
+
+    return get
+
+
+def _verdict(
+    a: np.ndarray,
+    numeric: np.ndarray,
+    error: np.ndarray,
+    round0: np.ndarray,
+    *,
+    eps_grad: float,
+    scale: float,
+    allowance: Callable[[], np.ndarray | None],
+) -> Any:
+    """:func:`judge` at the fixed floor first: the strictest allowance (a
+    measured rounding only ever widens it), so what passes there passes;
+    what fails is judged again with the yardstick's ``allowance()``, which is
+    computed (and its programs compiled) only then."""
+    v = judge(a, numeric, error, round0, eps_grad=eps_grad, scale=scale)
+    if np.any(v.status == FAIL):
+        rounding = allowance()
+        if rounding is not None:
+            v = judge(
+                a,
+                numeric,
+                error,
+                round0,
+                eps_grad=eps_grad,
+                scale=scale,
+                rounding=rounding,
+            )
+    return v
 
 
 def _pullback(g: Callable[[list[Any]], Any]) -> Callable[..., Any]:
@@ -260,6 +303,10 @@ class VJPAtPoints:
         """The scalar constants the primal and the rule compare with."""
         return _thresholds(_pullback(self._g), self._x, self._cts[0][1])
 
+    def primal_finite(self, xs: list[Any]) -> np.ndarray:
+        """bool [K]: the primal is finite at each point (the rule's program)."""
+        return _finite(self._rule(xs, self._stacked)[0])
+
     def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
         """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
         ``kinks``, thresholds near which a point is not judged."""
@@ -273,26 +320,28 @@ class VJPAtPoints:
         in_domain = fd_finite & _finite(y)
         kink = near(xs, kinks, reach)
         rule = [np.asarray(v) for v in pulled]
-        bb = _rounding(self._yard, xs, self._stacked, None, _widened_cts)
+        bb = _once(lambda: _rounding(self._yard, xs, self._stacked, _widened_cts))
+
+        def allowance(a: np.ndarray, k: int, part: slice) -> np.ndarray | None:
+            return _allowance(
+                a, bb(), lambda t: pair_dot([w[k][part] for w in t], self._u)
+            )
+
         pairs = len(self._directions)
         for o, (position, cts) in enumerate(self._cts):
             part = slice(o * pairs, (o + 1) * pairs)
             ybar = widen_np(jax.tree_util.tree_leaves(cts)[position])
-            for k in np.flatnonzero(in_domain & ~kink):
+            for k in map(int, np.flatnonzero(in_domain & ~kink)):
                 a = pair_dot([v[k][part] for v in rule], self._u)
                 numeric, error, round0, terms = dot_fd(*diffs[k][position], ybar)
-                v = judge(
+                v = _verdict(
                     a,
                     numeric,
                     error,
                     round0,
                     eps_grad=self._eps,
                     scale=float(terms.max()),
-                    rounding=_allowance(
-                        a,
-                        bb,
-                        lambda t, k=k, s=part: pair_dot([w[k][s] for w in t], self._u),
-                    ),
+                    allowance=functools.partial(allowance, a, k, part),
                 )
                 if underflow_only(v.status, np.abs(a - numeric), self._tiny_dot):
                     tiny[k] = True
@@ -336,6 +385,10 @@ class JVPAtPoints:
         """The scalar constants the primal and the rule compare with."""
         return _thresholds(_pushforward(self._g), self._x, self._u)
 
+    def primal_finite(self, xs: list[Any]) -> np.ndarray:
+        """bool [K]: the primal is finite at each point (the rule's program)."""
+        return _finite(self._rule(xs, self._u)[0])
+
     def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
         """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
         ``kinks``, thresholds near which a point is not judged."""
@@ -346,27 +399,29 @@ class JVPAtPoints:
         in_domain = fd_finite & _finite(y)
         kink = near(xs, kinks, reach)
         pushed = [np.asarray(v) for v in jax.tree_util.tree_leaves(pushed)]
-        bb = _rounding(self._yard, xs, self._u, None, lambda u: [widen(v) for v in u])
+        bb = _once(
+            lambda: _rounding(self._yard, xs, self._u, lambda u: [widen(v) for v in u])
+        )
         failing, tiny = np.zeros(len(diffs), bool), np.zeros(len(diffs), bool)
-        for k in np.flatnonzero(in_domain & ~kink):
+
+        def allowance(a: np.ndarray, j: int, k: int) -> np.ndarray | None:
+            return _allowance(
+                a, bb(), lambda t: real_flat(jax.tree_util.tree_leaves(t)[j][k])
+            )
+
+        for k in map(int, np.flatnonzero(in_domain & ~kink)):
             for j, (est, r0) in enumerate(diffs[k]):
                 a, n = real_flat(pushed[j][k]), real_flat(est.value[0])
                 parts = 2 if np.iscomplexobj(pushed[j]) else 1
                 err = np.repeat(real_flat(est.error[0]), parts)
-                v = judge(
+                v = _verdict(
                     a,
                     n,
                     err,
                     np.repeat(real_flat(r0[0]), parts),
                     eps_grad=eps_of(pushed[j].dtype),
                     scale=leaf_scale(n, err),
-                    rounding=_allowance(
-                        a,
-                        bb,
-                        lambda t, j=j, k=k: real_flat(
-                            jax.tree_util.tree_leaves(t)[j][k]
-                        ),
-                    ),
+                    allowance=functools.partial(allowance, a, j, k),
                 )
                 tiny_j = float(jnp.finfo(pushed[j].dtype).tiny)
                 if underflow_only(v.status, np.abs(a - n), tiny_j):

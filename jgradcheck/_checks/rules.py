@@ -167,6 +167,10 @@ class AtPoints(Protocol):
         """The scalar constants the rule compares with (its branches)."""
         ...
 
+    def primal_finite(self, xs: list[Any]) -> np.ndarray:
+        """Per point (``xs`` as in :meth:`verdicts`): the primal is finite."""
+        ...
+
 
 def check_order(order: Any) -> int:
     """``order=`` of a rule check: 1 or 2."""
