@@ -206,8 +206,10 @@ def points_result(
         if ok and not bad and not kink
     ]
     zero = [np.zeros_like(v) for v in given]
-    if passing:
-        judge.base = min(passing, key=lambda p: pts.simplicity(p, zero, dtypes))
+    if passing:  # fewest nonzero entries, then fewest digits, then smallest
+        judge.base = min(
+            passing, key=lambda p: _digits_first(pts.simplicity(p, zero, dtypes))
+        )
     simplest, report, code = None, None, tuple[str, ...]()
     bad = np.flatnonzero(failing)
     if bad.size:
@@ -234,6 +236,11 @@ def points_result(
         simplest_report=report,
         note=at.note,
     )
+
+
+def _digits_first(key: tuple) -> tuple:
+    moved, distance, digits = key
+    return moved, digits, distance
 
 
 def _at(flat: Any, point: pts.Point, x: list[Any]) -> dict[int, Any]:

@@ -38,9 +38,9 @@ class PointVerdicts(NamedTuple):
     in_domain: np.ndarray
     """bool [K]: the primal and its finite-difference evaluations are finite."""
     at_threshold: np.ndarray
-    """bool [K]: the finite differences reach across a threshold the rule
-    compares with (a kink or branch: central differences straddle it); not
-    judged."""
+    """bool [K]: a comparison failed, but the finite differences reach across
+    a threshold the rule compares with (a kink or branch: central differences
+    straddle it, and may be what is wrong); not counted as failing."""
     underflow: np.ndarray
     """bool [K]: every failing comparison there is within the underflow of the
     rule's dtype (:func:`underflow_only`); not judged."""
@@ -62,9 +62,12 @@ def underflow_only(
 def _outcome(
     failing: np.ndarray, in_domain: np.ndarray, kink: np.ndarray, tiny: np.ndarray
 ) -> PointVerdicts:
-    judged = in_domain & ~kink
+    # Near a threshold only a failure is discounted: a pass there is the
+    # rule agreeing with differences that straddle it.
+    straddled = failing & kink & in_domain
+    tiny = tiny & in_domain & ~straddled
     return PointVerdicts(
-        failing & judged & ~tiny, in_domain, kink & in_domain, tiny & judged
+        failing & in_domain & ~kink & ~tiny, in_domain, straddled, tiny
     )
 
 
@@ -309,7 +312,7 @@ class VJPAtPoints:
 
     def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
         """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
-        ``kinks``, thresholds near which a point is not judged."""
+        ``kinks``, thresholds near which a failing point is not counted."""
         with reference_precision(self._precision):
             ref = [widen(v) if self._precision == "float64" else v for v in xs]
             diffs, fd_finite, reach = self._fd(ref, self._directions)
@@ -331,7 +334,7 @@ class VJPAtPoints:
         for o, (position, cts) in enumerate(self._cts):
             part = slice(o * pairs, (o + 1) * pairs)
             ybar = widen_np(jax.tree_util.tree_leaves(cts)[position])
-            for k in map(int, np.flatnonzero(in_domain & ~kink)):
+            for k in map(int, np.flatnonzero(in_domain)):
                 a = pair_dot([v[k][part] for v in rule], self._u)
                 numeric, error, round0, terms = dot_fd(*diffs[k][position], ybar)
                 v = _verdict(
@@ -391,7 +394,7 @@ class JVPAtPoints:
 
     def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
         """Args: ``xs``, the points (one array per leaf, stacked [K, *shape]);
-        ``kinks``, thresholds near which a point is not judged."""
+        ``kinks``, thresholds near which a failing point is not counted."""
         with reference_precision(self._precision):
             ref = [widen(v) if self._precision == "float64" else v for v in xs]
             diffs, fd_finite, reach = self._fd(ref, [self._tangent])
@@ -409,7 +412,7 @@ class JVPAtPoints:
                 a, bb(), lambda t: real_flat(jax.tree_util.tree_leaves(t)[j][k])
             )
 
-        for k in map(int, np.flatnonzero(in_domain & ~kink)):
+        for k in map(int, np.flatnonzero(in_domain)):
             for j, (est, r0) in enumerate(diffs[k]):
                 a, n = real_flat(pushed[j][k]), real_flat(est.value[0])
                 parts = 2 if np.iscomplexobj(pushed[j]) else 1

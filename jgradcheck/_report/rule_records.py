@@ -60,8 +60,9 @@ class PointsResult:
     """Indices of the points where the primal, or one of its finite-difference
     evaluations, is not finite: listed, not judged."""
     at_threshold: tuple[int, ...] = ()
-    """Indices of the in-domain points where the finite differences reach
-    across a threshold of the rule (a kink or branch): not judged."""
+    """Indices of the in-domain points that fail, but where the finite
+    differences reach across a threshold of the rule (a kink or branch): not
+    counted, neither failing nor judged."""
     underflow: tuple[int, ...] = ()
     """Indices of the in-domain points where every failing comparison is within
     what the rule's dtype loses below its smallest normal (flushed to zero):

@@ -79,9 +79,7 @@ def _points_summary(p: PointsResult) -> str:
 
 def _points_section(p: PointsResult, kind: str) -> Section:
     """The rule at many input points: verdict, domain, the simplest failing input."""
-    lines = [
-        f"input points ({p.count}; point 0 is the given values): {_points_summary(p)}"
-    ]
+    lines = [f"{_points_summary(p)}; point 0 is the given values"]
     if p.failing:
         lines.append(
             "failing points: "
@@ -97,8 +95,9 @@ def _points_section(p: PointsResult, kind: str) -> Section:
         )
     if p.at_threshold:
         lines.append(
-            "at a threshold (the finite differences straddle it; not judged): "
-            "points " + _indices(p.at_threshold)
+            "failing only where the finite differences straddle a threshold of "
+            "the rule (a kink or branch; not counted): points "
+            + _indices(p.at_threshold)
         )
     if p.underflow:
         lines.append(
