@@ -424,10 +424,28 @@ def check_jvp(
         is wrong, not the rule. Works in bfloat16 and float16.
       reference_factor: ``k`` of ``reference=`` (default 2, see
         :func:`check_vjp`).
+      points: also check the rule at this many input points with the primals'
+        shapes and dtypes (None: the primals only, as without it): the given
+        values, 0, ±1, ±the smallest normal, the largest magnitudes where
+        the primal is finite and one beyond, values straddling the
+        thresholds the rule compares with (from its jaxpr), spreads around
+        the given values and mixtures, deterministic given ``key``. Each
+        point gets the dot tests above (one compiled program for all, where
+        ``f`` can be vmapped over them; a loop, with a note, where not);
+        points where the primal or its finite differences are not finite
+        are out of the domain, listed, not failed. The failing points are
+        summarised (what they share that no passing point has) and the
+        first is shrunk to the simplest input that still fails, which gets
+        the full check and is printed as code to paste into a test:
+        ``report.points`` (``ok`` is False when any point fails). See
+        docs/guide/points.md.
 
     The rule's rounding is judged against JAX's forward-mode autodiff of the
     primal (custom rules replaced by their primal bodies) at the primals'
     precision; ``report.rounding`` says what was used.
+
+    Raises:
+      ValueError: ``points`` is not a positive int (or None).
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.
