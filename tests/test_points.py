@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
+from jgradcheck._engine.jaxprs import thresholds
 from jgradcheck._interfaces.cli import _parser
 from jgradcheck._numerics import points as pts
+from jgradcheck._numerics.verdict import FAIL, PASS, judge
 
 K = 16
 
@@ -223,6 +225,11 @@ def test_failures_and_serialisation_carry_the_points(saturation):
         saturation.points.failing
     )
     assert d["points"]["simplest_report"]["ok"] is False
+    # The points' values stay on the record, out of the dict.
+    assert "values" not in d["points"]
+    (values,) = saturation.points.values
+    assert values.shape == (K, 3) and values.dtype == np.float32
+    assert np.array_equal(values[0], np.asarray(X))  # point 0: the given values
     assert "input points" in saturation._repr_html_()
 
 
@@ -316,3 +323,23 @@ def test_shrinking_candidates_and_printing():
         "x0 = jnp.array([[0.0, 15.02]], dtype=jnp.float32)  # [0]['w']",
         "x1 = jnp.array(1.5, dtype=jnp.float32)  # [1]",
     ]
+
+
+def test_thresholds_are_the_constants_compared_with():
+    jaxpr = jax.make_jaxpr(lambda x: _exprel(x) + jnp.where(x > 15.0, x, 0.0))
+    # 0.0 for abs; 0.01 as the float32 constant it is.
+    assert thresholds(jaxpr(jnp.ones(2))) == [0.0, float(np.float32(0.01)), 15.0]
+    assert thresholds(jax.make_jaxpr(jnp.tanh)(1.0)) == []
+
+
+def test_a_nan_yardstick_leaves_the_fixed_floor():
+    """A yardstick that is NaN at an entry (autodiff's inf·0 through an
+    unselected branch) measured nothing there: the fixed floor judges it, as
+    without a yardstick, both ways."""
+    n, err, r0 = np.array([1.0, 2.0]), np.full(2, 1e-12), np.full(2, 1e-13)
+    nan = np.array([np.nan, np.nan])
+    for a, want in [(n.copy(), PASS), (n * (1 + 1e-3), FAIL)]:
+        with_nan = judge(a, n, err, r0, eps_grad=2.0**-23, scale=2.0, rounding=nan)
+        fixed = judge(a, n, err, r0, eps_grad=2.0**-23, scale=2.0)
+        assert np.all(with_nan.status == want) and np.all(fixed.status == want)
+        assert np.array_equal(with_nan.tolerance, fixed.tolerance)

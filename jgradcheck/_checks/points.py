@@ -235,6 +235,10 @@ def points_result(
         simplest=code,
         simplest_report=report,
         note=at.note,
+        values=tuple(
+            np.stack([np.asarray(p[j]) for p in points]).astype(dtype)
+            for j, dtype in enumerate(dtypes)
+        ),
     )
 
 

@@ -78,6 +78,10 @@ class PointsResult:
     """The full check at the simplest failing input (paths and indices)."""
     note: str = ""
     """Why the points were evaluated one by one (``""``: in one program)."""
+    values: tuple[np.ndarray, ...] = ()
+    """The points themselves: per differentiated input leaf, its values at
+    every point stacked (``[count, *shape]``, the leaf's dtype). Not in
+    ``to_dict`` (``labels`` says what each point is)."""
 
     @property
     def in_domain(self) -> int:

@@ -226,7 +226,9 @@ def _points_dict(
     p: PointsResult | None, max_entries: int | None
 ) -> dict[str, Any] | None:
     """``points=``: the counts, failing and out-of-domain indices, the
-    summary and the simplest failing input with its full check."""
+    summary and the simplest failing input with its full check. The points'
+    values are left out (``labels`` says what each is; the failing one that
+    matters is ``simplest``)."""
     if p is None:
         return None
     return {
