@@ -247,6 +247,27 @@ def test_correct_branches_pass_at_every_judged_point(x64):
         assert "out of the domain" in str(report)
 
 
+@jax.custom_vjp
+def sine(x):
+    return jnp.sin(x)
+
+
+sine.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
+
+
+def test_wide_steps_at_huge_inputs_are_not_trusted_alone():
+    """At |x| ≈ 1e37 the finite differences' steps (cbrt(eps)·|x|) span many
+    periods of sin: whatever they say is not counted unless float64
+    autodiff of the primal agrees. A correct rule passes; those points are
+    listed as unresolved, never failed."""
+    report = jgc.check_vjp(sine, X, points=K, localize=0)
+    p = report.points
+    assert report.ok and p.failing == () and p.unsure == ()
+    huge = {k for k, v in enumerate(p.values[0]) if np.max(np.abs(v)) > 1e30}
+    assert p.unresolved and set(p.unresolved) <= huge
+    assert "cannot resolve f there" in str(report)
+
+
 def test_without_points_the_report_is_as_before():
     report = jgc.check_vjp(branches, EQUAL_ROWS, localize=0)
     assert report.points is None and "input points" not in str(report)

@@ -92,6 +92,8 @@ class _Judge:
         self.at, self.x, self.batch, self.base = at, x, batch, base
         self.kinks = kinks
         self.underflow = np.zeros(0, bool)
+        self.unresolved = np.zeros(0, bool)
+        self.unsure = np.zeros(0, bool)
 
     def cast(self, p: pts.Point) -> pts.Point:
         """``p`` rounded to the leaves' dtypes (values as they will be used)."""
@@ -120,16 +122,21 @@ class _Judge:
     def __call__(
         self, points: list[pts.Point]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per point: failing, in the domain, not judged (near a threshold or
-        within underflow); ``self.underflow`` keeps the latter."""
-        failing, inside, kinked, tiny = [], [], [], []
+        """Per point: failing, in the domain, not judged (near a threshold,
+        within underflow, or unresolved by the finite differences);
+        ``self.underflow`` and ``self.unresolved`` keep the last two."""
+        failing, inside, kinked, tiny, blurred, undecided = [], [], [], [], [], []
         for xs, n in self._batches(points):
             v = self.at.verdicts(xs, self.kinks)
             failing.append(v.failing[:n])
             inside.append(v.in_domain[:n])
-            kinked.append(v.at_threshold[:n] | v.underflow[:n])
+            kinked.append(v.at_threshold[:n] | v.underflow[:n] | v.unresolved[:n])
             tiny.append(v.underflow[:n])
+            blurred.append(v.unresolved[:n])
+            undecided.append(v.unsure[:n])
         self.underflow = np.concatenate(tiny)
+        self.unresolved = np.concatenate(blurred)
+        self.unsure = np.concatenate(undecided)
         return np.concatenate(failing), np.concatenate(inside), np.concatenate(kinked)
 
 
@@ -199,11 +206,11 @@ def points_result(
     )
     points = [judge.cast(p) for p in points]
     failing, inside, kinked = judge(points)
-    underflow = judge.underflow
+    underflow, unresolved, unsure = judge.underflow, judge.unresolved, judge.unsure
     passing = [
         p
-        for p, bad, ok, kink in zip(points, failing, inside, kinked)
-        if ok and not bad and not kink
+        for p, bad, ok, kink, doubt in zip(points, failing, inside, kinked, unsure)
+        if ok and not bad and not kink and not doubt
     ]
     zero = [np.zeros_like(v) for v in given]
     if passing:  # fewest nonzero entries, then fewest digits, then smallest
@@ -228,7 +235,11 @@ def points_result(
         labels=tuple(labels),
         failing=tuple(int(k) for k in bad),
         out_of_domain=tuple(int(k) for k in np.flatnonzero(~inside)),
-        at_threshold=tuple(int(k) for k in np.flatnonzero(kinked & ~underflow)),
+        at_threshold=tuple(
+            int(k) for k in np.flatnonzero(kinked & ~underflow & ~unresolved)
+        ),
+        unresolved=tuple(int(k) for k in np.flatnonzero(unresolved)),
+        unsure=tuple(int(k) for k in np.flatnonzero(unsure)),
         underflow=tuple(int(k) for k in np.flatnonzero(underflow)),
         thresholds=tuple(kinks),
         common=pts.common_property([points[k] for k in bad], passing, paths),

@@ -25,7 +25,7 @@ from .._engine.context import reference_precision
 from .._engine.jaxprs import thresholds
 from .._engine.primal_ad import inlined, rules_in
 from .._numerics.stencil import Estimate
-from .._numerics.verdict import FAIL, judge, leaf_scale, yardstick_rounding
+from .._numerics.verdict import FAIL, PASS, judge, leaf_scale, yardstick_rounding
 from .._typing import Precision
 from .directional import PointDifferences, pair_dot, widen, widen_np
 
@@ -44,6 +44,14 @@ class PointVerdicts(NamedTuple):
     underflow: np.ndarray
     """bool [K]: every failing comparison there is within the underflow of the
     rule's dtype (:func:`underflow_only`); not judged."""
+    unsure: np.ndarray
+    """bool [K]: no comparison failed, some were unsure (the differences'
+    error bar too wide to decide), and the rule does not match float64
+    autodiff of the primal either; counts against ``ok`` as at the primals."""
+    unresolved: np.ndarray
+    """bool [K]: the rule fails against the finite differences but agrees with
+    JAX's float64 autodiff of the primal (:func:`_matches_autodiff`): the
+    differences cannot resolve ``f`` there; not judged."""
 
 
 def underflow_only(
@@ -59,16 +67,100 @@ def underflow_only(
     return bool(np.any(bad)) and bool(np.all((diff <= bound)[bad]))
 
 
-def _outcome(
-    failing: np.ndarray, in_domain: np.ndarray, kink: np.ndarray, tiny: np.ndarray
-) -> PointVerdicts:
-    # Near a threshold only a failure is discounted: a pass there is the
-    # rule agreeing with differences that straddle it.
-    straddled = failing & kink & in_domain
-    tiny = tiny & in_domain & ~straddled
-    return PointVerdicts(
-        failing & in_domain & ~kink & ~tiny, in_domain, straddled, tiny
+def _matches_autodiff(
+    a: np.ndarray,
+    a64: np.ndarray,
+    *,
+    eps_grad: float,
+    scale: float,
+    rounding: np.ndarray | None,
+) -> bool:
+    """Whether the rule's values ``a`` pass against ``a64``, JAX's autodiff of
+    the primal (custom rules inlined) at float64, as exact values, by the
+    same rule (the yardstick's rounding allowed). Where the rule fails
+    against the finite differences but matches this, the differences are
+    what is wrong: steps of ``cbrt(eps)·max(1, |x|)`` far wider than the
+    function's own scale (``sin`` at 1e22), or straddling a kink."""
+    zero = np.zeros_like(a64)
+    v = judge(
+        a,
+        a64,
+        zero,
+        zero,
+        eps_grad=eps_grad,
+        scale=max(scale, float(np.max(np.abs(a64), initial=0.0))),
+        rounding=rounding,
     )
+    return bool(np.all(v.status == PASS)) and bool(np.all(np.isfinite(a64)))
+
+
+WIDE_STEP = 1.0
+"""Finite differences whose steps move an entry by more than this (points with
+entries beyond ``1/cbrt(eps)``, 1.6e5 in float64) average ``f`` over more than
+its unit scale: a pass there counts only if float64 autodiff of the primal
+agrees (:func:`_confirmed`)."""
+
+
+def _confirmed(
+    a: np.ndarray,
+    a64: np.ndarray | None,
+    eps: float,
+    scale: float,
+    rounding: Callable[[], np.ndarray | None],
+) -> bool:
+    """A pass against wide-step finite differences stands where the rule also
+    matches float64 autodiff of the primal, or where there is none to ask
+    (not finite, or the primal cannot be differentiated)."""
+    if a64 is None or not np.all(np.isfinite(a64)):
+        return True
+    return _matches_autodiff(a, a64, eps_grad=eps, scale=scale, rounding=rounding())
+
+
+def _failure_kind(
+    status: np.ndarray,
+    a: np.ndarray,
+    numeric: np.ndarray,
+    a64: np.ndarray | None,
+    *,
+    bound: np.ndarray | float,
+    eps_grad: float,
+    scale: float,
+    rounding: np.ndarray | None,
+) -> str:
+    """What a comparison at a point that did not pass is: ``"unresolved"``
+    where the rule matches float64 autodiff of the primal (``a64``, when
+    there is one); ``"unsure"`` where nothing failed; ``"underflow"`` where
+    every failure is within ``bound`` of the finite differences and of
+    ``a64``; else ``"fail"``."""
+    if a64 is not None and _matches_autodiff(
+        a, a64, eps_grad=eps_grad, scale=scale, rounding=rounding
+    ):
+        return "unresolved"
+    if not np.any(status == FAIL):
+        return "unsure"
+    near_zero = underflow_only(status, np.abs(a - numeric), bound)
+    if near_zero and (a64 is None or underflow_only(status, np.abs(a - a64), bound)):
+        return "underflow"
+    return "fail"
+
+
+_KINDS = ("fail", "unsure", "underflow", "unresolved")
+"""What a point where some comparison did not pass is (:func:`_failure_kind`)."""
+
+
+def _outcome(
+    flags: dict[str, np.ndarray], in_domain: np.ndarray, kink: np.ndarray
+) -> PointVerdicts:
+    """Per point, its worst kind over every comparison: a failure anywhere
+    fails it; near a threshold only a failure is discounted (a pass there is
+    the rule agreeing with differences that straddle it)."""
+    fail = flags["fail"] & in_domain
+    unsure = flags["unsure"] & in_domain & ~fail
+    straddled = (fail | unsure) & kink
+    unsure &= ~kink
+    tiny = flags["underflow"] & in_domain & ~fail & ~unsure & ~kink
+    unresolved = flags["unresolved"] & in_domain & ~fail & ~unsure & ~tiny & ~kink
+    return PointVerdicts(fail & ~kink, in_domain, straddled, tiny, unsure, unresolved)
 
 
 def near(xs: list[Any], kinks: list[float], reach: np.ndarray) -> np.ndarray:
@@ -105,12 +197,16 @@ def dot_fd(
 
 class Batched:
     """``fn`` vmapped over its first argument's leading axis and compiled once;
-    point by point (``note`` says why) where ``fn`` cannot be vmapped."""
+    point by point (``note`` says why) where ``fn`` cannot be vmapped, and
+    eagerly where it cannot even be compiled (Python control flow on values
+    in a rule, which the checks at the primals run eagerly too)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
         self._vmapped = jax.jit(jax.vmap(fn, in_axes=(0, None)))
         self._single = jax.jit(fn)
         self.note = ""
+        self._eager = False
 
     def __call__(self, xs: list[Any], rest: Any) -> Any:
         if not self.note:
@@ -118,10 +214,16 @@ class Batched:
                 return self._vmapped(xs, rest)
             except Exception as e:  # noqa: BLE001 - a loop instead, with a note
                 self.note = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        outs = [
-            self._single([v[k] for v in xs], rest) for k in range(int(xs[0].shape[0]))
-        ]
+        outs = [self._one([v[k] for v in xs], rest) for k in range(int(xs[0].shape[0]))]
         return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)
+
+    def _one(self, x: list[Any], rest: Any) -> Any:
+        if not self._eager:
+            try:
+                return self._single(x, rest)
+            except Exception:  # noqa: BLE001 - retried eagerly, which raises real errors
+                self._eager = True
+        return self._fn(x, rest)
 
 
 def _finite(tree: Any) -> np.ndarray:
@@ -317,17 +419,24 @@ class VJPAtPoints:
             ref = [widen(v) if self._precision == "float64" else v for v in xs]
             diffs, fd_finite, reach = self._fd(ref, self._directions)
         K = len(diffs)
-        failing, tiny = np.zeros(K, bool), np.zeros(K, bool)
+        flags = {kind: np.zeros(K, bool) for kind in _KINDS}
         # Every output's cotangents in one call: [K, outputs · pairs, *shape].
         y, pulled = self._rule(xs, self._stacked)
         in_domain = fd_finite & _finite(y)
         kink = near(xs, kinks, reach)
+        wide = reach > WIDE_STEP
         rule = [np.asarray(v) for v in pulled]
         bb = _once(lambda: _rounding(self._yard, xs, self._stacked, _widened_cts))
 
         def allowance(a: np.ndarray, k: int, part: slice) -> np.ndarray | None:
             return _allowance(
                 a, bb(), lambda t: pair_dot([w[k][part] for w in t], self._u)
+            )
+
+        def autodiff(k: int, part: slice) -> np.ndarray | None:
+            got = bb()
+            return (
+                None if got is None else pair_dot([w[k][part] for w in got[1]], self._u)
             )
 
         pairs = len(self._directions)
@@ -346,11 +455,31 @@ class VJPAtPoints:
                     scale=float(terms.max()),
                     allowance=functools.partial(allowance, a, k, part),
                 )
-                if underflow_only(v.status, np.abs(a - numeric), self._tiny_dot):
-                    tiny[k] = True
-                else:
-                    failing[k] |= bool(np.any(v.status == FAIL))
-        return _outcome(failing, in_domain, kink, tiny & ~failing)
+                if np.all(v.status == PASS) and not wide[k]:
+                    continue
+                a64 = autodiff(k, part)
+                if np.all(v.status == PASS):
+                    if not _confirmed(
+                        a,
+                        a64,
+                        self._eps,
+                        float(terms.max()),
+                        functools.partial(allowance, a, k, part),
+                    ):
+                        flags["unresolved"][k] = True
+                    continue
+                kind = _failure_kind(
+                    v.status,
+                    a,
+                    numeric,
+                    a64,
+                    bound=self._tiny_dot,
+                    eps_grad=self._eps,
+                    scale=float(terms.max()),
+                    rounding=allowance(a, k, part) if a64 is not None else None,
+                )
+                flags[kind][k] = True
+        return _outcome(flags, in_domain, kink)
 
 
 class JVPAtPoints:
@@ -401,16 +530,23 @@ class JVPAtPoints:
         y, pushed = self._rule(xs, self._u)
         in_domain = fd_finite & _finite(y)
         kink = near(xs, kinks, reach)
+        wide = reach > WIDE_STEP
         pushed = [np.asarray(v) for v in jax.tree_util.tree_leaves(pushed)]
         bb = _once(
             lambda: _rounding(self._yard, xs, self._u, lambda u: [widen(v) for v in u])
         )
-        failing, tiny = np.zeros(len(diffs), bool), np.zeros(len(diffs), bool)
+        flags = {kind: np.zeros(len(diffs), bool) for kind in _KINDS}
 
         def allowance(a: np.ndarray, j: int, k: int) -> np.ndarray | None:
             return _allowance(
                 a, bb(), lambda t: real_flat(jax.tree_util.tree_leaves(t)[j][k])
             )
+
+        def autodiff(j: int, k: int) -> np.ndarray | None:
+            got = bb()
+            if got is None:
+                return None
+            return real_flat(jax.tree_util.tree_leaves(got[1])[j][k])
 
         for k in map(int, np.flatnonzero(in_domain)):
             for j, (est, r0) in enumerate(diffs[k]):
@@ -426,9 +562,29 @@ class JVPAtPoints:
                     scale=leaf_scale(n, err),
                     allowance=functools.partial(allowance, a, j, k),
                 )
-                tiny_j = float(jnp.finfo(pushed[j].dtype).tiny)
-                if underflow_only(v.status, np.abs(a - n), tiny_j):
-                    tiny[k] = True
-                else:
-                    failing[k] |= bool(np.any(v.status == FAIL))
-        return _outcome(failing, in_domain, kink, tiny & ~failing)
+                if np.all(v.status == PASS) and not wide[k]:
+                    continue
+                a64 = autodiff(j, k)
+                if np.all(v.status == PASS):
+                    eps_j = eps_of(pushed[j].dtype)
+                    if not _confirmed(
+                        a,
+                        a64,
+                        eps_j,
+                        leaf_scale(n, err),
+                        functools.partial(allowance, a, j, k),
+                    ):
+                        flags["unresolved"][k] = True
+                    continue
+                kind = _failure_kind(
+                    v.status,
+                    a,
+                    n,
+                    a64,
+                    bound=float(jnp.finfo(pushed[j].dtype).tiny),
+                    eps_grad=eps_of(pushed[j].dtype),
+                    scale=leaf_scale(n, err),
+                    rounding=allowance(a, j, k) if a64 is not None else None,
+                )
+                flags[kind][k] = True
+        return _outcome(flags, in_domain, kink)

@@ -140,7 +140,7 @@ class RuleReport(RuleReportRecord):
                 (how the rule's rounding was allowed for), ``reference`` (as in
         :meth:`jgradcheck.Report.to_dict`), ``points`` (with ``points=K``:
                 ``ok``, ``count``, ``judged``, ``failing``, ``out_of_domain``,
-                ``at_threshold``, ``underflow``, ``labels``, ``thresholds``,
+                ``at_threshold``, ``underflow``, ``unresolved``, ``unsure``, ``labels``, ``thresholds``,
                 ``common``, ``simplest`` (lines of code), ``simplest_report`` (this
                 dict for the full check there) and ``note``; else ``None``) and
                 ``second_order`` (the same dict for ``order=2``, else ``None``).

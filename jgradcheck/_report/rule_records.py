@@ -67,6 +67,16 @@ class PointsResult:
     """Indices of the in-domain points where every failing comparison is within
     what the rule's dtype loses below its smallest normal (flushed to zero):
     not judged."""
+    unsure: tuple[int, ...] = ()
+    """Indices of the in-domain points where no comparison failed but some
+    were unsure (the finite differences' error bar too wide to decide) and
+    the rule does not match float64 autodiff of the primal: counted, not
+    passed (as an unsure dot test at the primals is not ok)."""
+    unresolved: tuple[int, ...] = ()
+    """Indices of the in-domain points where the rule fails against the finite
+    differences but agrees with JAX's float64 autodiff of the primal: the
+    differences cannot resolve ``f`` there (steps far wider than its own
+    scale, ``sin`` at 1e22): not judged."""
     thresholds: tuple[float, ...] = ()
     """The scalar constants the rule compares with (straddled by points)."""
     common: str = ""
@@ -89,12 +99,18 @@ class PointsResult:
 
     @property
     def judged(self) -> int:
-        """In the domain, clear of the thresholds, not lost to underflow."""
-        return self.in_domain - len(self.at_threshold) - len(self.underflow)
+        """In the domain and counted: not at a threshold, in underflow or
+        unresolved."""
+        return (
+            self.in_domain
+            - len(self.at_threshold)
+            - len(self.underflow)
+            - len(self.unresolved)
+        )
 
     @property
     def ok(self) -> bool:
-        return not self.failing
+        return not self.failing and not self.unsure
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

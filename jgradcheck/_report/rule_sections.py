@@ -72,6 +72,8 @@ def _points_summary(p: PointsResult) -> str:
     if p.ok:
         return f"passes at all {p.judged} judged input points ({p.count} in all)"
     line = f"fails at {len(p.failing)} of {p.judged} judged input points ({p.count} in all)"
+    if p.unsure:
+        line += f", unsure at {len(p.unsure)}"
     if p.common:
         line += f", all with {p.common} (no passing point has)"
     return line
@@ -103,6 +105,17 @@ def _points_section(p: PointsResult, kind: str) -> Section:
         lines.append(
             "below the smallest normal number (the rule's values there are "
             "flushed to zero; not judged): points " + _indices(p.underflow)
+        )
+    if p.unsure:
+        lines.append(
+            "unsure (the finite differences cannot decide, and the rule does not "
+            "match float64 autodiff of the primal): points " + _indices(p.unsure)
+        )
+    if p.unresolved:
+        lines.append(
+            "failing against the finite differences but agreeing with JAX's "
+            "float64 autodiff of the primal (the differences cannot resolve f "
+            "there; not judged): points " + _indices(p.unresolved)
         )
     if p.thresholds:
         lines.append(

@@ -239,6 +239,8 @@ def _points_dict(
         "out_of_domain": list(p.out_of_domain),
         "at_threshold": list(p.at_threshold),
         "underflow": list(p.underflow),
+        "unresolved": list(p.unresolved),
+        "unsure": list(p.unsure),
         "judged": p.judged,
         "labels": list(p.labels),
         "thresholds": [number(t) for t in p.thresholds],
