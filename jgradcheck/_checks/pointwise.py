@@ -25,152 +25,21 @@ from .._engine.context import reference_precision
 from .._engine.jaxprs import thresholds
 from .._engine.primal_ad import inlined, rules_in
 from .._numerics.stencil import Estimate
-from .._numerics.verdict import FAIL, PASS, judge, leaf_scale, yardstick_rounding
+from .._numerics.verdict import PASS, leaf_scale
 from .._typing import Precision
 from .directional import PointDifferences, pair_dot, widen, widen_np
-
-
-class PointVerdicts(NamedTuple):
-    """Per point: whether a comparison failed, and whether it is in the domain."""
-
-    failing: np.ndarray
-    """bool [K]: some dot test (or tangent entry) failed there (in-domain points)."""
-    in_domain: np.ndarray
-    """bool [K]: the primal and its finite-difference evaluations are finite."""
-    at_threshold: np.ndarray
-    """bool [K]: a comparison failed, but the finite differences reach across
-    a threshold the rule compares with (a kink or branch: central differences
-    straddle it, and may be what is wrong); not counted as failing."""
-    underflow: np.ndarray
-    """bool [K]: every failing comparison there is within the underflow of the
-    rule's dtype (:func:`underflow_only`); not judged."""
-    unsure: np.ndarray
-    """bool [K]: no comparison failed, some were unsure (the differences'
-    error bar too wide to decide), and the rule does not match float64
-    autodiff of the primal either; counts against ``ok`` as at the primals."""
-    unresolved: np.ndarray
-    """bool [K]: the rule fails against the finite differences but agrees with
-    JAX's float64 autodiff of the primal (:func:`_matches_autodiff`): the
-    differences cannot resolve ``f`` there; not judged."""
-
-
-def underflow_only(
-    status: np.ndarray, diff: np.ndarray, bound: np.ndarray | float
-) -> bool:
-    """Whether every failing comparison differs by at most ``bound``: what
-    the rule's dtype can get wrong below its smallest normal number, where
-    results are flushed to zero (XLA on CPU), so the relative rounding model
-    of the verdict does not hold: an entry ``|v| < tiny`` is computed as 0.
-    ``bound`` is ``tiny`` per entry (J·u), or ``tiny·Σ|uⱼ|`` for a dot test
-    (each entry of Jᵀȳ may lose ``tiny``)."""
-    bad = status == FAIL
-    return bool(np.any(bad)) and bool(np.all((diff <= bound)[bad]))
-
-
-def _matches_autodiff(
-    a: np.ndarray,
-    a64: np.ndarray,
-    *,
-    eps_grad: float,
-    scale: float,
-    rounding: np.ndarray | None,
-) -> bool:
-    """Whether the rule's values ``a`` pass against ``a64``, JAX's autodiff of
-    the primal (custom rules inlined) at float64, as exact values, by the
-    same rule (the yardstick's rounding allowed). Where the rule fails
-    against the finite differences but matches this, the differences are
-    what is wrong: steps of ``cbrt(eps)·max(1, |x|)`` far wider than the
-    function's own scale (``sin`` at 1e22), or straddling a kink."""
-    zero = np.zeros_like(a64)
-    v = judge(
-        a,
-        a64,
-        zero,
-        zero,
-        eps_grad=eps_grad,
-        scale=max(scale, float(np.max(np.abs(a64), initial=0.0))),
-        rounding=rounding,
-    )
-    return bool(np.all(v.status == PASS)) and bool(np.all(np.isfinite(a64)))
-
-
-WIDE_STEP = 1.0
-"""Finite differences whose steps move an entry by more than this (points with
-entries beyond ``1/cbrt(eps)``, 1.6e5 in float64) average ``f`` over more than
-its unit scale: a pass there counts only if float64 autodiff of the primal
-agrees (:func:`_confirmed`)."""
-
-
-def _confirmed(
-    a: np.ndarray,
-    a64: np.ndarray | None,
-    eps: float,
-    scale: float,
-    rounding: Callable[[], np.ndarray | None],
-) -> bool:
-    """A pass against wide-step finite differences stands where the rule also
-    matches float64 autodiff of the primal, or where there is none to ask
-    (not finite, or the primal cannot be differentiated)."""
-    if a64 is None or not np.all(np.isfinite(a64)):
-        return True
-    return _matches_autodiff(a, a64, eps_grad=eps, scale=scale, rounding=rounding())
-
-
-def _failure_kind(
-    status: np.ndarray,
-    a: np.ndarray,
-    numeric: np.ndarray,
-    a64: np.ndarray | None,
-    *,
-    bound: np.ndarray | float,
-    eps_grad: float,
-    scale: float,
-    rounding: np.ndarray | None,
-) -> str:
-    """What a comparison at a point that did not pass is: ``"unresolved"``
-    where the rule matches float64 autodiff of the primal (``a64``, when
-    there is one); ``"unsure"`` where nothing failed; ``"underflow"`` where
-    every failure is within ``bound`` of the finite differences and of
-    ``a64``; else ``"fail"``."""
-    if a64 is not None and _matches_autodiff(
-        a, a64, eps_grad=eps_grad, scale=scale, rounding=rounding
-    ):
-        return "unresolved"
-    if not np.any(status == FAIL):
-        return "unsure"
-    near_zero = underflow_only(status, np.abs(a - numeric), bound)
-    if near_zero and (a64 is None or underflow_only(status, np.abs(a - a64), bound)):
-        return "underflow"
-    return "fail"
-
-
-_KINDS = ("fail", "unsure", "underflow", "unresolved")
-"""What a point where some comparison did not pass is (:func:`_failure_kind`)."""
-
-
-def _outcome(
-    flags: dict[str, np.ndarray], in_domain: np.ndarray, kink: np.ndarray
-) -> PointVerdicts:
-    """Per point, its worst kind over every comparison: a failure anywhere
-    fails it; near a threshold only a failure is discounted (a pass there is
-    the rule agreeing with differences that straddle it)."""
-    fail = flags["fail"] & in_domain
-    unsure = flags["unsure"] & in_domain & ~fail
-    straddled = (fail | unsure) & kink
-    unsure &= ~kink
-    tiny = flags["underflow"] & in_domain & ~fail & ~unsure & ~kink
-    unresolved = flags["unresolved"] & in_domain & ~fail & ~unsure & ~tiny & ~kink
-    return PointVerdicts(fail & ~kink, in_domain, straddled, tiny, unsure, unresolved)
-
-
-def near(xs: list[Any], kinks: list[float], reach: np.ndarray) -> np.ndarray:
-    """bool [K]: some entry of point k lies within ``reach[k]`` of a threshold."""
-    out = np.zeros(len(reach), bool)
-    for v in xs:
-        a = np.asarray(v, np.float64).reshape(len(reach), -1)
-        for c in kinks:
-            out |= np.any(np.abs(a - c) <= reach[:, None], axis=1)
-    return out
+from .point_verdicts import (
+    KINDS,
+    WIDE_STEP,
+    PointVerdicts,
+    allowance_of,
+    confirmed,
+    failure_kind,
+    near,
+    once,
+    outcome,
+    verdict,
+)
 
 
 def real_flat(x: Any) -> np.ndarray:
@@ -278,58 +147,6 @@ def _rounding(
     return b, b64
 
 
-def _allowance(a: np.ndarray, bb: tuple[Any, Any] | None, pick: Any) -> Any:
-    """The rounding allowance of the rule's values ``a`` (None: fixed)."""
-    if bb is None:
-        return None
-    b, b64 = bb
-    if b is None:
-        return np.abs(a - pick(b64))
-    return yardstick_rounding(a, pick(b), pick(b64))
-
-
-def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn()``, computed at the first call only."""
-    memo: list[Any] = []
-
-    def get() -> Any:
-        if not memo:
-            memo.append(fn())
-        return memo[0]
-
-    return get
-
-
-def _verdict(
-    a: np.ndarray,
-    numeric: np.ndarray,
-    error: np.ndarray,
-    round0: np.ndarray,
-    *,
-    eps_grad: float,
-    scale: float,
-    allowance: Callable[[], np.ndarray | None],
-) -> Any:
-    """:func:`judge` at the fixed floor first: the strictest allowance (a
-    measured rounding only ever widens it), so what passes there passes;
-    what fails is judged again with the yardstick's ``allowance()``, which is
-    computed (and its programs compiled) only then."""
-    v = judge(a, numeric, error, round0, eps_grad=eps_grad, scale=scale)
-    if np.any(v.status == FAIL):
-        rounding = allowance()
-        if rounding is not None:
-            v = judge(
-                a,
-                numeric,
-                error,
-                round0,
-                eps_grad=eps_grad,
-                scale=scale,
-                rounding=rounding,
-            )
-    return v
-
-
 def _pullback(g: Callable[[list[Any]], Any]) -> Callable[..., Any]:
     """``(xs, stacked ȳ) ↦ (g(xs), Jᵀȳ per pair)``."""
 
@@ -419,17 +236,17 @@ class VJPAtPoints:
             ref = [widen(v) if self._precision == "float64" else v for v in xs]
             diffs, fd_finite, reach = self._fd(ref, self._directions)
         K = len(diffs)
-        flags = {kind: np.zeros(K, bool) for kind in _KINDS}
+        flags = {kind: np.zeros(K, bool) for kind in KINDS}
         # Every output's cotangents in one call: [K, outputs · pairs, *shape].
         y, pulled = self._rule(xs, self._stacked)
         in_domain = fd_finite & _finite(y)
         kink = near(xs, kinks, reach)
         wide = reach > WIDE_STEP
         rule = [np.asarray(v) for v in pulled]
-        bb = _once(lambda: _rounding(self._yard, xs, self._stacked, _widened_cts))
+        bb = once(lambda: _rounding(self._yard, xs, self._stacked, _widened_cts))
 
         def allowance(a: np.ndarray, k: int, part: slice) -> np.ndarray | None:
-            return _allowance(
+            return allowance_of(
                 a, bb(), lambda t: pair_dot([w[k][part] for w in t], self._u)
             )
 
@@ -446,7 +263,7 @@ class VJPAtPoints:
             for k in map(int, np.flatnonzero(in_domain)):
                 a = pair_dot([v[k][part] for v in rule], self._u)
                 numeric, error, round0, terms = dot_fd(*diffs[k][position], ybar)
-                v = _verdict(
+                v = verdict(
                     a,
                     numeric,
                     error,
@@ -459,7 +276,7 @@ class VJPAtPoints:
                     continue
                 a64 = autodiff(k, part)
                 if np.all(v.status == PASS):
-                    if not _confirmed(
+                    if not confirmed(
                         a,
                         a64,
                         self._eps,
@@ -468,7 +285,7 @@ class VJPAtPoints:
                     ):
                         flags["unresolved"][k] = True
                     continue
-                kind = _failure_kind(
+                kind = failure_kind(
                     v.status,
                     a,
                     numeric,
@@ -479,7 +296,7 @@ class VJPAtPoints:
                     rounding=allowance(a, k, part) if a64 is not None else None,
                 )
                 flags[kind][k] = True
-        return _outcome(flags, in_domain, kink)
+        return outcome(flags, in_domain, kink)
 
 
 class JVPAtPoints:
@@ -532,13 +349,13 @@ class JVPAtPoints:
         kink = near(xs, kinks, reach)
         wide = reach > WIDE_STEP
         pushed = [np.asarray(v) for v in jax.tree_util.tree_leaves(pushed)]
-        bb = _once(
+        bb = once(
             lambda: _rounding(self._yard, xs, self._u, lambda u: [widen(v) for v in u])
         )
-        flags = {kind: np.zeros(len(diffs), bool) for kind in _KINDS}
+        flags = {kind: np.zeros(len(diffs), bool) for kind in KINDS}
 
         def allowance(a: np.ndarray, j: int, k: int) -> np.ndarray | None:
-            return _allowance(
+            return allowance_of(
                 a, bb(), lambda t: real_flat(jax.tree_util.tree_leaves(t)[j][k])
             )
 
@@ -553,7 +370,7 @@ class JVPAtPoints:
                 a, n = real_flat(pushed[j][k]), real_flat(est.value[0])
                 parts = 2 if np.iscomplexobj(pushed[j]) else 1
                 err = np.repeat(real_flat(est.error[0]), parts)
-                v = _verdict(
+                v = verdict(
                     a,
                     n,
                     err,
@@ -567,7 +384,7 @@ class JVPAtPoints:
                 a64 = autodiff(j, k)
                 if np.all(v.status == PASS):
                     eps_j = eps_of(pushed[j].dtype)
-                    if not _confirmed(
+                    if not confirmed(
                         a,
                         a64,
                         eps_j,
@@ -576,7 +393,7 @@ class JVPAtPoints:
                     ):
                         flags["unresolved"][k] = True
                     continue
-                kind = _failure_kind(
+                kind = failure_kind(
                     v.status,
                     a,
                     n,
@@ -587,4 +404,4 @@ class JVPAtPoints:
                     rounding=allowance(a, j, k) if a64 is not None else None,
                 )
                 flags[kind][k] = True
-        return _outcome(flags, in_domain, kink)
+        return outcome(flags, in_domain, kink)

@@ -53,7 +53,7 @@ from .._report.rule_records import Check, DotTest
 from .._typing import PyTree
 from .directional import fd_directional, widen
 from .grad import check_grad_with
-from .pointwise import PointVerdicts
+from .point_verdicts import PointVerdicts
 from .structure import check_primal
 
 # ------------------------------------------------------------- the pipeline
