@@ -107,23 +107,37 @@ def confirmed(
 def failure_kind(
     status: np.ndarray,
     a: np.ndarray,
-    numeric: np.ndarray,
+    fd: tuple[np.ndarray, np.ndarray, np.ndarray],
     a64: np.ndarray | None,
     *,
+    kink: bool,
     bound: np.ndarray | float,
     eps_grad: float,
     scale: float,
     rounding: np.ndarray | None,
 ) -> str:
-    """What a comparison at a point that did not pass is: ``"unresolved"``
-    where the rule matches float64 autodiff of the primal (``a64``, when
-    there is one); ``"unsure"`` where nothing failed; ``"underflow"`` where
+    """What a comparison at a point that did not pass is.
+
+    ``"unresolved"`` where the rule matches float64 autodiff of the primal
+    (``a64``, when there is one); ``"straddled"`` near a threshold (``kink``)
+    unless autodiff confirms the finite differences ``fd`` (value, error bar,
+    roundoff) there; ``"unsure"`` where nothing failed; ``"underflow"`` where
     every failure is within ``bound`` of the finite differences and of
-    ``a64``; else ``"fail"``."""
+    ``a64``; else ``"fail"``.
+    """
+    numeric, error, round0 = fd
     if a64 is not None and matches_autodiff(
         a, a64, eps_grad=eps_grad, scale=scale, rounding=rounding
     ):
         return "unresolved"
+    if kink:
+        # Central differences across a kink measure its average slope; they
+        # count only where autodiff (one side's slope) agrees with them.
+        if a64 is None or not np.all(np.isfinite(a64)):
+            return "straddled"
+        v = judge(a64, numeric, error, round0, eps_grad=eps_grad, scale=scale)
+        if not np.all(v.status == PASS):
+            return "straddled"
     if not np.any(status == FAIL):
         return "unsure"
     near_zero = underflow_only(status, np.abs(a - numeric), bound)
@@ -132,23 +146,27 @@ def failure_kind(
     return "fail"
 
 
-KINDS = ("fail", "unsure", "underflow", "unresolved")
-"""What a point where some comparison did not pass is (:func:`failure_kind`)."""
+KINDS = ("fail", "unsure", "straddled", "underflow", "unresolved")
+"""What a point where some comparison did not pass is (:func:`failure_kind`),
+worst first."""
 
 
-def outcome(
-    flags: dict[str, np.ndarray], in_domain: np.ndarray, kink: np.ndarray
-) -> PointVerdicts:
-    """Per point, its worst kind over every comparison: a failure anywhere
-    fails it; near a threshold only a failure is discounted (a pass there is
-    the rule agreeing with differences that straddle it)."""
-    fail = flags["fail"] & in_domain
-    unsure = flags["unsure"] & in_domain & ~fail
-    straddled = (fail | unsure) & kink
-    unsure &= ~kink
-    tiny = flags["underflow"] & in_domain & ~fail & ~unsure & ~kink
-    unresolved = flags["unresolved"] & in_domain & ~fail & ~unsure & ~tiny & ~kink
-    return PointVerdicts(fail & ~kink, in_domain, straddled, tiny, unsure, unresolved)
+def outcome(flags: dict[str, np.ndarray], in_domain: np.ndarray) -> PointVerdicts:
+    """Per point, the worst kind over its comparisons (a failure anywhere fails
+    it); points that pass everywhere are none of them."""
+    seen = ~in_domain
+    out = {}
+    for kind in KINDS:
+        out[kind] = flags[kind] & ~seen
+        seen = seen | out[kind]
+    return PointVerdicts(
+        out["fail"],
+        in_domain,
+        out["straddled"],
+        out["underflow"],
+        out["unsure"],
+        out["unresolved"],
+    )
 
 
 def near(xs: list[Any], kinks: list[float], reach: np.ndarray) -> np.ndarray:

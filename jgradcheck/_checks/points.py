@@ -31,7 +31,7 @@ from .._report.report import RuleReport
 from .._report.rule_records import PointsResult
 from .rules import AtPoints, Direction, RuleInputs, check_rule, rule_inputs
 
-SHRINK_ROUNDS = 16
+SHRINK_ROUNDS = 24
 """Rounds of shrinking at most (each one batch of candidates)."""
 
 MIN_BATCH = 8

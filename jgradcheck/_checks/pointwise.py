@@ -288,15 +288,16 @@ class VJPAtPoints:
                 kind = failure_kind(
                     v.status,
                     a,
-                    numeric,
+                    (numeric, error, round0),
                     a64,
+                    kink=bool(kink[k]),
                     bound=self._tiny_dot,
                     eps_grad=self._eps,
                     scale=float(terms.max()),
                     rounding=allowance(a, k, part) if a64 is not None else None,
                 )
                 flags[kind][k] = True
-        return outcome(flags, in_domain, kink)
+        return outcome(flags, in_domain)
 
 
 class JVPAtPoints:
@@ -370,11 +371,12 @@ class JVPAtPoints:
                 a, n = real_flat(pushed[j][k]), real_flat(est.value[0])
                 parts = 2 if np.iscomplexobj(pushed[j]) else 1
                 err = np.repeat(real_flat(est.error[0]), parts)
+                r0k = np.repeat(real_flat(r0[0]), parts)
                 v = verdict(
                     a,
                     n,
                     err,
-                    np.repeat(real_flat(r0[0]), parts),
+                    r0k,
                     eps_grad=eps_of(pushed[j].dtype),
                     scale=leaf_scale(n, err),
                     allowance=functools.partial(allowance, a, j, k),
@@ -396,12 +398,13 @@ class JVPAtPoints:
                 kind = failure_kind(
                     v.status,
                     a,
-                    n,
+                    (n, err, r0k),
                     a64,
+                    kink=bool(kink[k]),
                     bound=float(jnp.finfo(pushed[j].dtype).tiny),
                     eps_grad=eps_of(pushed[j].dtype),
                     scale=leaf_scale(n, err),
                     rounding=allowance(a, j, k) if a64 is not None else None,
                 )
                 flags[kind][k] = True
-        return outcome(flags, in_domain, kink)
+        return outcome(flags, in_domain)

@@ -21,6 +21,10 @@ Point = list[np.ndarray]
 SPREAD_SCALES = (1e-3, 1e-1, 1.0, 10.0)
 """Scales (times max(1, |given|)) of the random spreads around the given values."""
 
+TOWARD_BASE = (0.1, 0.5, 0.75, 0.9, 0.97, 0.99)
+"""Fractions of its distance from the base point an entry keeps in a shrinking
+candidate."""
+
 MAX_KINKS = 6
 """Thresholds straddled at most (the first found)."""
 
@@ -253,12 +257,14 @@ def simplicity(point: Point, base: Point, dtypes: Sequence[Any]) -> tuple:
 
 def simpler_candidates(point: Point, base: Point, cap: int) -> list[Point]:
     """``point`` with one moved entry made simpler: rounded to 1, 2, 3
-    or 4 significant digits, or moved half or a tenth of the way back to ``base``."""
+    or 4 significant digits, or moved part of the way back to ``base``
+    (:data:`TOWARD_BASE`: a bisection-like search for the edge of the failing
+    region, one round at a time)."""
     p, b = _flat(point), _flat(base)
     out = []
     for i in moved(point, base):
         tries = [_rounded(p[i], d) for d in (1, 2, 3, 4)]
-        tries += [b[i] + 0.5 * (p[i] - b[i]), b[i] + 0.1 * (p[i] - b[i])]
+        tries += [b[i] + f * (p[i] - b[i]) for f in TOWARD_BASE]
         for t in dict.fromkeys(tries):
             if t != p[i] and np.isfinite(t):
                 v = p.copy()
