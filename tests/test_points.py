@@ -58,12 +58,13 @@ def _rows(x):
 
 
 def _all_branches(x):
-    return (_softplus(x) + _exprel(x) + _elu(x) + _rows(x)).sum(axis=1)
+    relu = jnp.maximum(x, 0.0)  # a true kink at 0
+    return (_softplus(x) + _exprel(x) + _elu(x) + relu + _rows(x)).sum(axis=1)
 
 
 @jax.custom_vjp
 def branches(x):
-    """Saturating, near-zero series, piecewise and per-row: all correct."""
+    """Saturating, near-zero series, piecewise, a kink and per-row: all correct."""
     return _all_branches(x)
 
 
@@ -71,6 +72,7 @@ def _branches_bwd(x, g):
     g = g[:, None]
     return (
         g * (jax.nn.sigmoid(x) + _exprel_slope(x))
+        + g * jnp.where(x > 0, 1.0, 0.0)  # relu: the left slope at 0
         + g * jnp.where(x > 0, 1.0, jnp.exp(jnp.minimum(x, 0.0)))
         + g * x.sum(axis=1, keepdims=True)
         + (g * x).sum(axis=1, keepdims=True),
@@ -245,6 +247,10 @@ def test_correct_branches_pass_at_every_judged_point(x64):
         # exp overflows past |x| ≈ 88 (float32) or 709: listed, not failed.
         assert p.out_of_domain and set(p.out_of_domain).isdisjoint(p.failing)
         assert "out of the domain" in str(report)
+        # The kink of relu at 0: central differences there average the two
+        # slopes; the rule's left slope is not failed there.
+        assert p.labels[1] == "every entry 0" and 1 not in p.failing
+        assert 1 in p.at_threshold + p.unresolved
 
 
 @jax.custom_vjp

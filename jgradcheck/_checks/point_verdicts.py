@@ -111,6 +111,7 @@ def failure_kind(
     a64: np.ndarray | None,
     *,
     kink: bool,
+    on: bool,
     bound: np.ndarray | float,
     eps_grad: float,
     scale: float,
@@ -121,7 +122,8 @@ def failure_kind(
     ``"unresolved"`` where the rule matches float64 autodiff of the primal
     (``a64``, when there is one); ``"straddled"`` near a threshold (``kink``)
     unless autodiff confirms the finite differences ``fd`` (value, error bar,
-    roundoff) there; ``"unsure"`` where nothing failed; ``"underflow"`` where
+    roundoff) there, and always with an entry exactly on one (``on``: autodiff
+    splits the tie as the differences average it, so it confirms nothing); ``"unsure"`` where nothing failed; ``"underflow"`` where
     every failure is within ``bound`` of the finite differences and of
     ``a64``; else ``"fail"``.
     """
@@ -133,7 +135,7 @@ def failure_kind(
     if kink:
         # Central differences across a kink measure its average slope; they
         # count only where autodiff (one side's slope) agrees with them.
-        if a64 is None or not np.all(np.isfinite(a64)):
+        if on or a64 is None or not np.all(np.isfinite(a64)):
             return "straddled"
         v = judge(a64, numeric, error, round0, eps_grad=eps_grad, scale=scale)
         if not np.all(v.status == PASS):
@@ -169,14 +171,20 @@ def outcome(flags: dict[str, np.ndarray], in_domain: np.ndarray) -> PointVerdict
     )
 
 
-def near(xs: list[Any], kinks: list[float], reach: np.ndarray) -> np.ndarray:
-    """bool [K]: some entry of point k lies within ``reach[k]`` of a threshold."""
-    out = np.zeros(len(reach), bool)
+def near(
+    xs: list[Any], kinks: list[float], reach: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """bool [K] twice: some entry of point k lies within ``reach[k]`` of a
+    threshold; some entry is exactly on one (where autodiff splits a tie,
+    ``max(x, 0)`` at 0 giving ½, as central differences do)."""
+    close = np.zeros(len(reach), bool)
+    on = np.zeros(len(reach), bool)
     for v in xs:
         a = np.asarray(v, np.float64).reshape(len(reach), -1)
         for c in kinks:
-            out |= np.any(np.abs(a - c) <= reach[:, None], axis=1)
-    return out
+            close |= np.any(np.abs(a - c) <= reach[:, None], axis=1)
+            on |= np.any(a == c, axis=1)
+    return close, on
 
 
 def allowance_of(a: np.ndarray, bb: tuple[Any, Any] | None, pick: Any) -> Any:

@@ -213,9 +213,14 @@ def points_result(
         if ok and not bad and not kink and not doubt
     ]
     zero = [np.zeros_like(v) for v in given]
-    if passing:  # fewest nonzero entries, then fewest digits, then smallest
+    # Off the thresholds (a failure with an entry exactly on one is not
+    # counted, so shrinking towards such a base could not keep failing), then
+    # fewest nonzero entries, fewest digits, smallest.
+    clear = [p for p in passing if not any(np.isin(v, kinks).any() for v in p)]
+    if clear or passing:
         judge.base = min(
-            passing, key=lambda p: _digits_first(pts.simplicity(p, zero, dtypes))
+            clear or passing,
+            key=lambda p: _digits_first(pts.simplicity(p, zero, dtypes)),
         )
     simplest, report, code = None, None, tuple[str, ...]()
     bad = np.flatnonzero(failing)

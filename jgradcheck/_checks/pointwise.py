@@ -240,7 +240,7 @@ class VJPAtPoints:
         # Every output's cotangents in one call: [K, outputs · pairs, *shape].
         y, pulled = self._rule(xs, self._stacked)
         in_domain = fd_finite & _finite(y)
-        kink = near(xs, kinks, reach)
+        kink, on = near(xs, kinks, reach)
         wide = reach > WIDE_STEP
         rule = [np.asarray(v) for v in pulled]
         bb = once(lambda: _rounding(self._yard, xs, self._stacked, _widened_cts))
@@ -291,6 +291,7 @@ class VJPAtPoints:
                     (numeric, error, round0),
                     a64,
                     kink=bool(kink[k]),
+                    on=bool(on[k]),
                     bound=self._tiny_dot,
                     eps_grad=self._eps,
                     scale=float(terms.max()),
@@ -347,7 +348,7 @@ class JVPAtPoints:
             diffs, fd_finite, reach = self._fd(ref, [self._tangent])
         y, pushed = self._rule(xs, self._u)
         in_domain = fd_finite & _finite(y)
-        kink = near(xs, kinks, reach)
+        kink, on = near(xs, kinks, reach)
         wide = reach > WIDE_STEP
         pushed = [np.asarray(v) for v in jax.tree_util.tree_leaves(pushed)]
         bb = once(
@@ -401,6 +402,7 @@ class JVPAtPoints:
                     (n, err, r0k),
                     a64,
                     kink=bool(kink[k]),
+                    on=bool(on[k]),
                     bound=float(jnp.finfo(pushed[j].dtype).tiny),
                     eps_grad=eps_of(pushed[j].dtype),
                     scale=leaf_scale(n, err),
