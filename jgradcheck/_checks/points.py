@@ -178,12 +178,7 @@ def points_result(
     """The rule at ``count`` input points: which fail, what they share, the
     simplest failing one and its full check (``recheck(primals)``)."""
     flat, x = inputs.flat, inputs.floats
-    if any(jnp.iscomplexobj(v) for v in x):
-        raise ValueError(
-            "`points=` generates real input points; f has complex inputs "
-            f"({', '.join(i.path for i in flat.checked if jnp.iscomplexobj(flat.leaves[i.position]))}). "
-            "The fix is to check them at the primals (points=None)."
-        )
+    _refuse_complex(flat)
     dtypes = [np.dtype(v.dtype) for v in x]
     paths = [i.path for i in flat.checked]
     given = [np.asarray(v, np.float64) for v in x]
@@ -222,19 +217,8 @@ def points_result(
             clear or passing,
             key=lambda p: _digits_first(pts.simplicity(p, zero, dtypes)),
         )
-    simplest, report, code = None, None, tuple[str, ...]()
     bad = np.flatnonzero(failing)
-    if bad.size:
-        first = min(
-            (points[k] for k in bad),
-            key=lambda p: pts.simplicity(p, judge.base, dtypes),
-        )
-        simplest = _shrink(first, judge.base, judge, dtypes)
-        report = recheck(tuple(flat.rebuild_with(_at(flat, simplest, x))))
-        if report.ok and simplest is not first:  # shrunk too far for the full check
-            simplest = first
-            report = recheck(tuple(flat.rebuild_with(_at(flat, first, x))))
-        code = tuple(pts.as_code(simplest, paths, dtypes))
+    code, report = _simplest([points[k] for k in bad], judge, flat, recheck)
     return PointsResult(
         count=len(points),
         labels=tuple(labels),
@@ -256,6 +240,40 @@ def points_result(
             for j, dtype in enumerate(dtypes)
         ),
     )
+
+
+def _refuse_complex(flat: Any) -> None:
+    """``points=`` draws real values: complex inputs are refused."""
+    complex_paths = [
+        i.path for i in flat.checked if jnp.iscomplexobj(flat.leaves[i.position])
+    ]
+    if complex_paths:
+        raise ValueError(
+            "`points=` generates real input points; f has complex inputs "
+            f"({', '.join(complex_paths)}). The fix is to check them at the "
+            "primals (points=None)."
+        )
+
+
+def _simplest(
+    failing: list[pts.Point],
+    judge: _Judge,
+    flat: Any,
+    recheck: Callable[[tuple], RuleReport],
+) -> tuple[tuple[str, ...], RuleReport | None]:
+    """The simplest failing point after shrinking, as code, and the full
+    check there (at the unshrunk point where the shrunk one passes it)."""
+    if not failing:
+        return (), None
+    dtypes = [np.dtype(v.dtype) for v in judge.x]
+    first = min(failing, key=lambda p: pts.simplicity(p, judge.base, dtypes))
+    simplest = _shrink(first, judge.base, judge, dtypes)
+    report = recheck(tuple(flat.rebuild_with(_at(flat, simplest, judge.x))))
+    if report.ok and simplest is not first:  # shrunk too far for the full check
+        simplest = first
+        report = recheck(tuple(flat.rebuild_with(_at(flat, first, judge.x))))
+    paths = [i.path for i in flat.checked]
+    return tuple(pts.as_code(simplest, paths, dtypes)), report
 
 
 def _digits_first(key: tuple) -> tuple:
