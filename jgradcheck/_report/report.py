@@ -127,38 +127,39 @@ class RuleReport(RuleReportRecord):
     def to_dict(self, *, max_entries: int | None = None) -> dict[str, Any]:
         """The report as a plain dict that :func:`json.dumps` accepts.
 
-                The same conventions as :meth:`jgradcheck.Report.to_dict` (non-finite
-                floats as ``"nan"``/``"inf"``/``"-inf"``, ``None`` for "not set").
+        The same conventions as :meth:`jgradcheck.Report.to_dict` (non-finite
+        floats as ``"nan"``/``"inf"``/``"-inf"``, ``None`` for "not set").
 
-                Keys: ``kind`` (``"vjp"`` or ``"jvp"``), ``ok``, ``summary``,
-                ``failures`` (the lines of :meth:`failures`), ``primal`` and
-                ``structure`` (checks: ``name``, ``ok``, ``detail``), ``dot_tests``
-                (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
-                ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
-                ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
-                ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
-                (how the rule's rounding was allowed for), ``reference`` (as in
+        Keys: ``kind`` (``"vjp"`` or ``"jvp"``), ``ok``, ``summary``,
+        ``failures`` (the lines of :meth:`failures`), ``primal`` and
+        ``structure`` (checks: ``name``, ``ok``, ``detail``), ``dot_tests``
+        (``output``, ``ok``, ``pairs``: ``rule``, ``fd``, ``err``,
+        ``abs_diff``, ``tolerance``, ``status``), ``localized`` (``label`` and
+        ``report``, a :meth:`jgradcheck.Report.to_dict`), ``held``,
+        ``precision`` (what the x64 setting narrowed, or ``""``), ``rounding``
+        (how the rule's rounding was allowed for), ``reference`` (as in
         :meth:`jgradcheck.Report.to_dict`), ``points`` (with ``points=K``:
-                ``ok``, ``count``, ``judged``, ``failing``, ``out_of_domain``,
-                ``at_threshold``, ``underflow``, ``unresolved``, ``unsure``, ``labels``, ``thresholds``,
-                ``common``, ``simplest`` (lines of code), ``simplest_report`` (this
-                dict for the full check there) and ``note``; else ``None``) and
-                ``second_order`` (the same dict for ``order=2``, else ``None``).
+        ``ok``, ``count``, ``judged``, ``failing``, ``out_of_domain``,
+        ``at_threshold``, ``underflow``, ``unresolved``, ``unsure``,
+        ``labels``, ``thresholds``, ``common``, ``simplest`` (lines of code),
+        ``simplest_report`` (this dict for the full check there) and
+        ``note``; else ``None``) and ``second_order`` (the same dict for
+        ``order=2``, else ``None``).
 
-                Args:
-                  max_entries: passed to each localised report's ``to_dict``; also
-                    caps ``failures``. Default: all.
+        Args:
+          max_entries: passed to each localised report's ``to_dict``; also
+            caps ``failures``. Default: all.
 
-                Returns:
-                  A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
+        Returns:
+          A dict; ``json.dumps(report.to_dict(), allow_nan=False)`` works.
 
-                Example:
-                  >>> import json, jax.numpy as jnp, jgradcheck as jgc
-                  >>> d = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0])).to_dict()
-                  >>> d["kind"], d["ok"], d["primal"]["ok"]
-                  ('vjp', True, True)
-                  >>> json.loads(json.dumps(d))["localized"][0]["report"]["counts"]["checked"]
-                  2
+        Example:
+          >>> import json, jax.numpy as jnp, jgradcheck as jgc
+          >>> d = jgc.check_vjp(jnp.sin, jnp.array([0.5, 1.0])).to_dict()
+          >>> d["kind"], d["ok"], d["primal"]["ok"]
+          ('vjp', True, True)
+          >>> json.loads(json.dumps(d))["localized"][0]["report"]["counts"]["checked"]
+          2
         """
         return rule_report_dict(self, max_entries)
 
