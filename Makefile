@@ -52,6 +52,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/points.py
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/fast.py
 	$(BIN)/python bench/cache.py

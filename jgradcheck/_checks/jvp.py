@@ -26,6 +26,9 @@ from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
 from .directional import widen_np
+from .points import validate_points, with_points
+from .pointwise import JVPAtPoints
+from .pointwise import real_flat as _real
 from .recorded import recorded
 from .reference import (
     disagreement,
@@ -45,14 +48,6 @@ from .rules import (
     within,
 )
 from .structure import structure
-
-
-def _real(x: Any) -> np.ndarray:
-    """Flattened float64 values; complex ones as (real, imaginary) pairs."""
-    x = np.asarray(x)
-    if np.iscomplexobj(x):
-        return np.stack([x.real, x.imag], -1).reshape(-1).astype(np.float64)
-    return x.reshape(-1).astype(np.float64)
 
 
 def _tangent_leaves(
@@ -372,6 +367,10 @@ class JVP:
     ) -> PrecisionMatch | None:
         return jvp_matched(run, reference, factor)
 
+    def at_points(self, inputs: RuleInputs) -> JVPAtPoints:
+        (u,) = readable_directions(inputs.flat, inputs.seed, 1)
+        return JVPAtPoints(inputs.of_floats, inputs.floats, u, inputs.opts.precision)
+
 
 def check_jvp(
     f: Callable[..., Any],
@@ -388,6 +387,7 @@ def check_jvp(
     progress: bool | TextIO | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    points: int | None = None,
 ) -> RuleReport:
     """Test the forward-mode derivative (JVP) of ``f`` at ``primals``.
 
@@ -432,12 +432,30 @@ def check_jvp(
         is wrong, not the rule. Works in bfloat16 and float16.
       reference_factor: ``k`` of ``reference=`` (default 2, see
         :func:`check_vjp`).
+      points: also check the rule at this many input points with the primals'
+        shapes and dtypes (None: the primals only, as without it): the given
+        values, 0, ±1, ±the smallest normal, the largest magnitudes where
+        the primal is finite and one beyond, values straddling the
+        thresholds the rule compares with (from its jaxpr), spreads around
+        the given values and mixtures, deterministic given ``key``. Each
+        point gets the dot tests above (one compiled program for all, where
+        ``f`` can be vmapped over them; a loop, with a note, where not);
+        points where the primal or its finite differences are not finite
+        are out of the domain, listed, not failed. The failing points are
+        summarised (what they share that no passing point has) and the
+        first is shrunk to the simplest input that still fails, which gets
+        the full check and is printed as code to paste into a test:
+        ``report.points`` (``ok`` is False when any point fails). See
+        docs/guide/points.md.
 
     The rule's rounding is judged against JAX's forward-mode autodiff of the
     primal (custom rules replaced by their primal bodies) at the primals'
     precision; ``report.rounding`` says what was used.
     After a failure, ``report.precision_match`` says whether the rule's
     narrower float intermediates explain it (see :func:`check_vjp`).
+
+    Raises:
+      ValueError: ``points`` is not a positive int (or None).
 
     Returns:
       A ``RuleReport`` whose ``localized`` reports are per output leaf.
@@ -464,15 +482,26 @@ def check_jvp(
         progress=progress,
     )
     factor = validate_reference(reference, reference_factor)
+    count = validate_points(points)
+    direction = JVP(localize=localize, rows=rows)
     report = check_rule(
         f,
         primals,
-        JVP(localize=localize, rows=rows),
+        direction,
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
         reference=reference,
         reference_factor=factor,
+    )
+    report = with_points(
+        report,
+        f,
+        primals,
+        direction,
+        nondiff_argnums=tuple(nondiff_argnums),
+        opts=opts,
+        count=count,
     )
     options = dict(
         nondiff_argnums=nondiff_argnums,
@@ -487,6 +516,7 @@ def check_jvp(
         progress=progress,
         reference=reference,
         reference_factor=reference_factor,
+        points=points,
     )
     return recorded(report, check_jvp, f, primals, options)
 

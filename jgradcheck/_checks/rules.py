@@ -55,6 +55,7 @@ from .._report.rule_records import Check, DotTest
 from .._typing import PyTree
 from .directional import fd_directional, widen
 from .grad import check_grad_with
+from .point_verdicts import PointVerdicts
 from .structure import check_primal
 
 # ------------------------------------------------------------- the pipeline
@@ -152,6 +153,32 @@ class Direction(Protocol):
         """After a failure: the rule against ``reference`` (None: autodiff of
         the primal) at the rule's narrower precision, if it has one
         (:mod:`jgradcheck._checks.precision_match`)."""
+        ...
+
+    def at_points(self, inputs: RuleInputs) -> AtPoints:
+        """The comparisons at many input points, compiled once (``points=``)."""
+        ...
+
+
+class AtPoints(Protocol):
+    """A direction's comparisons at many input points (``points=``)."""
+
+    @property
+    def note(self) -> str:
+        """Why the points were evaluated one by one (``""``: in one program)."""
+        ...
+
+    def verdicts(self, xs: list[Any], kinks: list[float]) -> PointVerdicts:
+        """Per point (``xs``: one array per leaf, stacked): failing, in the
+        domain, near one of the thresholds ``kinks`` (not judged)."""
+        ...
+
+    def thresholds(self) -> list[float]:
+        """The scalar constants the rule compares with (its branches)."""
+        ...
+
+    def primal_finite(self, xs: list[Any]) -> np.ndarray:
+        """Per point (``xs`` as in :meth:`verdicts`): the primal is finite."""
         ...
 
 

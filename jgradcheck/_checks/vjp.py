@@ -25,7 +25,10 @@ from .._report.records import ReferenceCheck
 from .._report.report import Report, RuleReport
 from .._report.rule_records import Check, DotTest
 from .._typing import Method, Precision, PyTree
+from .directional import pair_dot as _dot
 from .directional import widen, widen_np
+from .points import validate_points, with_points
+from .pointwise import VJPAtPoints
 from .recorded import recorded
 from .reference import (
     disagreement,
@@ -41,6 +44,7 @@ from .rules import (
     check_rule,
     floats,
     of_floats,
+    outputs,
     readable,
     readable_directions,
     within,
@@ -63,18 +67,6 @@ def _cotangent(
         else:
             leaves.append(jnp.zeros(o.shape, o.dtype))
     return jax.tree_util.tree_unflatten(out_def, leaves)
-
-
-def _dot(a: list[Any], b: list[np.ndarray]) -> np.ndarray:
-    """Σ over input leaves of Re⟨a_i[p], b_i[p]⟩ for each pair p, in float64.
-
-    Re(Σ a·b), without conjugation, is the pairing under which JAX's VJP is
-    the transpose of its JVP, for real and complex values alike.
-    """
-    return sum(
-        np.real(np.sum((widen_np(x) * widen_np(y)).reshape(x.shape[0], -1), axis=1))
-        for x, y in zip(a, b)
-    )
 
 
 def _pullbacks(
@@ -367,6 +359,29 @@ class VJP:
 
         return vjp_matched(run, reference, factor, cotangent)
 
+    def at_points(self, inputs: RuleInputs) -> VJPAtPoints:
+        out_infos, out_def = outputs(inputs.want)
+        cts = [
+            (
+                o.position,
+                _stacked(
+                    [
+                        _cotangent(out_infos, out_def, inputs.seed, p, o.position)
+                        for p in range(self.pairs)
+                    ]
+                ),
+            )
+            for o in out_infos
+            if o.is_checked
+        ]
+        return VJPAtPoints(
+            inputs.of_floats,
+            inputs.floats,
+            self.probe_directions(inputs),
+            cts,
+            inputs.opts.precision,
+        )
+
 
 def check_vjp(
     f: Callable[..., Any],
@@ -383,6 +398,7 @@ def check_vjp(
     progress: bool | TextIO | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float = REFERENCE_FACTOR,
+    points: int | None = None,
 ) -> RuleReport:
     """Test the reverse-mode derivative (VJP) of ``f`` at ``primals``.
 
@@ -432,6 +448,21 @@ def check_vjp(
         flash-attention's tests: a correct kernel reorders sums, so its error
         is of the reference's order, not below it; a wrong formula is off
         by O(1) of the scale).
+      points: also check the rule at this many input points with the primals'
+        shapes and dtypes (None: the primals only, as without it): the given
+        values, 0, ±1, ±the smallest normal, the largest magnitudes where
+        the primal is finite and one beyond, values straddling the
+        thresholds the rule compares with (from its jaxpr), spreads around
+        the given values and mixtures, deterministic given ``key``. Each
+        point gets the dot tests above (one compiled program for all, where
+        ``f`` can be vmapped over them; a loop, with a note, where not);
+        points where the primal or its finite differences are not finite
+        are out of the domain, listed, not failed. The failing points are
+        summarised (what they share that no passing point has) and the
+        first is shrunk to the simplest input that still fails, which gets
+        the full check and is printed as code to paste into a test:
+        ``report.points`` (``ok`` is False when any point fails). See
+        docs/guide/points.md.
 
     The rule's rounding is judged against JAX's autodiff of the primal at the
     primals' precision (``f`` with its custom rules replaced by their primal
@@ -443,6 +474,9 @@ def check_vjp(
     ``report.precision_match`` compares them again with the yardstick rounded
     to that dtype and says whether precision explains the failure or the
     formula is wrong (the verdict stays FAIL).
+
+    Raises:
+      ValueError: ``points`` is not a positive int (or None).
 
     Returns:
       A ``RuleReport``.
@@ -472,15 +506,26 @@ def check_vjp(
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"`pairs` must be a positive int; got {pairs!r}.")
     factor = validate_reference(reference, reference_factor)
+    count = validate_points(points)
+    direction = VJP(pairs=pairs, localize=localize)
     report = check_rule(
         f,
         primals,
-        VJP(pairs=pairs, localize=localize),
+        direction,
         nondiff_argnums=tuple(nondiff_argnums),
         order=order,
         opts=opts,
         reference=reference,
         reference_factor=factor,
+    )
+    report = with_points(
+        report,
+        f,
+        primals,
+        direction,
+        nondiff_argnums=tuple(nondiff_argnums),
+        opts=opts,
+        count=count,
     )
     options = dict(
         nondiff_argnums=nondiff_argnums,
@@ -495,6 +540,7 @@ def check_vjp(
         progress=progress,
         reference=reference,
         reference_factor=reference_factor,
+        points=points,
     )
     return recorded(report, check_vjp, f, primals, options)
 

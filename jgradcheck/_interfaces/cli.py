@@ -131,6 +131,7 @@ def _not_finite(error: NonFiniteGradientError, args: argparse.Namespace) -> int:
 
 def _check_rule(args: argparse.Namespace) -> int:
     from .._checks.jvp import JVP
+    from .._checks.points import with_points
     from .._checks.rules import check_rule
     from .._checks.vjp import VJP
 
@@ -152,7 +153,7 @@ def _check_rule(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             devices=args.devices,
         )
-        return check_rule(
+        report = check_rule(
             f,
             _as_tuple(primals),
             direction,
@@ -161,6 +162,15 @@ def _check_rule(args: argparse.Namespace) -> int:
             opts=opts,
             reference=reference,
             reference_factor=args.reference_factor,
+        )
+        return with_points(
+            report,
+            f,
+            _as_tuple(primals),
+            direction,
+            nondiff_argnums=(),
+            opts=opts,
+            count=args.points,
         )
 
     report = _run_check(name, check)
@@ -251,6 +261,47 @@ def _check_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _rule_options(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``check-vjp`` and ``check-jvp`` besides the common ones."""
+    p.add_argument("f", metavar="F", help=f"the function, {SPEC}")
+    p.add_argument(
+        "--primals",
+        required=True,
+        metavar="SPEC",
+        help="a function of no arguments returning F's arguments (a tuple; "
+        "anything else is one argument)",
+    )
+    p.add_argument(
+        "--order",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: also check the derivative of the rule (default: 1)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="SPEC",
+        help="a plain JAX implementation of F: the rule is also judged against "
+        "JAX's derivative of it (reference=; see docs/guide/low-precision.md)",
+    )
+    p.add_argument(
+        "--points",
+        type=_positive,
+        metavar="K",
+        help="also check the rule at K input points (0, ±1, ±tiny, large, the "
+        "thresholds it compares with, spreads; the failing ones summarised and "
+        "shrunk: points=K; see docs/guide/points.md)",
+    )
+    p.add_argument(
+        "--reference-factor",
+        type=float,
+        default=2.0,
+        metavar="K",
+        help="with --reference: the rule may be K times the reference's own "
+        "error at the native precision (default: 2)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jgradcheck",
@@ -299,35 +350,7 @@ def _parser() -> argparse.ArgumentParser:
             "(F, *make_inputs()).",
             epilog=EPILOG,
         )
-        p.add_argument("f", metavar="F", help=f"the function, {SPEC}")
-        p.add_argument(
-            "--primals",
-            required=True,
-            metavar="SPEC",
-            help="a function of no arguments returning F's arguments (a tuple; "
-            "anything else is one argument)",
-        )
-        p.add_argument(
-            "--order",
-            type=int,
-            choices=[1, 2],
-            default=1,
-            help="2: also check the derivative of the rule (default: 1)",
-        )
-        p.add_argument(
-            "--reference",
-            metavar="SPEC",
-            help="a plain JAX implementation of F: the rule is also judged against "
-            "JAX's derivative of it (reference=; see docs/guide/low-precision.md)",
-        )
-        p.add_argument(
-            "--reference-factor",
-            type=float,
-            default=2.0,
-            metavar="K",
-            help="with --reference: the rule may be K times the reference's own "
-            "error at the native precision (default: 2)",
-        )
+        _rule_options(p)
         _common(p)
     return parser
 

@@ -170,7 +170,8 @@ def judge(
       roundoff0: the roundoff bound at the default step (what a smooth J allows).
       eps_grad: machine epsilon of the gradient under test's dtype.
       scale: the leaf's scale, the largest ``|numeric|`` in it.
-      rounding: measured rounding error of ``grad`` (``|a − a₆₄|``), if known.
+      rounding: measured rounding error of ``grad`` (``|a − a₆₄|``), if known;
+        NaN entries (a yardstick that is not finite there) count as unknown.
       rtol, atol: explicit tolerances overriding the error-bar rule.
     """
     diff = np.abs(grad - numeric)
@@ -178,6 +179,9 @@ def judge(
     if rtol is None and atol is None:
         rho = rounding_floor(eps_grad) * (mag + scale)
         if rounding is not None:
+            # NaN: the yardstick itself is not finite there (autodiff's
+            # inf·0 through an unselected branch): nothing measured, the floor.
+            rounding = np.where(np.isnan(rounding), 0.0, rounding)
             cap = rounding_cap(eps_grad) * (mag + scale)
             rho = np.maximum(rho, np.minimum(2.0 * rounding, cap))
         tol = SAFETY * error + rho

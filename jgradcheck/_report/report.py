@@ -158,7 +158,8 @@ class RuleReport(RuleReportRecord):
     """The result of :func:`jgradcheck.check_vjp` or :func:`jgradcheck.check_jvp`.
 
     ``ok`` is True when the primal, every dot-product test, every localised
-    comparison and every structural check passed. ``localized`` holds
+    comparison and every structural check passed (and, with ``points=K``,
+    the rule at every judged input point: ``points``). ``localized`` holds
     :class:`jgradcheck.Report` objects that point at leaf paths and indices:
     for a VJP one per output leaf (numeric Jᵀȳ per input coordinate), for a JVP
     one for the random tangent (per output entry) and, when it fails, one per
@@ -192,8 +193,13 @@ class RuleReport(RuleReportRecord):
         :meth:`jgradcheck.Report.to_dict`), ``precision_match`` (after a
         failure of a rule that computes in a narrower float than its
         yardstick: ``dtype``, ``where``, ``agrees``, the numbers and
-        ``line``; else ``None``) and
-        ``second_order`` (the same dict for ``order=2``, else ``None``).
+        ``line``; else ``None``), ``points`` (with ``points=K``:
+        ``ok``, ``count``, ``judged``, ``failing``, ``out_of_domain``,
+        ``at_threshold``, ``underflow``, ``unresolved``, ``unsure``,
+        ``labels``, ``thresholds``, ``common``, ``simplest`` (lines of code),
+        ``simplest_report`` (this dict for the full check there) and
+        ``note``; else ``None``) and ``second_order`` (the same dict for
+        ``order=2``, else ``None``).
 
         Args:
           max_entries: passed to each localised report's ``to_dict``; also

@@ -50,6 +50,74 @@ class DotTest(NamedTuple):
         return bool(np.all(self.status == PASS))
 
 
+@dataclasses.dataclass(frozen=True)
+class PointsResult:
+    """The rule at many input points (``points=``): which fail, what they
+    share, and the simplest failing input with its full check."""
+
+    count: int
+    """How many input points were tried (the given values are point 0)."""
+    labels: tuple[str, ...]
+    """What each point is (``"every entry 15.015"``, ``"a mixture …"``)."""
+    failing: tuple[int, ...]
+    """Indices of the in-domain points where a comparison failed."""
+    out_of_domain: tuple[int, ...]
+    """Indices of the points where the primal, or one of its finite-difference
+    evaluations, is not finite: listed, not judged."""
+    at_threshold: tuple[int, ...] = ()
+    """Indices of the in-domain points that fail, but where the finite
+    differences reach across a threshold of the rule (a kink or branch): not
+    counted, neither failing nor judged."""
+    underflow: tuple[int, ...] = ()
+    """Indices of the in-domain points where every failing comparison is within
+    what the rule's dtype loses below its smallest normal (flushed to zero):
+    not judged."""
+    unsure: tuple[int, ...] = ()
+    """Indices of the in-domain points where no comparison failed but some
+    were unsure (the finite differences' error bar too wide to decide) and
+    the rule does not match float64 autodiff of the primal: counted, not
+    passed (as an unsure dot test at the primals is not ok)."""
+    unresolved: tuple[int, ...] = ()
+    """Indices of the in-domain points where the rule fails against the finite
+    differences but agrees with JAX's float64 autodiff of the primal: the
+    differences cannot resolve ``f`` there (steps far wider than its own
+    scale, ``sin`` at 1e22): not judged."""
+    thresholds: tuple[float, ...] = ()
+    """The scalar constants the rule compares with (straddled by points)."""
+    common: str = ""
+    """What every failing point has and no passing point has (``"some entry of
+    [0] > 15"``), or ``""`` when nothing simple separates them."""
+    simplest: tuple[str, ...] = ()
+    """The simplest failing input after shrinking, as lines of code to paste."""
+    simplest_report: RuleReportRecord | None = None
+    """The full check at the simplest failing input (paths and indices)."""
+    note: str = ""
+    """Why the points were evaluated one by one (``""``: in one program)."""
+    values: tuple[np.ndarray, ...] = ()
+    """The points themselves: per differentiated input leaf, its values at
+    every point stacked (``[count, *shape]``, the leaf's dtype). Not in
+    ``to_dict`` (``labels`` says what each point is)."""
+
+    @property
+    def in_domain(self) -> int:
+        return self.count - len(self.out_of_domain)
+
+    @property
+    def judged(self) -> int:
+        """In the domain and counted: not at a threshold, in underflow or
+        unresolved."""
+        return (
+            self.in_domain
+            - len(self.at_threshold)
+            - len(self.underflow)
+            - len(self.unresolved)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing and not self.unsure
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class RuleReportRecord:
     """The data of a :class:`jgradcheck.RuleReport` and its verdict.
@@ -84,6 +152,8 @@ class RuleReportRecord:
     precision_match: PrecisionMatch | None = None
     """When the check failed and the rule computes in a narrower float than
     its yardstick: the comparison again at the rule's precision."""
+    points: PointsResult | None = None
+    """With ``points=K``: the rule at ``K`` input points."""
     _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
     """How :func:`jgradcheck.check_vjp` / :func:`jgradcheck.check_jvp` was
     called, for ``save_repro``; not compared and not serialised."""
@@ -97,4 +167,5 @@ class RuleReportRecord:
             and all(c.ok for c in self.structure)
             and (self.second_order is None or self.second_order.ok)
             and (self.reference is None or self.reference.ok)
+            and (self.points is None or self.points.ok)
         )

@@ -7,15 +7,27 @@ everything out.
 
 from __future__ import annotations
 
+import dataclasses
+
 from .records import ReportRecord
-from .rule_records import Check, RuleReportRecord
+from .rule_records import Check, PointsResult, RuleReportRecord
 from .sections import Section, reference_section, report_sections
 from .tables import Table, Tone, comparison_row, format_number, path_label
 
 
 def rule_headline(r: RuleReportRecord) -> str:
-    """``check_vjp: passed`` or ``check_jvp: FAILED``."""
-    return f"check_{r.kind}: {'passed' if r.ok else 'FAILED'}"
+    """``check_vjp: passed`` or ``check_jvp: FAILED`` (and where, when only
+    other input points than the given values fail)."""
+    head = f"check_{r.kind}: {'passed' if r.ok else 'FAILED'}"
+    p = r.points
+    if p is None:
+        return head
+    at = f"{p.judged} judged input points of {p.count}"
+    if p.ok:
+        return f"{head} (at the given values and {at})"
+    given_ok = dataclasses.replace(r, points=None).ok
+    where = "passed at the given values" if given_ok else "and at the given values"
+    return f"{head} at {len(p.failing)} of {at} ({where})"
 
 
 def rule_failure_lines(r: RuleReportRecord, limit: int | None = 20) -> list[str]:
@@ -46,7 +58,99 @@ def rule_failure_lines(r: RuleReportRecord, limit: int | None = 20) -> list[str]
     if r.precision_match is not None:
         out.append(r.precision_match.line)
     out += [f"{c.name}: {c.detail}" for c in r.structure if not c.ok]
+    if r.points is not None and not r.points.ok:
+        out.append(f"points: {_points_summary(r.points)}")
+        out += [f"points: simplest failing input: {line}" for line in r.points.simplest]
     return out
+
+
+def _indices(ks: tuple[int, ...], limit: int = 12) -> str:
+    shown = ", ".join(map(str, ks[:limit]))
+    return shown + (f", … ({len(ks) - limit} more)" if len(ks) > limit else "")
+
+
+def _points_summary(p: PointsResult) -> str:
+    """``fails at 3 of 13 judged input points (16 in all), all with …``."""
+    if p.ok:
+        return f"passes at all {p.judged} judged input points ({p.count} in all)"
+    line = f"fails at {len(p.failing)} of {p.judged} judged input points ({p.count} in all)"
+    if p.unsure:
+        line += f", unsure at {len(p.unsure)}"
+    if p.common:
+        line += f", all with {p.common} (no passing point has)"
+    return line
+
+
+def _points_section(p: PointsResult, kind: str) -> Section:
+    """The rule at many input points: verdict, domain, the simplest failing input."""
+    lines = [f"{_points_summary(p)}; point 0 is the given values"]
+    if p.failing:
+        lines.append(
+            "failing points: "
+            + _indices(p.failing)
+            + " (e.g. "
+            + "; ".join(dict.fromkeys(p.labels[k] for k in p.failing[:3]))
+            + ")"
+        )
+    if p.out_of_domain:
+        lines.append(
+            "out of the domain (the primal or its finite differences not finite; "
+            "not judged): points " + _indices(p.out_of_domain)
+        )
+    if p.at_threshold:
+        lines.append(
+            "failing only where the finite differences straddle a threshold of "
+            "the rule (a kink or branch; not counted): points "
+            + _indices(p.at_threshold)
+        )
+    if p.underflow:
+        lines.append(
+            "below the smallest normal number (the rule's values there are "
+            "flushed to zero; not judged): points " + _indices(p.underflow)
+        )
+    if p.unsure:
+        lines.append(
+            "unsure (the finite differences cannot decide, and the rule does not "
+            "match float64 autodiff of the primal): points " + _indices(p.unsure)
+        )
+    if p.unresolved:
+        lines.append(
+            "failing against the finite differences but agreeing with JAX's "
+            "float64 autodiff of the primal (the differences cannot resolve f "
+            "there; not judged): points " + _indices(p.unresolved)
+        )
+    if p.thresholds:
+        lines.append(
+            "thresholds the rule compares with, straddled: "
+            + ", ".join(f"{t:g}" for t in p.thresholds)
+        )
+    if p.note:
+        lines.append(f"evaluated point by point (f cannot be vmapped: {p.note})")
+    nested: tuple[Section, ...] = ()
+    if p.simplest:
+        still = p.simplest_report is not None and not p.simplest_report.ok
+        lines.append(
+            "simplest failing input (shrunk; the full check there "
+            + ("fails" if still else "passes: the batch and the full check disagree")
+            + "):"
+        )
+        lines += [f"  {code}" for code in p.simplest]
+        if p.simplest_report is not None:
+            nested = (
+                Section(
+                    "part",
+                    f"check_{kind} at the simplest failing input:",
+                    nested=rule_report_sections(p.simplest_report),
+                    tone=_tone(p.simplest_report.ok),
+                ),
+            )
+    return Section(
+        "part",
+        "input points:",
+        nested=(Section("lines", lines=tuple(lines), tone=None if p.ok else "fail"),)
+        + nested,
+        tone=_tone(p.ok),
+    )
 
 
 def _mark(ok: bool) -> str:
@@ -79,7 +183,11 @@ def _dot_test_section(r: RuleReportRecord) -> Section:
 def _localisation_section(label: str, rep: ReportRecord) -> Section:
     if rep.ok:
         closest = rep.worst(1)
-        ratio = closest[0].abs_err / closest[0].tolerance if closest else 0.0
+        ratio = (
+            closest[0].abs_err / closest[0].tolerance
+            if closest and closest[0].tolerance > 0
+            else 0.0
+        )
         return Section(
             "part",
             f"localisation, {label}: ok, {rep.n_checked} entries agree "
@@ -169,6 +277,8 @@ def rule_report_sections(r: RuleReportRecord) -> tuple[Section, ...]:
         )
     )
     out += [_localisation_section(label, rep) for label, rep in r.localized]
+    if r.points is not None:
+        out.append(_points_section(r.points, r.kind))
     if r.second_order is not None:
         what = "x ↦ Jᵀ(x)·ȳ" if r.kind == "vjp" else "x ↦ J(x)·u"
         out.append(

@@ -18,7 +18,7 @@ from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
 from .precision_records import PrecisionMatch
 from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
-from .rule_records import Check, DotTest, RuleReportRecord
+from .rule_records import Check, DotTest, PointsResult, RuleReportRecord
 from .rule_sections import rule_failure_lines, rule_headline
 from .sections import headline
 
@@ -237,9 +237,43 @@ def rule_report_dict(
         "rounding": r.rounding,
         "reference": reference_dict(r.reference),
         "precision_match": match_dict(r.precision_match),
+        "points": _points_dict(r.points, max_entries),
         "second_order": (
             None
             if r.second_order is None
             else rule_report_dict(r.second_order, max_entries)
         ),
+    }
+
+
+def _points_dict(
+    p: PointsResult | None, max_entries: int | None
+) -> dict[str, Any] | None:
+    """``points=``: the counts, failing and out-of-domain indices, the
+    summary and the simplest failing input with its full check. The points'
+    values are left out (``labels`` says what each is; the failing one that
+    matters is ``simplest``)."""
+    if p is None:
+        return None
+    return {
+        "ok": p.ok,
+        "count": p.count,
+        "in_domain": p.in_domain,
+        "failing": list(p.failing),
+        "out_of_domain": list(p.out_of_domain),
+        "at_threshold": list(p.at_threshold),
+        "underflow": list(p.underflow),
+        "unresolved": list(p.unresolved),
+        "unsure": list(p.unsure),
+        "judged": p.judged,
+        "labels": list(p.labels),
+        "thresholds": [number(t) for t in p.thresholds],
+        "common": p.common,
+        "simplest": list(p.simplest),
+        "simplest_report": (
+            None
+            if p.simplest_report is None
+            else rule_report_dict(p.simplest_report, max_entries)
+        ),
+        "note": p.note,
     }
