@@ -53,7 +53,7 @@ def test_other_constants_reuse_the_program_with_their_own_values():
 
 
 def test_a_different_literal_is_a_different_program():
-    x = jnp.arange(4.0)
+    x = jnp.arange(4.0, dtype=jnp.float32)
     programs.call(lambda v: v * 1.5, x)
     assert _compiles(programs.call, lambda v: v * 1.5000001, x) == 1
     np.testing.assert_array_equal(

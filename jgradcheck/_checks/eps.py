@@ -192,8 +192,8 @@ def eps_sweep(
 
     Example:
       >>> import jax.numpy as jnp, jgradcheck as jgc
-      >>> s = jgc.eps_sweep(lambda p: jnp.sum(jnp.sin(p)), jnp.array([0.3, 1.2]),
-      ...                   precision="native")
+      >>> s = jgc.eps_sweep(lambda p: jnp.sum(jnp.sin(p)),
+      ...                   jnp.array([0.3, 1.2], jnp.float32), precision="native")
       >>> s.errors["central"].shape, bool(1e-4 < s.best_eps["central"][0] < 1e-1)
       ((2, 49), True)
     """

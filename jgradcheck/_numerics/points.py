@@ -250,7 +250,8 @@ def simplicity(point: Point, base: Point, dtypes: Sequence[Any]) -> tuple:
     p, b = _flat(point), _flat(base)
     kinds = np.concatenate([[j] * v.size for j, v in enumerate(point)]).astype(int)
     idx = moved(point, base)
-    dist = float(np.sum(np.abs(p[idx] - b[idx])))
+    with np.errstate(over="ignore"):  # float64 points near the largest finite
+        dist = float(np.sum(np.abs(p[idx] - b[idx])))
     digits = sum(digits_of(p[i], dtypes[kinds[i]]) for i in idx)
     return (idx.size, _rounded(dist, 2) if dist else 0.0, digits)
 
