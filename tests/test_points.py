@@ -355,7 +355,11 @@ def test_shrinking_candidates_and_printing():
 def test_thresholds_are_the_constants_compared_with():
     jaxpr = jax.make_jaxpr(lambda x: _exprel(x) + jnp.where(x > 15.0, x, 0.0))
     # 0.0 for abs; 0.01 as the float32 constant it is.
-    assert thresholds(jaxpr(jnp.ones(2, jnp.float32))) == [0.0, float(np.float32(0.01)), 15.0]
+    assert thresholds(jaxpr(jnp.ones(2, jnp.float32))) == [
+        0.0,
+        float(np.float32(0.01)),
+        15.0,
+    ]
     assert thresholds(jax.make_jaxpr(jnp.tanh)(1.0)) == []
 
 
