@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -243,7 +244,7 @@ def test_correct_branches_pass_at_every_judged_point(x64):
         report = jgc.check_vjp(branches, x, points=K, localize=0)
         assert report.ok, str(report)
         p = report.points
-        assert p.failing == () and p.judged >= K // 2
+        assert p.failing == () and p.judged >= K // 2 and p.located == ()
         # exp overflows past |x| ≈ 88 (float32) or 709: listed, not failed.
         assert p.out_of_domain and set(p.out_of_domain).isdisjoint(p.failing)
         assert "out of the domain" in str(report)
@@ -374,3 +375,19 @@ def test_a_nan_yardstick_leaves_the_fixed_floor():
         fixed = judge(a, n, err, r0, eps_grad=2.0**-23, scale=2.0)
         assert np.all(with_nan.status == want) and np.all(fixed.status == want)
         assert np.array_equal(with_nan.tolerance, fixed.tolerance)
+
+
+def test_every_failing_point_is_localised_where_the_bug_is(saturation):
+    # The full check at each failing point names the entries above 15 (the
+    # saturated branch), and only those: paths and indices, as at the primals.
+    p = saturation.points
+    assert p.located and [q.point for q in p.located] == list(p.failing[:8])
+    for q in p.located:
+        assert not q.ok and q.entries
+        named = {int(re.fullmatch(r"\[0\]\[(\d+)\]", e).group(1)) for e in q.entries}
+        above = set(np.flatnonzero(p.values[0][q.point] > 15.0).tolist())
+        assert named == above, (q, p.values[0][q.point])
+    assert "where the full check at each failing point finds the error" in str(
+        saturation
+    )
+    assert saturation.to_dict()["points"]["located"][0]["entries"]

@@ -28,7 +28,7 @@ from .._numerics import points as pts
 from .._numerics.stencil import default_step
 from .._options import Options
 from .._report.report import RuleReport
-from .._report.rule_records import PointsResult
+from .._report.rule_records import LocatedPoint, PointsResult
 from .rules import AtPoints, Direction, RuleInputs, check_rule, rule_inputs
 
 SHRINK_ROUNDS = 24
@@ -36,6 +36,10 @@ SHRINK_ROUNDS = 24
 
 MIN_BATCH = 8
 """Points per evaluation at least (the shrinking's candidates share the batch)."""
+
+MAX_LOCATED = 8
+"""Failing points checked in full (localised: path and index), the first
+ones; each reuses the compiled programs of the others (same shapes)."""
 
 
 def validate_points(count: Any) -> int | None:
@@ -219,6 +223,9 @@ def points_result(
         )
     bad = np.flatnonzero(failing)
     code, report = _simplest([points[k] for k in bad], judge, flat, recheck)
+    located = tuple(
+        _located(int(k), points[k], judge, flat, recheck) for k in bad[:MAX_LOCATED]
+    )
     return PointsResult(
         count=len(points),
         labels=tuple(labels),
@@ -235,6 +242,7 @@ def points_result(
         simplest=code,
         simplest_report=report,
         note=at.note,
+        located=located,
         values=tuple(
             np.stack([np.asarray(p[j]) for p in points]).astype(dtype)
             for j, dtype in enumerate(dtypes)
@@ -274,6 +282,20 @@ def _simplest(
         report = recheck(tuple(flat.rebuild_with(_at(flat, first, judge.x))))
     paths = [i.path for i in flat.checked]
     return tuple(pts.as_code(simplest, paths, dtypes)), report
+
+
+def _located(
+    k: int,
+    point: pts.Point,
+    judge: _Judge,
+    flat: Any,
+    recheck: Callable[[tuple], RuleReport],
+) -> LocatedPoint:
+    """The full check at failing point ``k``: what its localisation names.
+    Same shapes as every other point, so it reuses their compiled programs."""
+    report = recheck(tuple(flat.rebuild_with(_at(flat, point, judge.x))))
+    named = (e.where for _, r in report.localized for e in r.failures())
+    return LocatedPoint(k, report.ok, tuple(dict.fromkeys(named)))
 
 
 def _digits_first(key: tuple) -> tuple:

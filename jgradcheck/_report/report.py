@@ -197,8 +197,9 @@ class RuleReport(RuleReportRecord):
         ``ok``, ``count``, ``judged``, ``failing``, ``out_of_domain``,
         ``at_threshold``, ``underflow``, ``unresolved``, ``unsure``,
         ``labels``, ``thresholds``, ``common``, ``simplest`` (lines of code),
-        ``simplest_report`` (this dict for the full check there) and
-        ``note``; else ``None``) and ``second_order`` (the same dict for
+        ``simplest_report`` (this dict for the full check there), ``located``
+        (the first failing points checked in full: ``point``, ``ok``,
+        ``entries``) and ``note``; else ``None``) and ``second_order`` (the same dict for
         ``order=2``, else ``None``).
 
         Args:

@@ -50,6 +50,18 @@ class DotTest(NamedTuple):
         return bool(np.all(self.status == PASS))
 
 
+class LocatedPoint(NamedTuple):
+    """The full check at one failing input point (``points=``)."""
+
+    point: int
+    """Index of the point (``PointsResult.labels`` says what it is)."""
+    ok: bool
+    """Whether the full check passes there (the batch and it disagree)."""
+    entries: tuple[str, ...]
+    """What the full check's localisation names there, path and index: the
+    input entries of the VJP's Jᵀȳ, the output entries of the JVP's J·u."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PointsResult:
     """The rule at many input points (``points=``): which fail, what they
@@ -93,6 +105,9 @@ class PointsResult:
     """The full check at the simplest failing input (paths and indices)."""
     note: str = ""
     """Why the points were evaluated one by one (``""``: in one program)."""
+    located: tuple[LocatedPoint, ...] = ()
+    """The first failing points (up to ``MAX_LOCATED`` of
+    :mod:`jgradcheck._checks.points`) checked in full: where the error is."""
     values: tuple[np.ndarray, ...] = ()
     """The points themselves: per differentiated input leaf, its values at
     every point stacked (``[count, *shape]``, the leaf's dtype). Not in

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from .records import ReportRecord
-from .rule_records import Check, PointsResult, RuleReportRecord
+from .rule_records import Check, LocatedPoint, PointsResult, RuleReportRecord
 from .sections import Section, reference_section, report_sections
 from .tables import Table, Tone, comparison_row, format_number, path_label
 
@@ -81,6 +81,17 @@ def _points_summary(p: PointsResult) -> str:
     return line
 
 
+def _located(q: LocatedPoint, limit: int = 6) -> str:
+    if q.ok:
+        return "passes the full check (the batch and the full check disagree)"
+    if not q.entries:
+        return "fails the full check; no entry named"
+    shown = ", ".join(q.entries[:limit])
+    return shown + (
+        f" and {len(q.entries) - limit} more" if len(q.entries) > limit else ""
+    )
+
+
 def _points_section(p: PointsResult, kind: str) -> Section:
     """The rule at many input points: verdict, domain, the simplest failing input."""
     lines = [f"{_points_summary(p)}; point 0 is the given values"]
@@ -124,6 +135,14 @@ def _points_section(p: PointsResult, kind: str) -> Section:
             "thresholds the rule compares with, straddled: "
             + ", ".join(f"{t:g}" for t in p.thresholds)
         )
+    if p.located:
+        more = len(p.failing) - len(p.located)
+        lines.append(
+            "where the full check at each failing point finds the error"
+            + (f" (the first {len(p.located)} points)" if more > 0 else "")
+            + ":"
+        )
+        lines += [f"  point {q.point}: {_located(q)}" for q in p.located]
     if p.note:
         lines.append(f"evaluated point by point (f cannot be vmapped: {p.note})")
     nested: tuple[Section, ...] = ()

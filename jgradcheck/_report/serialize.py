@@ -276,4 +276,8 @@ def _points_dict(
             else rule_report_dict(p.simplest_report, max_entries)
         ),
         "note": p.note,
+        "located": [
+            {"point": q.point, "ok": q.ok, "entries": list(q.entries)}
+            for q in p.located
+        ],
     }
