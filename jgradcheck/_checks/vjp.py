@@ -28,7 +28,7 @@ from .._typing import Method, Precision, PyTree
 from .directional import pair_dot as _dot
 from .directional import widen, widen_np
 from .points import validate_points, with_points
-from .pointwise import VJPAtPoints
+from .pointwise import VJPAtPoints, dot_fd
 from .recorded import recorded
 from .reference import (
     disagreement,
@@ -129,14 +129,8 @@ def _dot_fd(
     """⟨ȳ, FD(J·u)⟩ per pair, its error bar, its roundoff at the default step
     and ``Σ|ȳ·FD(J·u)|`` (the scale), for cotangents ``cts`` on one output."""
     est, r0 = run.differences[position]
-    pairs = len(cts)
     ybar = np.stack([widen_np(jax.tree_util.tree_leaves(c)[position]) for c in cts])
-    flatten = lambda a: a.reshape(pairs, -1)  # noqa: E731
-    numeric = np.real(np.sum(flatten(ybar) * flatten(est.value), axis=1))
-    error = np.sum(np.abs(flatten(ybar)) * flatten(est.error), axis=1)
-    round0 = np.sum(np.abs(flatten(ybar)) * flatten(r0), axis=1)
-    terms = np.sum(np.abs(flatten(ybar) * flatten(est.value)), axis=1)
-    return numeric, error, round0, terms
+    return dot_fd(est, r0, ybar)
 
 
 def _against(
