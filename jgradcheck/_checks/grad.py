@@ -68,7 +68,7 @@ from .prepare import (
     prepare_params,
     selection_of,
 )
-from .recorded import recorded
+from .recorded import records_call
 from .reference import against_grad, validate_reference
 from .terms import check_terms, returns_terms, validate_terms
 
@@ -129,6 +129,7 @@ def _shifted(
     return float(loss(flat.rebuild(leaves), *args))
 
 
+@records_call
 def check_grad(
     loss: Callable[..., Any],
     params: PyTree,
@@ -300,7 +301,7 @@ def check_grad(
         progress=progress,
     )
     factor = validate_reference(reference, reference_factor)
-    report = check_grad_with(
+    return check_grad_with(
         loss,
         params,
         args,
@@ -311,24 +312,6 @@ def check_grad(
         reference_factor=factor,
         explain_precision=True,
     )
-    options = dict(
-        grad=grad,
-        coords=coords,
-        key=key,
-        precision=precision,
-        rtol=rtol,
-        atol=atol,
-        memory_budget=memory_budget,
-        method=method,
-        mode=mode,
-        directions=directions,
-        devices=devices,
-        progress=progress,
-        terms=terms,
-        reference=reference,
-        reference_factor=reference_factor,
-    )
-    return recorded(report, check_grad, loss, (params, *args), options)
 
 
 @quiet_truncation()

@@ -29,7 +29,7 @@ from .directional import widen_np
 from .points import validate_points, with_points
 from .pointwise import JVPAtPoints
 from .pointwise import real_flat as _real
-from .recorded import recorded
+from .recorded import records_call
 from .reference import (
     disagreement,
     leaf_against,
@@ -372,6 +372,7 @@ class JVP:
         return JVPAtPoints(inputs.of_floats, inputs.floats, u, inputs.opts.precision)
 
 
+@records_call
 def check_jvp(
     f: Callable[..., Any],
     *primals: Any,
@@ -494,7 +495,7 @@ def check_jvp(
         reference=reference,
         reference_factor=factor,
     )
-    report = with_points(
+    return with_points(
         report,
         f,
         primals,
@@ -503,22 +504,6 @@ def check_jvp(
         opts=opts,
         count=count,
     )
-    options = dict(
-        nondiff_argnums=nondiff_argnums,
-        key=key,
-        precision=precision,
-        order=order,
-        localize=localize,
-        rows=rows,
-        method=method,
-        memory_budget=memory_budget,
-        devices=devices,
-        progress=progress,
-        reference=reference,
-        reference_factor=reference_factor,
-        points=points,
-    )
-    return recorded(report, check_jvp, f, primals, options)
 
 
 def assert_jvp(f: Callable[..., Any], *primals: Any, **options: Any) -> RuleReport:

@@ -29,7 +29,7 @@ from .directional import pair_dot as _dot
 from .directional import widen, widen_np
 from .points import validate_points, with_points
 from .pointwise import VJPAtPoints, dot_fd
-from .recorded import recorded
+from .recorded import records_call
 from .reference import (
     disagreement,
     leaf_against,
@@ -377,6 +377,7 @@ class VJP:
         )
 
 
+@records_call
 def check_vjp(
     f: Callable[..., Any],
     *primals: Any,
@@ -512,7 +513,7 @@ def check_vjp(
         reference=reference,
         reference_factor=factor,
     )
-    report = with_points(
+    return with_points(
         report,
         f,
         primals,
@@ -521,22 +522,6 @@ def check_vjp(
         opts=opts,
         count=count,
     )
-    options = dict(
-        nondiff_argnums=nondiff_argnums,
-        pairs=pairs,
-        key=key,
-        localize=localize,
-        precision=precision,
-        order=order,
-        method=method,
-        memory_budget=memory_budget,
-        devices=devices,
-        progress=progress,
-        reference=reference,
-        reference_factor=reference_factor,
-        points=points,
-    )
-    return recorded(report, check_vjp, f, primals, options)
 
 
 def assert_vjp(f: Callable[..., Any], *primals: Any, **options: Any) -> RuleReport:
