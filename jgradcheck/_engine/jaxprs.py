@@ -1,5 +1,6 @@
-"""What the jaxpr interpreters of the engine share: binding an equation, and
-the primitives whose bodies are jaxprs.
+"""What the jaxpr interpreters of the engine share: their loop
+(:func:`interpret`), binding an equation, and the primitives whose bodies are
+jaxprs.
 
 Three interpreters walk a jaxpr: :mod:`.sparse` (a perturbation carried
 as a slice delta), :mod:`.primal_ad` (custom rules replaced by their
@@ -10,9 +11,11 @@ descend into calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from jax.extend import core as jcore
 
 RULES = {
     "custom_jvp_call": "call_jaxpr",
@@ -39,6 +42,39 @@ def bind(eqn: Any, invals: list[Any]) -> list[Any]:
     subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
     out = eqn.primitive.bind(*subfuns, *invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def interpret(
+    jaxpr: Any,
+    consts: list[Any],
+    args: list[Any],
+    step: Callable[[Any, list[Any]], list[Any]],
+    keep: Callable[[Any], Any] | None = None,
+) -> list[Any]:
+    """Evaluate ``jaxpr``: each equation's outputs are ``step(eqn, invals)``.
+
+    Every value stored (constants, inputs, literals read, outputs) passes
+    through ``keep`` first (default: as it is). The loop of the three
+    interpreters; what they do to an equation is their ``step``.
+    """
+    env: dict[Any, Any] = {}
+
+    def stored(x: Any) -> Any:
+        return x if keep is None else keep(x)
+
+    def read(v: Any) -> Any:
+        return stored(v.val) if isinstance(v, jcore.Literal) else env[v]
+
+    for v, x in zip(jaxpr.constvars, consts):
+        env[v] = stored(x)
+    for v, x in zip(jaxpr.invars, args):
+        env[v] = stored(x)
+    for eqn in jaxpr.eqns:
+        outs = step(eqn, [read(v) for v in eqn.invars])
+        for v, x in zip(eqn.outvars, outs):
+            if not isinstance(v, jcore.DropVar):
+                env[v] = stored(x)
+    return [read(v) for v in jaxpr.outvars]
 
 
 COMPARISONS = frozenset({"gt", "ge", "lt", "le", "max", "min", "clamp"})

@@ -35,7 +35,7 @@ from jax.extend import core as jcore
 
 from .._dtypes import eps as eps_of
 from .._dtypes import is_real_float
-from .jaxprs import CALLS, bind
+from .jaxprs import CALLS, bind, interpret
 
 
 def _open(j: Any) -> tuple[Any, list[Any]]:
@@ -188,27 +188,15 @@ def eval_rounded(
 ) -> list[Any]:
     """Evaluate ``jaxpr`` with its inputs and every float intermediate
     rounded to ``dtype``."""
-    env: dict[Any, Any] = {}
 
-    def read(v: Any) -> Any:
-        return _round(v.val, dtype) if isinstance(v, jcore.Literal) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = _round(x, dtype)
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = _round(x, dtype)
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
+    def step(eqn: Any, invals: list[Any]) -> list[Any]:
         name = eqn.primitive.name
         if name in CALLS and CALLS[name] in eqn.params:
             inner, inner_consts = _open(eqn.params[CALLS[name]])
-            outs = eval_rounded(inner, inner_consts, invals, dtype)
-        else:
-            outs = bind(eqn, invals)
-        for v, x in zip(eqn.outvars, outs):
-            if not isinstance(v, jcore.DropVar):
-                env[v] = _round(x, dtype)
-    return [read(v) for v in jaxpr.outvars]
+            return eval_rounded(inner, inner_consts, invals, dtype)
+        return bind(eqn, invals)
+
+    return interpret(jaxpr, consts, args, step, lambda x: _round(x, dtype))
 
 
 def rounded(fn: Callable[..., Any], dtype: Any) -> Callable[..., Any]:

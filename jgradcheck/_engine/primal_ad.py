@@ -32,7 +32,7 @@ from jax.extend import core as jcore
 from .._numerics.verdict import yardstick_reach, yardstick_rounding
 from .._pytree.flat import Flat
 from .gradient import autodiff_gradient
-from .jaxprs import CALLS, RULES, bind
+from .jaxprs import CALLS, RULES, bind, interpret
 
 _JAX_SOURCE = os.path.dirname(jax.__file__) + os.sep
 
@@ -116,36 +116,23 @@ def _with_inlined_params(eqn: Any) -> Any:
 def eval_inlined(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:
     """Evaluate ``jaxpr``, every custom rule defined outside JAX replaced by
     its primal body."""
-    env: dict[Any, Any] = {}
 
-    def read(v: Any) -> Any:
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
+    def step(eqn: Any, invals: list[Any]) -> list[Any]:
         name = eqn.primitive.name
         if _rule_name(eqn) is not None:
             inner, inner_consts = _open(eqn.params[RULES[name]])
-            outs = eval_inlined(inner, inner_consts, invals)
-        elif name in CALLS and CALLS[name] in eqn.params:
+            return eval_inlined(inner, inner_consts, invals)
+        if name in CALLS and CALLS[name] in eqn.params:
             body = eqn.params[CALLS[name]]
             if user_rules(body):
                 inner, inner_consts = _open(body)
-                outs = eval_inlined(inner, inner_consts, invals)
-            else:
-                outs = bind(eqn, invals)
-        elif any(user_rules(sub) for _, _, sub in _sub_jaxprs(eqn)):
-            outs = bind(_with_inlined_params(eqn), invals)
-        else:
-            outs = bind(eqn, invals)
-        for v, x in zip(eqn.outvars, outs):
-            if not isinstance(v, jcore.DropVar):
-                env[v] = x
-    return [read(v) for v in jaxpr.outvars]
+                return eval_inlined(inner, inner_consts, invals)
+            return bind(eqn, invals)
+        if any(user_rules(sub) for _, _, sub in _sub_jaxprs(eqn)):
+            return bind(_with_inlined_params(eqn), invals)
+        return bind(eqn, invals)
+
+    return interpret(jaxpr, consts, args, step)
 
 
 def inlined(fn: Callable[..., Any]) -> Callable[..., Any]:

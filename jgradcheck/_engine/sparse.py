@@ -26,10 +26,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.extend import core as jcore
 
 from .jaxprs import CALLS as CALLS_ONLY
-from .jaxprs import RULES, bind
+from .jaxprs import RULES, bind, interpret
 
 
 class Sparse(NamedTuple):
@@ -138,30 +137,17 @@ def _rule(eqn: Any, invals: list[Any]) -> list[Any] | None:
 
 def eval_jaxpr(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:
     """Evaluate ``jaxpr`` where some inputs may be :class:`Sparse`."""
-    env: dict[Any, Any] = {}
 
-    def read(v: Any) -> Any:
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
+    def step(eqn: Any, invals: list[Any]) -> list[Any]:
         outs = None
         if any(isinstance(x, Sparse) for x in invals):
             outs = _rule(eqn, invals)
             if outs is None:
                 invals = [densify(x) if isinstance(x, Sparse) else x for x in invals]
-        if outs is None:
-            outs = bind(eqn, invals)
-        for v, x in zip(eqn.outvars, outs):
-            if not isinstance(v, jcore.DropVar):
-                env[v] = x
-    return [
-        densify(x) if isinstance(x, Sparse) else x for x in map(read, jaxpr.outvars)
-    ]
+        return bind(eqn, invals) if outs is None else outs
+
+    outs = interpret(jaxpr, consts, args, step)
+    return [densify(x) if isinstance(x, Sparse) else x for x in outs]
 
 
 def sparse_loss(loss_of_leaf: Any, base: Any, rest: Any) -> Any:
