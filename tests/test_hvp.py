@@ -147,3 +147,12 @@ def test_bad_input_is_named():
         jgc.check_hvp(lambda w: w**2, jnp.array(W))
     with pytest.raises(ValueError, match="no floating-point"):
         jgc.check_hvp(lambda p: 0.0, jnp.array([1, 2]))
+
+
+@pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16])
+def test_low_precision_hvp_passes_correct_and_catches_the_blind_bwd(low):
+    # Finite differences in float64 of the low-precision gradient; the
+    # allowance is the HVP's rounding measured against its float64 re-run.
+    w, xs = jnp.array(W, low), jnp.array(XS, low)
+    assert jgc.check_hvp(softplus_loss, w, xs).ok
+    assert not jgc.check_hvp(softplus_blind_loss, w, xs).ok

@@ -391,3 +391,26 @@ def test_every_failing_point_is_localised_where_the_bug_is(saturation):
         saturation
     )
     assert saturation.to_dict()["points"]["located"][0]["entries"]
+
+
+@jax.custom_vjp
+def softplus_fixed(x):
+    return _softplus(x)
+
+
+softplus_fixed.defvjp(
+    lambda x: (_softplus(x), x), lambda x, g: (g * jax.nn.sigmoid(x),)
+)
+
+
+@pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16])
+def test_low_precision_points_catch_the_saturation_bug_and_pass_its_fix(low):
+    x = X.astype(low)
+    bad = jgc.check_vjp(softplus_saturation_bug, x, points=K, localize=0)
+    assert _at_given(bad).ok and not bad.ok
+    # Every failing point is in the saturated region (in bfloat16 the points
+    # just above 15 round onto it, so the summary's bound may be higher).
+    values = bad.points.values[0]
+    assert all((values[k] > 15).any() for k in bad.points.failing)
+    good = jgc.check_vjp(softplus_fixed, x, points=K, localize=0)
+    assert good.ok, str(good)
