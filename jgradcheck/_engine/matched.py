@@ -20,6 +20,15 @@ the narrow dtype: the least precise thing a correct rule at that precision
 could be. Calls (``jit``, ``closed_call``, ``remat``) are evaluated the same
 way inside; the bodies of other higher-order primitives (``scan``, ``cond``,
 ``while``) run as they are and only their outputs are rounded.
+
+A reduced *matmul precision* changes no dtype: a float32 ``dot_general``
+whose ``precision`` is DEFAULT rounds its operands to bfloat16 on a TPU and
+to TensorFloat-32 on an NVIDIA GPU
+(:mod:`.matmul_precision` has the table and its sources).
+:func:`reduced_matmuls` finds a program whose float32 products run with
+narrower operands on a platform than another's, and :func:`matmuls_rounded`
+gives the other with the operands of all its float32 products rounded to
+that format (everything else as it is).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from jax.extend import core as jcore
 
 from .._dtypes import eps as eps_of
 from .._dtypes import is_real_float
+from . import matmul_precision as mp
 from .jaxprs import CALLS, bind, interpret
 
 
@@ -215,6 +225,134 @@ def rounded(fn: Callable[..., Any], dtype: Any) -> Callable[..., Any]:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         outs = eval_rounded(
             closed.jaxpr, list(closed.consts), jax.tree_util.tree_leaves(args), dtype
+        )
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
+
+    return g
+
+
+def _is_f32_matmul(eqn: Any) -> bool:
+    """A ``dot_general`` of two float32 operands: the products whose
+    precision setting changes what the hardware does."""
+    return eqn.primitive.name == "dot_general" and all(
+        _float_dtype(v) == np.float32 for v in eqn.invars
+    )
+
+
+def matmul_formats(jaxpr: Any, *, platform: str) -> Counter[tuple[str, str]]:
+    """``(precision label, operand format)`` → how many float32
+    ``dot_general`` equations of ``jaxpr`` (calls and loop bodies included)
+    run that way on ``platform`` (format ``"float32"``: full precision). An
+    unset precision is resolved with the ``jax_default_matmul_precision``
+    config in effect now (call right after tracing)."""
+    default = getattr(jax.config, "jax_default_matmul_precision", None)
+    out: Counter[tuple[str, str]] = Counter()
+    for eqn in _open(jaxpr)[0].eqns:
+        if _is_f32_matmul(eqn):
+            p = mp.effective(eqn.params.get("precision"), default)
+            fmt = mp.operand_format(p, platform=platform) or "float32"
+            out[(mp.label(p), fmt)] += 1
+        for sub in _subs(eqn):
+            out.update(matmul_formats(sub, platform=platform))
+    return out
+
+
+class ReducedMatmuls(NamedTuple):
+    """Where a derivative program's float32 matrix products run with
+    narrower operands than another's on a platform."""
+
+    format: str
+    """The narrowest operand format (a key of ``matmul_precision.EPS``)."""
+    where: tuple[tuple[str, int, int], ...]
+    """``(precision label, count in the program, count in the other)`` of
+    the program's products in ``format``, e.g. ``("dot_general
+    precision=DEFAULT", 2, 0)``."""
+    other: str
+    """What the other's float32 products keep: ``"float32"``, or its
+    narrowest operand format (wider than ``format``)."""
+    platform: str
+
+
+def reduced_matmuls(
+    program: Any, other: Any, *, platform: str
+) -> ReducedMatmuls | None:
+    """The narrowest operand format ``F`` of ``program``'s float32 matrix
+    products on ``platform`` (jaxprs; :func:`matmul_formats`), if ``program``
+    has more products in ``F`` or narrower than ``other`` and ``other`` has
+    float32 products to round; else None (full precision everywhere, as on
+    the CPU, or both as narrow).
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.ones((2, 2), jnp.float32)
+    >>> fast = jax.make_jaxpr(lambda a: a @ a)(x)
+    >>> full = jax.make_jaxpr(lambda a: jnp.dot(a, a, precision="highest"))(x)
+    >>> reduced_matmuls(fast, full, platform="tpu").where
+    (('dot_general precision=DEFAULT', 1, 0),)
+    >>> reduced_matmuls(fast, full, platform="cpu") is None
+    True
+    """
+    mine = matmul_formats(program, platform=platform)
+    theirs = matmul_formats(other, platform=platform)
+    narrow = [f for _, f in mine if f != "float32"]
+    if not narrow or not theirs:
+        return None
+    fmt = max(narrow, key=lambda f: mp.EPS[f])
+
+    def as_narrow(counts: Counter[tuple[str, str]]) -> int:
+        return sum(n for (_, f), n in counts.items() if mp.EPS.get(f, 0) >= mp.EPS[fmt])
+
+    if as_narrow(mine) <= as_narrow(theirs):
+        return None
+    where = tuple(
+        sorted(
+            (
+                (f"dot_general {label}", n, theirs[(label, f)])
+                for (label, f), n in mine.items()
+                if f == fmt
+            ),
+            key=lambda w: -w[1],
+        )
+    )
+    wider = [f for _, f in theirs if f != "float32"]
+    kept = max(wider, key=lambda f: mp.EPS[f]) if wider else "float32"
+    return ReducedMatmuls(fmt, where, kept, platform)
+
+
+def eval_matmuls_rounded(
+    jaxpr: Any, consts: list[Any], args: list[Any], fmt: str
+) -> list[Any]:
+    """Evaluate ``jaxpr`` with the operands of every float32 ``dot_general``
+    rounded to ``fmt`` (``matmul_precision.ROUND``); all else as it is."""
+    rounding = mp.ROUND[fmt]
+
+    def step(eqn: Any, invals: list[Any]) -> list[Any]:
+        name = eqn.primitive.name
+        if name in CALLS and CALLS[name] in eqn.params:
+            inner, inner_consts = _open(eqn.params[CALLS[name]])
+            return eval_matmuls_rounded(inner, inner_consts, invals, fmt)
+        if _is_f32_matmul(eqn):
+            return bind(eqn, [rounding(v) for v in invals])
+        return bind(eqn, invals)
+
+    return interpret(jaxpr, consts, args, step)
+
+
+def matmuls_rounded(fn: Callable[..., Any], fmt: str) -> Callable[..., Any]:
+    """``fn`` with the operands of its float32 matrix products rounded to
+    ``fmt`` (``"bfloat16"``, ``"tensorfloat32"``, ``"bfloat16_3x"``): what
+    ``fn`` computes on a platform whose products round their operands so
+    (the bodies of ``scan``, ``cond`` and ``while`` run as they are).
+
+    >>> import jax.numpy as jnp
+    >>> a = jnp.array([[1 + 2.0**-9]], jnp.float32)
+    >>> float(matmuls_rounded(lambda a: a @ a, "bfloat16")(a)[0, 0])
+    1.0
+    """
+
+    def g(*args: Any) -> Any:
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = eval_matmuls_rounded(
+            closed.jaxpr, list(closed.consts), jax.tree_util.tree_leaves(args), fmt
         )
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
 
