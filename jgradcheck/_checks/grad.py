@@ -189,9 +189,11 @@ def check_grad(
         reason where autodiff cannot differentiate the primal). A rule that
         loses digits (a float32 rule computing in float16) fails, diagnosed
         "imprecise" with its error in ulps next to autodiff's; where it
-        computes with narrower float intermediates than its yardstick,
-        ``report.precision_match`` says whether the yardstick at that
-        precision agrees with it (the formula is right) or not.
+        computes with narrower float intermediates than its yardstick (or
+        float32 matrix products whose operands the platform rounds, where
+        the yardstick's are full float32), ``report.precision_match`` says
+        whether the yardstick at that precision agrees with it (the formula
+        is right) or not.
       coords: ``None`` checks every coordinate; an int ``k`` checks ``k``
         coordinates drawn with ``key`` (every leaf gets at least one); a pytree
         of boolean masks shaped like ``params`` checks exactly those entries.

@@ -453,7 +453,8 @@ def check_jvp(
     primal (custom rules replaced by their primal bodies) at the primals'
     precision; ``report.rounding`` says what was used.
     After a failure, ``report.precision_match`` says whether the rule's
-    narrower float intermediates explain it (see :func:`check_vjp`).
+    narrower float intermediates or matrix-product precision explain it
+    (see :func:`check_vjp`).
 
     Raises:
       ValueError: ``points`` is not a positive int (or None).

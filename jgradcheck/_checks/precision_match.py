@@ -41,6 +41,19 @@ missing factor or term) is off by O(1) of the scale, hundreds of times
 "precision mismatch" with the numbers; if not, that precision does not
 explain the disagreement.
 
+A reduced matmul precision changes no dtype (a float32 ``dot_general`` at
+``precision=DEFAULT`` rounds its operands to bfloat16 on a TPU, to
+TensorFloat-32 on an NVIDIA GPU, and to nothing on the CPU). Where the
+rule's program has no narrower dtype, the same comparison is made with the
+float32 products: if the rule has more products whose operands the platform
+rounds to a format ``F`` than the yardstick
+(:func:`jgradcheck._engine.matched.reduced_matmuls`), the yardstick is
+evaluated with the operands of all its float32 products rounded to ``F``
+(:func:`jgradcheck._engine.matched.matmuls_rounded`), and ``D`` above is
+``F`` (its machine epsilon: 2⁻⁷ for bfloat16, 2⁻¹⁰ for TensorFloat-32). The
+argument is the same: the rounding of an operand moves it by at most
+``eps_F/2`` of itself, and the yardstick rounds every product's operands.
+
 The verdict does not change: the rule still loses digits its yardstick
 keeps at the native precision, which is what the check promises to catch
 (a float32 rule with a float16 backward pass must fail). The report says
@@ -57,7 +70,14 @@ import numpy as np
 
 from .._dtypes import eps as eps_of
 from .._engine.context import at_precision, reference_precision, to_float64_args
-from .._engine.matched import jaxpr_of, narrower_ops, rounded
+from .._engine.matched import (
+    jaxpr_of,
+    matmuls_rounded,
+    narrower_ops,
+    reduced_matmuls,
+    rounded,
+)
+from .._engine.matmul_precision import EPS, current_platform
 from .._engine.primal_ad import inlined, loss_has_rules
 from .._numerics.reference import Against, against_reference
 from .._numerics.verdict import rounding_floor
@@ -129,12 +149,12 @@ def _leaves(
     xs: Any,
     xs64: Any,
     probes: Sequence[Probe],
-    dtype: np.dtype,
+    matching: _Matching,
     factor: float,
 ) -> list[_Leaf]:
-    """Every result leaf of every probe, before and after matching ``dtype``."""
+    """Every result leaf of every probe, before and after matching."""
     native = jax.jit(ref_program)
-    at_d = jax.jit(rounded(ref_program, dtype))
+    at_d = jax.jit(matching.program)
     leaves = []
     for probe in probes:
         with reference_precision("float64"):
@@ -147,8 +167,58 @@ def _leaves(
             native(xs, probe.value),
             at_d(xs, probe.value),
         ):
-            leaves.append(_compare(label, a, r64, b, m, factor, eps_of(dtype)))
+            leaves.append(_compare(label, a, r64, b, m, factor, matching.eps))
     return leaves
+
+
+class _Matching(NamedTuple):
+    """How the yardstick is brought to the rule's precision."""
+
+    program: Callable[[Any, Any], list[Any]]
+    """The yardstick's program at that precision."""
+    format: str
+    """The narrow dtype, or the matmul operand format."""
+    eps: float
+    where: tuple[tuple[str, int, int], ...]
+    other: str
+    platform: str | None
+    """None: a narrower dtype; else the platform whose matmuls round."""
+
+
+def _matching(
+    rule_program: Callable[[Any, Any], list[Any]],
+    ref_program: Callable[[Any, Any], list[Any]],
+    xs: Any,
+    probe: Any,
+    platform: str | None,
+) -> _Matching | None:
+    """Narrower intermediates in the rule's program (the yardstick rounded
+    to their dtype), else float32 matrix products with narrower operands on
+    ``platform`` (the yardstick's products rounded alike), else None."""
+    rule_jaxpr = jaxpr_of(rule_program, xs, probe)
+    ref_jaxpr = jaxpr_of(ref_program, xs, probe)
+    narrow = narrower_ops(rule_jaxpr, ref_jaxpr)
+    if narrow is not None:
+        return _Matching(
+            rounded(ref_program, narrow.dtype),
+            str(narrow.dtype),
+            eps_of(narrow.dtype),
+            narrow.where,
+            narrow.other,
+            None,
+        )
+    on = platform or current_platform()
+    red = reduced_matmuls(rule_jaxpr, ref_jaxpr, platform=on)
+    if red is None:
+        return None
+    return _Matching(
+        matmuls_rounded(ref_program, red.format),
+        red.format,
+        EPS[red.format],
+        red.where,
+        red.other,
+        on,
+    )
 
 
 def precision_match(
@@ -162,6 +232,7 @@ def precision_match(
     yardstick: str,
     kind: str,
     factor: float,
+    platform: str | None = None,
 ) -> PrecisionMatch | None:
     """The rule against its yardstick at the rule's narrower precision.
 
@@ -176,25 +247,25 @@ def precision_match(
       yardstick: who ``ref_fn`` is, for the report.
       kind: ``"VJP"`` or ``"JVP"``.
       factor: ``k``.
+      platform: whose matrix-product precision to assume
+        (:func:`jgradcheck._engine.matmul_precision.current_platform` if None).
 
     Returns:
       None where the rule computes with no float intermediate narrower than
-      the yardstick's, where JAX cannot differentiate the yardstick (reverse
+      the yardstick's and no float32 matrix product with narrower operands
+      on the platform, where JAX cannot differentiate the yardstick (reverse
       mode through a ``while_loop``), or where the rule already agrees with
       the yardstick at the native precision (nothing for precision to
       explain); else the comparison.
     """
-    first = probes[0].value
     try:
-        narrow = narrower_ops(
-            jaxpr_of(rule_program, xs, first), jaxpr_of(ref_program, xs, first)
-        )
+        matching = _matching(rule_program, ref_program, xs, probes[0].value, platform)
     except Exception:  # noqa: BLE001 - AD cannot go through the yardstick
         return None  # (a while_loop, a pallas_call): no diagnosis to offer
-    if narrow is None:
+    if matching is None:
         return None
     try:
-        leaves = _leaves(ref_program, rule, xs, xs64, probes, narrow.dtype, factor)
+        leaves = _leaves(ref_program, rule, xs, xs64, probes, matching, factor)
     except Exception:  # noqa: BLE001 - the diagnosis is optional; the
         return None  # verdicts stand without it
     if all(leaf.before.status.max(initial=0) == 0 for leaf in leaves):
@@ -204,9 +275,9 @@ def precision_match(
         leaves, key=lambda leaf: leaf.after.rule_err / max(leaf.after.allowed, 1e-300)
     )
     return PrecisionMatch(
-        dtype=str(narrow.dtype),
-        where=narrow.where,
-        other=narrow.other,
+        dtype=matching.format,
+        where=matching.where,
+        other=matching.other,
         yardstick=yardstick,
         program=kind,
         leaf=shown.label,
@@ -216,10 +287,11 @@ def precision_match(
         factor=factor,
         floor=shown.floor,
         scale=shown.scale,
-        eps=eps_of(narrow.dtype),
+        eps=matching.eps,
         native=shown.native,
         native_eps=eps_of(shown.native),
         agrees=agrees,
+        platform=matching.platform,
     )
 
 

@@ -468,7 +468,9 @@ def check_vjp(
     intermediates than its yardstick (a bfloat16 product, a float16 cast),
     ``report.precision_match`` compares them again with the yardstick rounded
     to that dtype and says whether precision explains the failure or the
-    formula is wrong (the verdict stays FAIL).
+    formula is wrong (the verdict stays FAIL); likewise float32 matrix
+    products whose operands the platform rounds (``precision=DEFAULT`` on a
+    TPU or an NVIDIA GPU) where the yardstick's are full float32.
 
     Raises:
       ValueError: ``points`` is not a positive int (or None).

@@ -50,6 +50,12 @@ class PrecisionMatch(NamedTuple):
     agrees: bool
     """Whether the rule is within ``k`` times the matched yardstick's error
     on every leaf."""
+    platform: str | None = None
+    """None: ``dtype`` is a narrower dtype of the rule's intermediates. Else
+    the platform (``"tpu"``, ``"gpu"``) on which the rule's float32 matrix
+    products round their operands to ``dtype``, then an operand format
+    (``"bfloat16"``, ``"tensorfloat32"``, ``"bfloat16_3x"``), and ``where``
+    counts those products by their precision setting."""
 
     @property
     def allowed(self) -> float:
@@ -65,14 +71,16 @@ class PrecisionMatch(NamedTuple):
         )
         more = len(self.where) - 3
         where = shown + (f"; {more} more kind{'s' * (more > 1)}" if more > 0 else "")
-        matched = (
-            f"with matched precision ({self.yardstick} with its inputs and every "
-            f"intermediate rounded to {self.dtype})"
-        )
         numbers = (
             f"{self.leaf}: max|rule − ref64| = {self.rule_err:.3g}, allowance "
             f"{self.factor:g}·{self.matched_err:.3g} + {self.floor:.2g} = "
             f"{self.allowed:.3g}"
+        )
+        if self.platform is not None:
+            return self._matmul_line(where, numbers)
+        matched = (
+            f"with matched precision ({self.yardstick} with its inputs and every "
+            f"intermediate rounded to {self.dtype})"
         )
         if not self.agrees:
             return (
@@ -96,6 +104,36 @@ class PrecisionMatch(NamedTuple):
             f" {self.dtype} ulps of the leaf's scale{also}, "
             f"{self.yardstick} at {self.native} by "
             f"{_count(self.ref_err / s / self.native_eps)} {self.native} ulps"
+        )
+
+    def _matmul_line(self, where: str, numbers: str) -> str:
+        """:attr:`line` where the rule's matrix products round their operands."""
+        runs = (
+            f"on {self.platform} the rule's float32 matrix products run with "
+            f"{self.dtype} operands ({where})"
+        )
+        matched = (
+            f"with matched precision ({self.yardstick} with the operands of its "
+            f"float32 matrix products rounded to {self.dtype})"
+        )
+        if not self.agrees:
+            return (
+                f"not a precision mismatch: {runs}, but {matched} they still "
+                f"disagree ({numbers}): precision does not explain the "
+                "disagreement — the formula is wrong"
+            )
+        s = max(self.scale, float(np.finfo(np.float64).tiny))
+        return (
+            f"precision mismatch: {runs} where {self.yardstick} keeps "
+            f"{self.other}; {matched} they agree ({numbers}) — the formula is "
+            f"right; the lost digits are the matrix products': the rule is off by "
+            f"{_count(self.rule_err / s / self.eps)} {self.dtype} ulps of the "
+            f"leaf's scale ({_count(self.rule_err / s / self.native_eps)} "
+            f"{self.native} ulps), {self.yardstick} at {self.native} by "
+            f"{_count(self.ref_err / s / self.native_eps)} {self.native} ulps; "
+            "for full float32 products pass precision=jax.lax.Precision.HIGHEST "
+            "to the rule's dots or trace it under "
+            'jax.default_matmul_precision("float32")'
         )
 
 

@@ -201,6 +201,7 @@ def match_dict(m: PrecisionMatch | None) -> dict[str, Any] | None:
             {"kind": label, "rule": n, "yardstick": k} for label, n, k in m.where
         ],
         "other": m.other,
+        "platform": m.platform,
         "yardstick": m.yardstick,
         "agrees": m.agrees,
         "leaf": m.leaf,
