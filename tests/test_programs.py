@@ -154,3 +154,31 @@ def test_the_eager_budget_still_catches_a_rule_that_differs_under_jit():
     report = jgc.check_vjp(odd, jnp.linspace(-1.0, 1.0, 6), localize=0)
     check = next(c for c in report.structure if c.name == "jit agrees with eager")
     assert check.ran and not check.ok
+
+
+def test_cpu_programs_compile_with_the_faster_code_generator(monkeypatch):
+    # On a CPU the programs jgradcheck compiles use XLA's older fused-operation
+    # code generator (faster to compile, bench/RESULTS.md); the environment
+    # variable restores XLA's defaults. Either way the values agree to the
+    # last bits of float32 rounding, and the option is really passed: XLA
+    # rejects an unknown one, so a misspelt option would fail here.
+    assert jax.default_backend() == "cpu"
+    assert programs.compiler_options() == programs.CPU_OPTIONS
+    x = jnp.linspace(-3.0, 3.0, 7)
+
+    def fn(v):
+        return jnp.sum(jnp.tanh(v) * jnp.exp(-v * v) + jnp.logaddexp(v, 0.0))
+
+    legacy = programs.jit(fn)
+    np.testing.assert_allclose(float(legacy(x)), float(jax.jit(fn)(x)), rtol=1e-6)
+    bogus = jax.jit(fn, compiler_options={"xla_cpu_no_such_option": False})
+    with np.testing.assert_raises(Exception):
+        bogus(x)
+    monkeypatch.setenv("JGC_XLA_DEFAULT_EMITTERS", "1")
+    programs.compiler_options.cache_clear()
+    try:
+        assert programs.compiler_options() is None
+    finally:
+        monkeypatch.delenv("JGC_XLA_DEFAULT_EMITTERS")
+        programs.compiler_options.cache_clear()
+    assert programs.compiler_options() == programs.CPU_OPTIONS

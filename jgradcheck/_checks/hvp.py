@@ -26,6 +26,7 @@ import numpy as np
 
 from .._dtypes import as_float64
 from .._dtypes import eps as eps_of
+from .._engine import programs
 from .._engine.context import reference_precision, to_float64_args
 from .._engine.gradient import loss_output_check
 from .._engine.precision import to_effective
@@ -233,14 +234,14 @@ def check_hvp(
         raise ValueError(f"`directions` must be at least 1; got {directions}.")
     prep = _prepare(loss, params, args)
     vs_np = _directions(prep.flat, seed_of(key), int(directions))
-    hvp = jax.jit(hvp_of(prep.of(loss, prep.args)))
+    hvp = programs.jit(hvp_of(prep.of(loss, prep.args)))
     vs = [[jnp.asarray(v) for v in vk] for vk in vs_np]
     hv = [hvp(prep.x, v) for v in vs]
     with reference_precision("float64"):
         args64 = to_float64_args(prep.args)
         x64 = [widen(v) for v in prep.x]
         scalar64 = prep.of(loss, args64)
-        hvp64 = jax.jit(hvp_of(scalar64))
+        hvp64 = programs.jit(hvp_of(scalar64))
         hv64 = [
             [np.asarray(h) for h in hvp64(x64, [widen(c) for c in v])] for v in vs_np
         ]

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._dtypes import eps as eps_of
+from .._engine import programs
 from .._engine.context import reference_precision
 from .._engine.jaxprs import thresholds
 from .._engine.primal_ad import inlined, rules_in
@@ -72,8 +73,8 @@ class Batched:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
-        self._vmapped = jax.jit(jax.vmap(fn, in_axes=(0, None)))
-        self._single = jax.jit(fn)
+        self._vmapped = programs.jit(jax.vmap(fn, in_axes=(0, None)))
+        self._single = programs.jit(fn)
         self.note = ""
         self._eager = False
 

@@ -69,6 +69,7 @@ import jax
 import numpy as np
 
 from .._dtypes import eps as eps_of
+from .._engine import programs
 from .._engine.context import at_precision, reference_precision, to_float64_args
 from .._engine.matched import (
     jaxpr_of,
@@ -153,8 +154,8 @@ def _leaves(
     factor: float,
 ) -> list[_Leaf]:
     """Every result leaf of every probe, before and after matching."""
-    native = jax.jit(ref_program)
-    at_d = jax.jit(matching.program)
+    native = programs.jit(ref_program)
+    at_d = programs.jit(matching.program)
     leaves = []
     for probe in probes:
         with reference_precision("float64"):

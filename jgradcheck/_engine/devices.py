@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from . import programs
+
 AXIS = "coords"
 """Name of the mesh axis the batch of coordinates is split over."""
 
@@ -147,7 +149,7 @@ class Layout:
         """
         batch_of = self.batch_of(one, batched=batched, shared=shared)
         if self.mesh is None:
-            return jax.jit(batch_of)
+            return programs.jit(batch_of)
         spec, rep = PartitionSpec(AXIS), PartitionSpec()
         split = jax.shard_map(
             batch_of,
@@ -156,7 +158,7 @@ class Layout:
             out_specs=spec,
             check_vma=False,
         )
-        return jax.jit(
+        return programs.jit(
             split,
             in_shardings=(self.batch_sharding,) * batched + (self.replicated,) * shared,
             out_shardings=self.batch_sharding,

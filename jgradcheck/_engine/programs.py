@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import os
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -52,6 +53,47 @@ RULE_PARAMS = {
 
 MAX_COMPILED = 256
 """Ahead-of-time compiled batches kept (least recently used dropped)."""
+
+CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+"""XLA options for the programs a check compiles on a CPU.
+
+XLA's CPU backend has two code generators for fused operations; the older one
+(``xla_cpu_use_fusion_emitters=False``) compiles the small programs of a check
+faster, and its code runs about as fast. Measured on the 2-core CPU of
+bench/RESULTS.md (jaxlib 0.10.2): first calls of bench/suite.py's 12 rule checks
+37 → 29 s; the whole ``check_grad`` of bench/run.py's MLP, CNN and transformer
+3.7 → 3.4, 3.0 → 2.4 and 5.7 → 5.1 s (sweep times within 10%). Only the
+programs jgradcheck compiles are affected (its finite differences, the rule's
+derivative and the yardsticks, each the same computation either way, rounded as
+XLA rounds it), never the user's own ``jax.jit`` or eager operations. Results
+may differ from the default code generator's in the last bits, as between two
+XLA versions, which no verdict depends on. Set ``JGC_XLA_DEFAULT_EMITTERS=1``
+to compile with XLA's defaults; on other platforms, or a jaxlib without the
+option, the defaults are used."""
+
+
+@functools.cache
+def compiler_options() -> dict[str, Any] | None:
+    """:data:`CPU_OPTIONS` where the default backend is a CPU that accepts
+    them (checked once per process by compiling a one-operation program),
+    else None (XLA's defaults)."""
+    if os.environ.get("JGC_XLA_DEFAULT_EMITTERS", "") not in ("", "0"):
+        return None
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(
+            jax.ShapeDtypeStruct((2,), np.float32)
+        ).compile()
+    except Exception:  # noqa: BLE001 - an option this jaxlib does not know
+        return None
+    return dict(CPU_OPTIONS)
+
+
+def jit(fn: Callable[..., Any], **options: Any) -> Any:
+    """``jax.jit(fn, **options)`` with :func:`compiler_options`: for the
+    programs jgradcheck compiles itself."""
+    return jax.jit(fn, compiler_options=compiler_options(), **options)
 
 
 class Program:
@@ -152,7 +194,7 @@ def evaluator(program: Program) -> Any:
     """``(consts, *args) ↦ outputs``, jitted: compiled once per argument types."""
     fn = _FUNCTIONS.get(program)
     if fn is None:
-        fn = _FUNCTIONS[program] = jax.jit(functools.partial(_run, program.jaxpr))
+        fn = _FUNCTIONS[program] = jit(functools.partial(_run, program.jaxpr))
         if len(_FUNCTIONS) > MAX_PROGRAMS:
             _FUNCTIONS.popitem(last=False)
     else:
