@@ -202,6 +202,12 @@ def evaluator(program: Program) -> Any:
     return fn
 
 
+def clear() -> None:
+    """Drop every program and batch held (their compiled code with them)."""
+    _FUNCTIONS.clear()
+    Batch._compiled.clear()
+
+
 def compiled_count() -> int:
     """Programs compiled and still held (evaluators per argument types, and
     batches): a repeat check adds none."""
