@@ -13,7 +13,7 @@ jgradcheck already compiles its own programs with it on a CPU
 (``jgradcheck._engine.programs.CPU_OPTIONS``); the suite also uses it for
 everything else it compiles (eager operations, the tests' own ``jax.jit``),
 because compiling is most of the suite's time: ``make test`` on the 2-core
-machine took 274 s with the library's option alone and 251 s with this too
+machine took 274 s with the library's option alone and 228 s with this too
 (all tests pass either way; statuses never depend on the code generator).
 ``JGC_TEST_XLA_DEFAULTS=1`` runs the suite with XLA's defaults instead (CI's
 x64 leg does), and an ``XLA_FLAGS`` that already names the option wins.
