@@ -25,7 +25,7 @@ held fixed) and compare the rule with finite differences computed in float64:
   a time so a bug in one output's cotangent is attributed to that output; for a
   JVP, the failing output entries, and the input leaf whose tangent breaks them;
 * structure: zero in gives zero out, the rule is deterministic, ``jit`` and
-  eager agree, ``vmap`` over two cotangents/tangents equals a loop
+  eager agree, ``vmap`` over ``pairs`` cotangents (two tangents) equals a loop
   (:mod:`jgradcheck._checks.structure`), and integer inputs receive no cotangent.
 """
 

@@ -56,9 +56,11 @@ def _close(a: Any, b: Any, ulps: float = 64.0) -> tuple[bool, float]:
     return worst <= ulps, worst
 
 
-def _host_pair(a: np.ndarray) -> np.ndarray:
-    """``[a, -a/2]`` in ``a``'s dtype (halving is exact)."""
-    return np.stack([a, (a * -0.5).astype(a.dtype)])
+def _host_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``[a, -a/2, a/4, -a/8, …]`` (``n`` rows) in ``a``'s dtype: scaling by
+    a power of two is exact."""
+    scales = [(-0.5) ** k for k in range(n)]
+    return np.stack([(a * s).astype(a.dtype) for s in scales])
 
 
 def _all_zero(tree: Any) -> bool:
@@ -130,13 +132,16 @@ def structure(
     eager: Callable[[Any], Any],
     probe: Any,
     zero: Any,
+    batch: int = 2,
 ) -> list[Check]:
     """Structural checks shared by VJP (probe = ȳ) and JVP (probe = u).
 
     ``apply`` is the rule compiled (what the other steps of the check use),
     ``eager`` the same rule run op by op, once: "jit agrees with eager". The
     eager run is the only one, so its cost (one compile per primitive) is
-    paid once per check.
+    paid once per check. "vmap equals a loop" maps ``apply`` over ``batch``
+    scaled copies of the probe: the batch size another step already maps
+    it over reuses that compiled program.
     """
     first, second = apply(probe), apply(probe)
     same = all(
@@ -155,22 +160,19 @@ def structure(
     ]
     checks.append(_jit_agrees_with_eager(first, eager, probe))
     # Stacked and sliced on the host: eager jnp would compile each step.
-    pair = jax.tree_util.tree_map(lambda a: _host_pair(np.asarray(a)), probe)
+    rows = jax.tree_util.tree_map(lambda a: _host_rows(np.asarray(a), batch), probe)
+    name = f"vmap over {batch} {kind}s equals a loop"
     try:
-        batched = jax.vmap(apply)(jax.tree_util.tree_map(on_device, pair))
+        batched = jax.vmap(apply)(jax.tree_util.tree_map(on_device, rows))
         loop = [
-            apply(jax.tree_util.tree_map(lambda a, k=k: on_device(a[k]), pair))
-            for k in range(2)
+            apply(jax.tree_util.tree_map(lambda a, k=k: on_device(a[k]), rows))
+            for k in range(batch)
         ]
         stacked = jax.tree_util.tree_map(
             lambda *a: np.stack([np.asarray(x) for x in a]), *loop
         )
         ok, worst = _close(batched, stacked)
-        checks.append(
-            Check(f"vmap over 2 {kind}s equals a loop", ok, f"within {worst:.1f} ulp")
-        )
+        checks.append(Check(name, ok, f"within {worst:.1f} ulp"))
     except Exception as e:  # noqa: BLE001 - a rule that cannot be vmapped is a finding
-        checks.append(
-            Check(f"vmap over 2 {kind}s equals a loop", False, f"vmap failed: {e}")
-        )
+        checks.append(Check(name, False, f"vmap failed: {e}"))
     return checks

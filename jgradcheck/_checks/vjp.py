@@ -327,7 +327,12 @@ class VJP:
             lambda c: c if c.dtype == jax.dtypes.float0 else jnp.zeros_like(c), probe
         )
         checks = structure(
-            "cotangent", run.apply, lambda ct: jax.vjp(g, x)[1](ct), probe, zero
+            "cotangent",
+            run.apply,
+            lambda ct: jax.vjp(g, x)[1](ct),
+            probe,
+            zero,
+            batch=self.pairs,  # the dot tests' batch: one compiled program
         )
         ints = _no_cotangent_for_integers(run.inputs.f, run.inputs.flat, probe)
         if ints is not None:
