@@ -158,9 +158,11 @@ def _against(
         rule = run.apply(cts[0])[0]
         ref_native = native_vjp(cts[0])[0]
         with reference_precision("float64"):
-            ref64 = vjp64(_widened(cts[0]))[0]
             stacked = _stacked(cts)
-            dots64 = _dot(jax.vmap(vjp64)(_widened(stacked))[0], u_stack)
+            batch64 = jax.vmap(vjp64)(_widened(stacked))[0]
+            # The first cotangent's row: one float64 program, not two.
+            ref64 = [np.asarray(b)[0] for b in batch64]
+            dots64 = _dot(batch64, u_stack)
         where = o.path or "<root>"
         for info, a, r64, rn in zip(flat.checked, rule, ref64, ref_native):
             label = f"{info.path} (cotangent on output {where})"
