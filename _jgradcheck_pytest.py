@@ -12,7 +12,8 @@ environment before importing JAX still take effect.
 
 What it adds (documented in docs/pytest.md):
 
-* a test failing on ``jgc.assert_grad`` / ``assert_vjp`` / ``assert_jvp`` shows
+* a test failing on ``jgc.assert_grad`` / ``assert_vjp`` / ``assert_jvp`` (or
+  ``assert_hvp`` / ``assert_compositions``: any ``GradCheckError``) shows
   the report table with a traceback that stops at the test's own line (no
   frames inside jgradcheck), and a one-line summary in ``-ra`` / ``--tb=line``;
 * the ``jgc_variant`` fixture: the test runs once per dtype and jit/no-jit,

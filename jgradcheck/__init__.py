@@ -18,14 +18,14 @@ from ._checks.warmup import warm_up as warm_up
 from ._errors import GradCheckError as GradCheckError
 from ._errors import NondeterministicLossError as NondeterministicLossError
 from ._report.composition_records import Composition as Composition
+from ._report.composition_report import CompositionReport as CompositionReport
 from ._report.hvp_records import HvpDirection as HvpDirection
 from ._report.hvp_records import Symmetry as Symmetry
+from ._report.hvp_report import HvpReport as HvpReport
 from ._report.plot import plot_report as plot_report
 from ._report.records import Directions as Directions
 from ._report.records import Entry as Entry
 from ._report.records import LeafResult as LeafResult
-from ._report.report import CompositionReport as CompositionReport
-from ._report.report import HvpReport as HvpReport
 from ._report.report import Report as Report
 from ._report.report import RuleReport as RuleReport
 from ._report.rule_records import Check as Check

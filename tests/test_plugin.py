@@ -222,6 +222,50 @@ def test_bad_rule():
     again.stdout.fnmatch_lines(["*test_repro_cube_bad.py:*: GradCheckError"])
 
 
+def test_a_failing_assert_hvp_writes_a_repro_too(pytester):
+    pytester.makepyfile(
+        test_hvp_file="""
+import jax
+import jax.numpy as jnp
+
+import jgradcheck as jgc
+
+
+@jax.custom_vjp
+def softplus(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+softplus.defvjp(  # the bwd is blind to its own x: wrong at second order
+    lambda x: (softplus(x), x),
+    lambda x, g: (g * jax.nn.sigmoid(jax.lax.stop_gradient(x)),),
+)
+
+
+def loss(w):
+    return jnp.sum(softplus(w) ** 2)
+
+
+def test_bad_hvp():
+    jgc.assert_hvp(loss, jnp.array([0.5, -1.0]))
+"""
+    )
+    result = pytester.runpytest("-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- jgradcheck repro -*",
+            "inputs, options and versions of the failed check: *",
+            "repeat it: pytest *test_repro_loss.py",
+            "FAILED *::test_bad_hvp - GradCheckError: check_hvp: FAILED*",
+        ]
+    )
+    (line,) = [x for x in result.outlines if x.startswith("repeat it: pytest ")]
+    source = Path(line.removeprefix("repeat it: pytest ")).read_text()
+    assert "from test_hvp_file import loss\n" in source
+    assert "jgc.assert_hvp(loss, *args, key=0)" in source
+
+
 def test_variants_catch_a_broken_rule_in_each_and_pass_a_correct_one(pytester):
     pytester.makepyfile(
         test_variant_rules=RULES
@@ -418,4 +462,9 @@ def test_summary_line():
         "in <root>"
     )
     assert summary_line(AssertionError("\nfirst\nsecond")) == "AssertionError: first"
+    row = jgc.Composition("vmap over 3 points", "FAIL", "max |Δ| 1.00e+00")
+    grid = jgc.CompositionReport("vjp", (row,), 3, "16 ulps")  # made by hand
+    assert summary_line(jgc.GradCheckError(grid)) == (
+        "GradCheckError: check_compositions: FAILED under vmap over 3 points (vjp rule)"
+    )
     assert Variant("float64", jit=False).id == "float64-eager"

@@ -22,9 +22,10 @@ from .._engine.precision import to_effective
 from .._errors import raise_unless_ok
 from .._pytree.coords import seed_of
 from .._report.composition_records import Composition
-from .._report.report import CompositionReport
+from .._report.composition_report import CompositionReport
 from .._report.rule_records import RuleKind
 from .composition_points import Grid, build_grid, derivative
+from .recorded import records_call
 from .rules import floats, inexact_outputs, inputs, of_floats
 from .same_derivative import compare, dot, error_line, float64_leaves, judge_dots, stack
 
@@ -151,6 +152,7 @@ def _kind_of(f: Any, kind: Any) -> RuleKind:
     return kind
 
 
+@records_call
 def check_compositions(
     f: Callable[..., Any],
     *primals: Any,

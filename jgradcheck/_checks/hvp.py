@@ -37,8 +37,9 @@ from .._numerics.verdict import FAIL, UNSURE, judge, leaf_scale
 from .._pytree.coords import readable, seed_of
 from .._pytree.flat import Flat, LeafInfo, flatten_params
 from .._report.hvp_records import HvpDirection, Symmetry
-from .._report.report import HvpReport
+from .._report.hvp_report import HvpReport
 from .directional import fd_directional, widen
+from .recorded import records_call
 from .same_derivative import dot, judge_dots
 
 Leaves = list[Any]
@@ -172,6 +173,7 @@ def _directions(flat: Flat, seed: int, count: int) -> list[list[np.ndarray]]:
     ]
 
 
+@records_call
 def check_hvp(
     loss: Callable[..., Any],
     params: Any,

@@ -215,7 +215,8 @@ def summary_line(error: BaseException) -> str:
         lines = str(error).strip().splitlines()
         return f"{name}: {lines[0] if lines else ''}"
     kind = getattr(report, "kind", None)
-    if kind is None:  # check_grad: the report's headline
+    if kind is None or not hasattr(report, "failures"):
+        # check_grad, check_hvp, check_compositions: the report's headline
         return f"{name}: {str(report).splitlines()[0]}"
     problems = report.failures()
     line = f"{name}: check_{kind} FAILED"

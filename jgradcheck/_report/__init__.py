@@ -16,10 +16,9 @@ Records hold data; everything else reads them, and imports flow downwards::
     text.py  html.py  serialize.py  plot.py      renderings (take records/sections)
     repro_tree.py  repro.py    save_repro: inputs, options, versions, a pytest file
         │
-    report.py         the public Report, RuleReport, CompositionReport and
-                      HvpReport: records + renderings
+    report.py         the public Report and RuleReport: records + renderings
+    composition_report.py, hvp_report.py   CompositionReport, HvpReport
 
-Any layer may import the records; the checks build :class:`report.Report` and
-:class:`report.RuleReport`. Text and HTML lay out the same sections, so they
+Any layer may import the records; the checks build the public reports. Text and HTML lay out the same sections, so they
 cannot drift apart; the HTML only adds colour, symbols and folding (html.py).
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, NamedTuple, TypeAlias
 
+from .call import Call
 from .rule_records import RuleKind
 
 RowStatus: TypeAlias = Literal["ok", "FAIL", "not defined", "skipped"]
@@ -46,6 +47,9 @@ class CompositionRecord:
     """How many input points the batched rows (vmap, scan, shard_map) ran on."""
     rounding: str
     """How the allowance was measured (``"float32 rule re-run in float64"``...)."""
+    _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
+    """How :func:`jgradcheck.check_compositions` was called, for ``save_repro``;
+    not compared and not serialised (None for reports built otherwise)."""
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 from typing import NamedTuple
 
 from .._numerics.verdict import FAIL, PASS, UNSURE
+from .call import Call
 
 
 class HvpDirection(NamedTuple):
@@ -69,6 +70,9 @@ class HvpRecord:
     """Paths of the differentiated params leaves."""
     rounding: str
     """How the HVP's own rounding was allowed for."""
+    _call: Call | None = dataclasses.field(default=None, compare=False, repr=False)
+    """How :func:`jgradcheck.check_hvp` was called, for ``save_repro``; not
+    compared and not serialised (None for reports built otherwise)."""
 
     @property
     def ok(self) -> bool:

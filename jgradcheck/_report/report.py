@@ -3,8 +3,10 @@
 :class:`Report` and :class:`RuleReport` are the records of
 :mod:`jgradcheck._report.records` and :mod:`jgradcheck._report.rule_records`
 plus the ways to show them: ``str`` (plain text), ``_repr_html_`` (notebooks),
-``to_dict`` (JSON) and ``plot``. This is the one module that imports both the
-records and their renderings; the checks build these classes.
+``to_dict`` (JSON), ``plot`` and ``save_repro``. This module, with
+:mod:`jgradcheck._report.composition_report` and
+:mod:`jgradcheck._report.hvp_report`, is where records meet their renderings;
+the checks build these classes.
 """
 
 from __future__ import annotations
@@ -14,11 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .composition_records import CompositionRecord
-from .composition_sections import composition_sections
 from .html import render_html
-from .hvp_records import HvpRecord
-from .hvp_sections import hvp_sections
 from .plot import plot_report
 from .records import ReportRecord
 from .repro import save_repro
@@ -264,45 +262,3 @@ class RuleReport(RuleReportRecord):
 
     def _repr_html_(self) -> str:
         return render_html(rule_report_sections(self))
-
-
-@dataclasses.dataclass(frozen=True, repr=False)
-class CompositionReport(CompositionRecord):
-    """The result of :func:`jgradcheck.check_compositions`.
-
-    ``rows`` holds one :class:`Composition` per transformation (name, status
-    ``ok``/``FAIL``/``not defined``/``skipped``, detail); ``ok`` is True when
-    none FAILed; ``row("vmap")`` finds a row by the start of its name.
-    ``print(report)`` shows the grid.
-    """
-
-    def __str__(self) -> str:
-        return render_text(composition_sections(self))
-
-    def __repr__(self) -> str:
-        bad = sum(not c.ok for c in self.rows)
-        return f"CompositionReport(kind={self.kind!r}, ok={self.ok}, failed_rows={bad})"
-
-    def _repr_html_(self) -> str:
-        return render_html(composition_sections(self))
-
-
-@dataclasses.dataclass(frozen=True, repr=False)
-class HvpReport(HvpRecord):
-    """The result of :func:`jgradcheck.check_hvp`.
-
-    ``directions`` holds one :class:`HvpDirection` per direction v (its worst
-    entry and the counts of failing and unsure entries), ``symmetry`` the
-    :class:`Symmetry` check (None with one direction); ``ok`` is True when
-    every entry agrees and the Hessian is symmetric. ``print(report)`` shows
-    both.
-    """
-
-    def __str__(self) -> str:
-        return render_text(hvp_sections(self))
-
-    def __repr__(self) -> str:
-        return f"HvpReport(ok={self.ok}, directions={len(self.directions)})"
-
-    def _repr_html_(self) -> str:
-        return render_html(hvp_sections(self))

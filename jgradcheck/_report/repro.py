@@ -11,7 +11,8 @@ The directory gets three files:
   backend, and the report's headline;
 * ``test_repro_<name>.py``: imports the function under test by
   ``__module__``/``__qualname__``, rebuilds the inputs and calls
-  ``jgc.assert_vjp`` (``assert_jvp``, ``assert_grad``) with the same options.
+  ``jgc.assert_vjp`` (``assert_jvp``, ``assert_grad``, ``assert_compositions``,
+  ``assert_hvp``: the check's own ``assert_`` twin) with the same options.
   It fails while the check fails and passes once it passes. A function that
   cannot be imported (a lambda, a local function, one defined in
   ``__main__``) gets a placeholder, its source as a comment, and a test that
@@ -37,6 +38,10 @@ import numpy as np
 
 from .call import Call
 from .repro_tree import REBUILD, encode, importable
+
+FIRST = {"check_grad": "loss", "check_hvp": "loss"}
+"""The name of a check's first parameter where it is not ``f`` (the name the
+written file gives the function under test)."""
 
 NOT_REPEATED = {
     "progress": "progress= is not repeated (it changes no verdict)",
@@ -78,8 +83,9 @@ def save_repro(
     if call is None:
         raise ValueError(
             "this report does not record how it was made: only the reports that "
-            "check_grad, check_vjp and check_jvp return (and that their assert_ "
-            "versions raise) can write a repro, not their localised or term reports."
+            "check_grad, check_vjp, check_jvp, check_compositions and check_hvp "
+            "return (and that their assert_ versions raise) can write a repro, "
+            "not their localised or term reports."
         )
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
@@ -87,7 +93,7 @@ def save_repro(
     arrays: dict[str, np.ndarray] = {}
     described = {"args": encode(tuple(call.args), arrays, "args")}
     options, slots, notes = _options(call, arrays, described)
-    first = "loss" if call.check == "check_grad" else "f"
+    first = FIRST.get(call.check, "f")
     slots.insert(0, Slot(first, call.f))
     record = {
         "check": call.check,
@@ -330,7 +336,7 @@ def _source(
         x64_bool=bool(call.x64),
         imports="\n".join(imports),
         sys="import sys\n" if any(i.startswith("sys.") for i in imports) else "",
-        summary="\n".join("#     " + s for s in record["summary"]),
+        summary="\n".join(("#     " + s).rstrip() for s in record["summary"]),
         notes="".join(f"# Note: {n}.\n" for n in notes),
         rebuild=REBUILD,
         needed="[" + ", ".join(f"({s.name!r}, {s.name})" for s in slots) + "]",

@@ -1,4 +1,5 @@
-"""Reports as plain JSON-serialisable dicts (``Report.to_dict``, ``RuleReport.to_dict``).
+"""Reports as plain JSON-serialisable dicts (``Report.to_dict``,
+``RuleReport.to_dict``, ``CompositionReport.to_dict``, ``HvpReport.to_dict``).
 
 Only Python ``bool``, ``int``, ``float``, ``str``, ``None``, ``list`` and ``dict``
 appear, so ``json.dumps(report.to_dict(), allow_nan=False)`` always works.
@@ -16,6 +17,10 @@ import numpy as np
 
 from .._numerics.verdict import STATUS_NAMES
 from .._pytree.flat import LeafInfo
+from .composition_records import CompositionRecord
+from .composition_sections import composition_headline
+from .hvp_records import HvpDirection, HvpRecord, Symmetry
+from .hvp_sections import hvp_headline
 from .precision_records import PrecisionMatch
 from .records import Entry, LeafResult, ReferenceCheck, ReportRecord
 from .rule_records import Check, DotTest, PointsResult, RuleReportRecord
@@ -281,4 +286,64 @@ def _points_dict(
             {"point": q.point, "ok": q.ok, "entries": list(q.entries)}
             for q in p.located
         ],
+    }
+
+
+def composition_dict(r: CompositionRecord) -> dict[str, Any]:
+    """See :meth:`jgradcheck.CompositionReport.to_dict`."""
+    return {
+        "kind": "compositions",
+        "ok": r.ok,
+        "summary": composition_headline(r),
+        "rule": r.kind,
+        "points": r.points,
+        "rounding": r.rounding,
+        "rows": [
+            {"name": c.name, "status": c.status, "ok": c.ok, "detail": c.detail}
+            for c in r.rows
+        ],
+    }
+
+
+def _direction_dict(d: HvpDirection) -> dict[str, Any]:
+    return {
+        "direction": d.direction,
+        "where": d.where,
+        "hvp": number(d.hvp),
+        "fd": number(d.fd),
+        "err": number(d.error_bar),
+        "abs_diff": number(abs(d.hvp - d.fd)),
+        "tolerance": number(d.tolerance),
+        "fail": d.n_fail,
+        "unsure": d.n_unsure,
+        "size": d.size,
+        "status": STATUS_NAMES[d.status],
+        "ok": d.ok,
+    }
+
+
+def _symmetry_dict(s: Symmetry | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "ok": bool(s.ok),
+        "pairs": s.pairs,
+        "worst": [int(i) for i in s.worst],
+        "left": number(s.left),
+        "right": number(s.right),
+        "abs_diff": number(abs(s.left - s.right)),
+        "allowance": number(s.allowance),
+    }
+
+
+def hvp_dict(r: HvpRecord) -> dict[str, Any]:
+    """See :meth:`jgradcheck.HvpReport.to_dict`."""
+    return {
+        "kind": "hvp",
+        "ok": r.ok,
+        "summary": hvp_headline(r),
+        "inputs": list(r.inputs),
+        "rounding": r.rounding,
+        "directions": [_direction_dict(d) for d in r.directions],
+        "symmetry": _symmetry_dict(r.symmetry),
     }
