@@ -60,6 +60,13 @@ def eps(dtype: DTypeLike | None) -> float:
     return float(jnp.finfo(np.float64 if dtype is None else dtype).eps)
 
 
+def tiny(dtype: DTypeLike | None) -> float:
+    """Smallest positive normal number of a float or complex ``dtype``
+    (float32: 1.2e-38): below it XLA on a CPU flushes results to zero, so a
+    value computed in ``dtype`` is known only to within ``tiny`` absolutely."""
+    return float(jnp.finfo(np.float64 if dtype is None else dtype).tiny)
+
+
 def is_real_float(dtype: DTypeLike) -> bool:
     """Whether ``dtype`` is a real floating-point type (bfloat16 and float8 too)."""
     return bool(jnp.issubdtype(dtype, jnp.floating))

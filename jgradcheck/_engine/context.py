@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._dtypes import cast, narrowest_computed, on_device
+from .._dtypes import cast, narrowest_computed, on_device, tiny
 from .._dtypes import eps as eps_of
 from .._errors import NondeterministicLossError
 from .._numerics.rounding import (
@@ -277,7 +277,9 @@ class EvalContext:
         about the gradient under test. The rounding allowed is ``eps·|J|`` or,
         when the values differ by more, ``rounding()``: the native J's measured
         rounding (a sum of large terms that cancel rounds far more than its
-        value suggests), asked for only then.
+        value suggests), asked for only then. J below the native dtype's
+        smallest normal number is not compared: it may have been flushed to
+        zero, and says nothing about the function.
 
         Raises:
           NondeterministicLossError: J differs from itself at the reference
@@ -291,6 +293,10 @@ class EvalContext:
         # half an ulp and sums in float32: a few ulps of its own dtype, not 64
         # (50% of J in bfloat16, which no different dropout mask exceeds).
         if gap <= max(1e-3, 64 * min(eps, EPS_ACCUMULATE), RESTORE_ULPS * eps) * scale:
+            return
+        # Below the smallest normal number the native J is flushed to zero
+        # (XLA on a CPU) or subnormal: it says nothing finer than that.
+        if scale < tiny(native_dtype):
             return
         if rounding is not None and gap <= 8.0 * rounding():
             return

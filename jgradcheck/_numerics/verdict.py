@@ -74,6 +74,25 @@ bfloat16 MLP gradients (3.6 ulps of the scale) needs ~8 ulps."""
 UNSURE_REL = 1e-3
 """An error bar wider than this fraction of an entry's scale cannot vouch for it."""
 
+RESOLUTION = {
+    2.0**-52: 2.0**-1022,  # float64: its smallest normal number
+    2.0**-23: 2.0**-126,  # float32: its smallest normal number
+    2.0**-7: 2.0**-126,  # bfloat16: float32's, the range it is computed in
+    2.0**-10: 2.0**-24,  # float16: its subnormal spacing
+}
+"""The smallest difference a gradient of each dtype (keyed by its machine
+epsilon) can resolve near zero, whatever its scale.
+
+Relative rounding (``eps`` of a value) holds for normal numbers only. XLA on a
+CPU flushes float32 (and float64) results below the smallest normal number to
+zero, and bfloat16 is computed in float32, so an entry whose true value is
+below it may come out as 0: a float32 softplus'(−95) of 5.5e-42 is 0. float16
+is computed in float32 and only stored in float16, keeping float16's
+subnormals, spaced 2⁻²⁴ apart. ``GRAD_ULPS`` of this resolution is added to
+the rounding allowance (:func:`underflow_floor`): for an entry or scale in the
+normal range it is far below the relative allowance (float32: a scale under
+1e-31 before it matters), so it changes nothing there."""
+
 PASS, FAIL, UNSURE, KINK = 0, 1, 2, 3
 STATUS_NAMES = {PASS: "pass", FAIL: "FAIL", UNSURE: "unsure", KINK: "kink"}
 
@@ -127,6 +146,16 @@ def rounding_cap(eps_grad: float) -> float:
     return max(ROUNDING_CAP, CAP_ULPS * eps_grad)
 
 
+def underflow_floor(eps_grad: float) -> float:
+    """``GRAD_ULPS`` times the :data:`RESOLUTION` of a gradient with machine
+    epsilon ``eps_grad`` (0 for a dtype not in the table).
+
+    >>> underflow_floor(2.0**-23) == 16 * 2.0**-126, underflow_floor(2.0**-10)
+    (True, 9.5367431640625e-07)
+    """
+    return GRAD_ULPS * RESOLUTION.get(eps_grad, 0.0)
+
+
 class Judgement(NamedTuple):
     tolerance: np.ndarray
     status: np.ndarray  # uint8 codes PASS/FAIL/UNSURE
@@ -177,7 +206,7 @@ def judge(
     diff = np.abs(grad - numeric)
     mag = np.maximum(np.abs(grad), np.abs(numeric))
     if rtol is None and atol is None:
-        rho = rounding_floor(eps_grad) * (mag + scale)
+        rho = rounding_floor(eps_grad) * (mag + scale) + underflow_floor(eps_grad)
         if rounding is not None:
             # NaN: the yardstick itself is not finite there (autodiff's
             # inf·0 through an unselected branch): nothing measured, the floor.
