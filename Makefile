@@ -34,13 +34,11 @@ test: $(STAMP)
 # Every test must pass in both x64 settings (tests pin their dtypes; issue 12).
 # CI runs `make test` (JAX's default, x64 off) and then these quick files, which
 # cover check_grad's verdicts, bad input, eps_sweep and the evaluation context,
-# with JAX_ENABLE_X64=1 (about 25 s on 2 cores), and with XLA's default CPU code
-# generator (JGC_TEST_XLA_DEFAULTS=1; the main run uses the faster-compiling one,
-# see tests/conftest.py). `make test-x64-all` runs every file that way (the whole
-# suite's time again).
+# with JAX_ENABLE_X64=1 (about 25 s on 2 cores). `make test-x64-all` runs every
+# file that way (the whole suite's time again).
 X64_TESTS ?= tests/test_correct.py tests/test_inputs.py tests/test_eps.py tests/test_context.py
 test-x64: $(STAMP)
-	JAX_ENABLE_X64=1 JGC_TEST_XLA_DEFAULTS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal $(X64_TESTS)
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal $(X64_TESTS)
 
 test-x64-all: $(STAMP)
 	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n $(JOBS) --dist worksteal

@@ -6,28 +6,10 @@ import os
 import shutil
 import tempfile
 
-FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
-"""XLA's older CPU code generator for fused operations, for the whole test process.
-
-jgradcheck already compiles its own programs with it on a CPU
-(``jgradcheck._engine.programs.CPU_OPTIONS``); the suite also uses it for
-everything else it compiles (eager operations, the tests' own ``jax.jit``),
-because compiling is most of the suite's time: ``make test`` on the 2-core
-machine took 274 s with the library's option alone and 228 s with this too
-(all tests pass either way; statuses never depend on the code generator).
-``JGC_TEST_XLA_DEFAULTS=1`` runs the suite with XLA's defaults instead (CI's
-x64 leg does), and an ``XLA_FLAGS`` that already names the option wins.
-"""
-
-if os.environ.get("JGC_TEST_XLA_DEFAULTS", "") in ("", "0"):
-    _flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" not in _flags:
-        os.environ["XLA_FLAGS"] = f"{_flags} {FAST_COMPILE}".strip()
-
-import jax  # noqa: E402 - after XLA_FLAGS, which JAX reads when it starts its backend
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on small files
 
