@@ -219,12 +219,19 @@ def rounded(fn: Callable[..., Any], dtype: Any) -> Callable[..., Any]:
     >>> float(f(x)), float(rounded(f, jnp.bfloat16)(x))
     (3.001953125, 3.0)
     """
-    dtype = np.dtype(dtype)
+    return _evaluated_by(fn, eval_rounded, np.dtype(dtype))
+
+
+def _evaluated_by(
+    fn: Callable[..., Any], evaluate: Callable[..., list[Any]], how: Any
+) -> Callable[..., Any]:
+    """``fn`` traced at its arguments and its jaxpr evaluated by
+    ``evaluate(jaxpr, consts, args, how)``; outputs in ``fn``'s structure."""
 
     def g(*args: Any) -> Any:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = eval_rounded(
-            closed.jaxpr, list(closed.consts), jax.tree_util.tree_leaves(args), dtype
+        outs = evaluate(
+            closed.jaxpr, list(closed.consts), jax.tree_util.tree_leaves(args), how
         )
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
 
@@ -348,12 +355,4 @@ def matmuls_rounded(fn: Callable[..., Any], fmt: str) -> Callable[..., Any]:
     >>> float(matmuls_rounded(lambda a: a @ a, "bfloat16")(a)[0, 0])
     1.0
     """
-
-    def g(*args: Any) -> Any:
-        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = eval_matmuls_rounded(
-            closed.jaxpr, list(closed.consts), jax.tree_util.tree_leaves(args), fmt
-        )
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
-
-    return g
+    return _evaluated_by(fn, eval_matmuls_rounded, fmt)
