@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import jgradcheck as jgc
 from jgradcheck._interfaces.cli import main
 
 MODEL = """
@@ -142,6 +143,38 @@ def softplus_reference(x):
 
 def wrong_reference(x):
     return jnp.logaddexp(2.0 * x, 0.0)
+
+
+def _make_blind():
+    # right at first order; the bwd's own derivative is cut (stop_gradient),
+    # so the Hessian-vector product reverse over reverse is wrong
+    f = jax.custom_vjp(lambda x: jnp.logaddexp(x, 0.0))
+    f.defvjp(
+        lambda x: (jnp.logaddexp(x, 0.0), x),
+        lambda x, g: (g * jax.nn.sigmoid(jax.lax.stop_gradient(x)),),
+    )
+    return f
+
+
+softplus_blind = _make_blind()
+
+
+def hvp_loss(w, x):
+    return jnp.sum(softplus_ok(w * x) ** 2)
+
+
+def hvp_blind_loss(w, x):
+    return jnp.sum(softplus_blind(w * x) ** 2)
+
+
+def _numpy_bwd(x, g):  # NumPy on the residual: right eagerly, fails when traced
+    import numpy as np
+
+    return (g * np.asarray(jax.nn.sigmoid(x)),)
+
+
+softplus_numpy = jax.custom_vjp(lambda x: jnp.logaddexp(x, 0.0))
+softplus_numpy.defvjp(lambda x: (jnp.logaddexp(x, 0.0), x), _numpy_bwd)
 """
 
 
@@ -167,6 +200,7 @@ def run(capsys, *argv):
 
 CHECK = ["check", "model.py:loss", "--params", "model.py:make_params"]
 BATCH = ["--args", "model.py:make_batch"]
+PRIMALS = ["--primals", "rules.py:make_inputs"]
 
 
 # ---------------------------------------------------------------- check
@@ -401,6 +435,15 @@ ERRORS = [
         ["check-jvp", "rules.py:sin_ok", "--primals", "model.py:params_raise"],
         "no checkpoint found",
     ),
+    (
+        ["check-hvp", "rules.py:hvp_loss", "--params", "rules.py:make_one_input"],
+        "missing 1 required positional argument: 'x' (the loss's other "
+        "arguments are given with --args",
+    ),
+    (
+        [*["check-compositions", "rules.py:softplus_ok"], *PRIMALS, "--kind", "jvp"],
+        "the rule's derivative (jvp) of `f` fails when run eagerly",
+    ),
 ]
 
 
@@ -424,6 +467,7 @@ def test_usage_errors_exit_2_with_a_message(files, capsys, argv, message):
         [*CHECK, "--coords", "0"],
         [*CHECK, "--precision", "float16"],
         ["check-vjp", "rules.py:softplus_ok", "--primals", "x:y", "--order", "3"],
+        ["check-hvp", "rules.py:hvp_loss", "--params", "x:y", "--max-entries", "3"],
         ["frobnicate"],
         [],
     ],
@@ -536,3 +580,81 @@ def test_check_vjp_reference(files, capsys, reference, code):
     d = json.loads(out)
     assert d["reference"]["factor"] == 3.0
     assert d["reference"]["reference_agrees"] is (code == 0)
+
+
+# ------------------------------------------- check-hvp / check-compositions
+
+
+def _rules():
+    """rules.py as the command line loaded it (its folder is on sys.path)."""
+    import rules
+
+    return rules
+
+
+HVP = ["--params", "rules.py:make_one_input", "--args", "rules.py:make_inputs"]
+
+
+def test_check_hvp(files, capsys):
+    # The failing rule is right at first order: only the HVP catches it.
+    code, out, err = run(capsys, "check-hvp", "rules.py:hvp_blind_loss", *HVP)
+    assert code == 1, err
+    assert out.startswith("check_hvp: FAILED: H·v disagrees")
+    assert "  0  [" in out and "FAIL (" in out  # the failing direction's row
+    code, out, err = run(
+        capsys,
+        "check-hvp",
+        "rules.py:hvp_loss",
+        *HVP,
+        *["--directions", "3", "--key", "1", "--json"],
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    rules = _rules()
+    report = jgc.check_hvp(
+        rules.hvp_loss,
+        rules.make_one_input(),
+        *rules.make_inputs(),
+        directions=3,
+        key=1,
+    )
+    assert d == report.to_dict() and d["ok"] is True
+    assert len(d["directions"]) == 3 and d["symmetry"]["pairs"] == 3
+
+
+def test_check_compositions(files, capsys):
+    code, out, err = run(
+        capsys, "check-compositions", "rules.py:softplus_numpy", *PRIMALS
+    )
+    assert code == 1, err
+    assert out.startswith("check_compositions: FAILED under jit, vmap")
+    assert "TracerArrayConversionError" in out
+    code, out, err = run(
+        capsys,
+        "check-compositions",
+        "rules.py:softplus_ok",
+        *PRIMALS,
+        *["--batch", "2", "--key", "3", "--json"],
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    rules = _rules()
+    report = jgc.check_compositions(
+        rules.softplus_ok, *rules.make_inputs(), batch=2, key=3
+    )
+    assert d == report.to_dict() and d["ok"] is True
+    assert d["points"] == 2 and d["rows"][1]["name"] == "vmap over 2 points"
+
+
+def test_new_commands_are_listed_and_check_their_options(files, capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "check-hvp" in out and "check-compositions" in out
+    code, out, err = run(
+        capsys, "check-compositions", "rules.py:softplus_ok", *PRIMALS, "--batch", "1"
+    )
+    assert code == 2 and out == ""
+    assert "argument --batch: must be >= 2, got 1" in err
+    code, _, err = run(
+        capsys, "check-hvp", "rules.py:hvp_loss", *HVP, "--directions", "0"
+    )
+    assert code == 2 and "argument --directions: must be >= 1, got 0" in err

@@ -20,7 +20,7 @@ import pytest
 
 import jgradcheck as jgc
 from jgradcheck._engine.jaxprs import thresholds
-from jgradcheck._interfaces.cli import _parser
+from jgradcheck._interfaces.cli_options import build_parser
 from jgradcheck._numerics import points as pts
 from jgradcheck._numerics.verdict import FAIL, PASS, judge
 
@@ -290,9 +290,9 @@ def test_bad_points_raise(bad):
 
 
 def test_cli_points_option():
-    args = _parser().parse_args(["check-vjp", "f.py:f", "--primals", "p.py:p"])
+    args = build_parser().parse_args(["check-vjp", "f.py:f", "--primals", "p.py:p"])
     assert args.points is None
-    args = _parser().parse_args(
+    args = build_parser().parse_args(
         ["check-jvp", "f.py:f", "--primals", "p.py:p", "--points", "8"]
     )
     assert args.points == 8

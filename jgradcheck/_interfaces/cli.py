@@ -1,4 +1,5 @@
-"""The ``jgradcheck`` command line: ``demo``, ``check``, ``check-vjp``, ``check-jvp``.
+"""The ``jgradcheck`` command line: ``demo``, ``check``, ``check-vjp``,
+``check-jvp``, ``check-hvp``, ``check-compositions``.
 
 ``jgradcheck check model.py:loss --params model.py:make_params`` loads the
 functions from a file (or ``package.module:name``), calls ``make_params()``
@@ -22,10 +23,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import NonFiniteGradientError
-from .._options import METHOD_NAMES, MODES, PRECISIONS, Options
+from .._options import Options
+from .cli_options import build_parser
 from .load import (
     Loader,
     UsageError,
@@ -72,23 +74,49 @@ def _run_check(
 
 def _output(report: Any, args: argparse.Namespace) -> int:
     if args.json:
-        limit = None if args.max_entries == 0 else args.max_entries
-        print(json.dumps(report.to_dict(max_entries=limit), indent=2, allow_nan=False))
+        # check-hvp and check-compositions have no lists to cut: no --max-entries
+        limit = getattr(args, "max_entries", None)
+        kw = {} if limit is None else {"max_entries": limit or None}
+        print(json.dumps(report.to_dict(**kw), indent=2, allow_nan=False))
     else:
         print(report)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+class _LossInputs(NamedTuple):
+    loss: Callable[..., Any]
+    params: Any
+    extra: tuple[Any, ...]
+    hint: str  # for a loss called without the arguments it needs
+
+
+def _loss_inputs(args: argparse.Namespace, load: Loader) -> _LossInputs:
+    """``LOSS``, ``make_params()`` and ``make_batch()`` of check / check-hvp."""
+    loss = load.function(args.loss, "LOSS")
+    params = call(load.function(args.params, "--params"), args.params, "--params")
+    if args.args is None:
+        hint = " (the loss's other arguments are given with --args FILE.py:make_batch)"
+        return _LossInputs(loss, params, (), hint)
+    make_batch = load.function(args.args, "--args")
+    return _LossInputs(
+        loss, params, _as_tuple(call(make_batch, args.args, "--args")), ""
+    )
+
+
+def _function_inputs(
+    args: argparse.Namespace, load: Loader
+) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """``F`` and ``make_inputs()`` of check-vjp / check-jvp / check-compositions."""
+    f = load.function(args.f, "F")
+    primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
+    return f, _as_tuple(primals)
 
 
 def _check(args: argparse.Namespace) -> int:
     from .._checks.grad import check_grad_with
 
     load = Loader()
-    loss = load.function(args.loss, "LOSS")
-    params = call(load.function(args.params, "--params"), args.params, "--params")
-    extra: tuple[Any, ...] = ()
-    if args.args is not None:
-        make_batch = load.function(args.args, "--args")
-        extra = _as_tuple(call(make_batch, args.args, "--args"))
+    inp = _loss_inputs(args, load)
     grad = None if args.grad is None else load.function(args.grad, "--grad")
 
     def check() -> Any:
@@ -104,16 +132,10 @@ def _check(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             devices=args.devices,
         )
-        return check_grad_with(loss, params, extra, grad=grad, opts=opts)
+        return check_grad_with(inp.loss, inp.params, inp.extra, grad=grad, opts=opts)
 
     try:
-        report = _run_check(
-            "check_grad",
-            check,
-            hint=""
-            if args.args
-            else " (the loss's other arguments are given with --args FILE.py:make_batch)",
-        )
+        report = _run_check("check_grad", check, hint=inp.hint)
     except NonFiniteGradientError as e:
         return _not_finite(e, args)
     return _output(report, args)
@@ -139,8 +161,7 @@ def _check_rule(args: argparse.Namespace) -> int:
         ("check_vjp", VJP()) if args.command == "check-vjp" else ("check_jvp", JVP())
     )
     load = Loader()
-    f = load.function(args.f, "F")
-    primals = call(load.function(args.primals, "--primals"), args.primals, "--primals")
+    f, primals = _function_inputs(args, load)
     reference = (
         None if args.reference is None else load.function(args.reference, "--reference")
     )
@@ -155,7 +176,7 @@ def _check_rule(args: argparse.Namespace) -> int:
         )
         report = check_rule(
             f,
-            _as_tuple(primals),
+            primals,
             direction,
             nondiff_argnums=(),
             order=args.order,
@@ -166,193 +187,56 @@ def _check_rule(args: argparse.Namespace) -> int:
         return with_points(
             report,
             f,
-            _as_tuple(primals),
+            primals,
             direction,
             nondiff_argnums=(),
             opts=opts,
             count=args.points,
         )
 
-    report = _run_check(name, check)
+    return _output(_run_check(name, check), args)
+
+
+def _check_hvp(args: argparse.Namespace) -> int:
+    from .._checks.hvp import check_hvp
+
+    inp = _loss_inputs(args, Loader())
+    report = _run_check(
+        "check_hvp",
+        check_hvp,
+        inp.loss,
+        inp.params,
+        *inp.extra,
+        directions=args.directions,
+        key=args.key,
+        hint=inp.hint,
+    )
     return _output(report, args)
 
 
-SPEC = "FILE.py:NAME or package.module:NAME"
-EPILOG = (
-    "Exit codes: 0 passed, 1 the check did not pass, 2 nothing was checked "
-    "(usage or input error). See docs/cli.md."
-)
+def _check_compositions(args: argparse.Namespace) -> int:
+    from .._checks.compositions import check_compositions
+
+    f, primals = _function_inputs(args, Loader())
+    report = _run_check(
+        "check_compositions",
+        check_compositions,
+        f,
+        *primals,
+        kind=args.kind,
+        batch=args.batch,
+        key=args.key,
+    )
+    return _output(report, args)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--method", choices=METHOD_NAMES, default="auto", help="default: auto"
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="float64",
-        help="dtype of the finite differences (default: float64)",
-    )
-    p.add_argument("--key", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--memory-budget",
-        metavar="SIZE",
-        help="memory one batch of evaluations may use: bytes or a size such as "
-        "2GB, 512MiB (default: 2GiB)",
-    )
-    p.add_argument(
-        "--devices",
-        type=_positive,
-        metavar="N",
-        help="run the sweeps on the first N local devices (default: all)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print the report as JSON on stdout instead of text",
-    )
-    p.add_argument(
-        "--max-entries",
-        type=_nonnegative,
-        default=100,
-        metavar="N",
-        help="with --json: at most N entries per list of failures, unsure and "
-        "kinks (counts stay complete; 0: all; default: 100)",
-    )
-
-
-def _nonnegative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _check_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``check`` that the rule checks do not have."""
-    p.add_argument(
-        "--coords",
-        type=_positive,
-        metavar="N",
-        help="check N coordinates drawn with --key (default: all)",
-    )
-    p.add_argument("--rtol", type=float, help="explicit relative tolerance")
-    p.add_argument("--atol", type=float, help="explicit absolute tolerance")
-    p.add_argument(
-        "--mode",
-        choices=MODES,
-        default="full",
-        help="full: every selected entry (default); fast: random directions per "
-        "leaf, sweeping only the leaves that disagree (docs/fast_mode.md)",
-    )
-    p.add_argument(
-        "--directions",
-        type=_positive,
-        metavar="N",
-        help="with --mode fast: random directions per leaf (default: 4)",
-    )
-
-
-def _rule_options(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``check-vjp`` and ``check-jvp`` besides the common ones."""
-    p.add_argument("f", metavar="F", help=f"the function, {SPEC}")
-    p.add_argument(
-        "--primals",
-        required=True,
-        metavar="SPEC",
-        help="a function of no arguments returning F's arguments (a tuple; "
-        "anything else is one argument)",
-    )
-    p.add_argument(
-        "--order",
-        type=int,
-        choices=[1, 2],
-        default=1,
-        help="2: also check the derivative of the rule (default: 1)",
-    )
-    p.add_argument(
-        "--reference",
-        metavar="SPEC",
-        help="a plain JAX implementation of F: the rule is also judged against "
-        "JAX's derivative of it (reference=; see docs/guide/low-precision.md)",
-    )
-    p.add_argument(
-        "--points",
-        type=_positive,
-        metavar="K",
-        help="also check the rule at K input points (0, ±1, ±tiny, large, the "
-        "thresholds it compares with, spreads; the failing ones summarised and "
-        "shrunk: points=K; see docs/guide/points.md)",
-    )
-    p.add_argument(
-        "--reference-factor",
-        type=float,
-        default=2.0,
-        metavar="K",
-        help="with --reference: the rule may be K times the reference's own "
-        "error at the native precision (default: 2)",
-    )
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jgradcheck",
-        description="Check JAX gradients against finite differences, with evidence.",
-        epilog=EPILOG,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "demo",
-        help="run the built-in example: an autoencoder with a backprop bug",
-    )
-    p = sub.add_parser(
-        "check",
-        help="check_grad: the gradient of LOSS(params, *args) vs finite differences",
-        description="Run jgradcheck.check_grad(LOSS, make_params(), *make_batch()).",
-        epilog=EPILOG,
-    )
-    p.add_argument("loss", metavar="LOSS", help=f"the loss function, {SPEC}")
-    p.add_argument(
-        "--params",
-        required=True,
-        metavar="SPEC",
-        help="a function of no arguments returning the params pytree",
-    )
-    p.add_argument(
-        "--args",
-        metavar="SPEC",
-        help="a function of no arguments returning the extra arguments of the "
-        "loss (a tuple; anything else is one argument)",
-    )
-    p.add_argument(
-        "--grad",
-        metavar="SPEC",
-        help="the gradient under test, grad(params, *args) (default: jax.grad)",
-    )
-    _check_options(p)
-    _common(p)
-    for command, what in [
-        ("check-vjp", "check_vjp: the reverse-mode rule (custom_vjp) of F"),
-        ("check-jvp", "check_jvp: the forward-mode rule (custom_jvp) of F"),
-    ]:
-        p = sub.add_parser(
-            command,
-            help=what,
-            description=f"Run jgradcheck.{command.replace('-', '_')}"
-            "(F, *make_inputs()).",
-            epilog=EPILOG,
-        )
-        _rule_options(p)
-        _common(p)
-    return parser
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check": _check,
+    "check-vjp": _check_rule,
+    "check-jvp": _check_rule,
+    "check-hvp": _check_hvp,
+    "check-compositions": _check_compositions,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
       0 when the check passed, 1 when it did not, 2 when nothing was checked.
     """
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error argparse printed (2)
@@ -377,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return EXIT_OK if run() else EXIT_FAILED
     try:
-        if args.command == "check":
-            return _check(args)
-        return _check_rule(args)
+        return _COMMANDS[args.command](args)
     except UsageError as e:
         print(f"jgradcheck {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
