@@ -26,7 +26,7 @@ _TINY = float(np.finfo(np.float64).tiny)
 def error_line(e: BaseException) -> str:
     """``raised TypeError: <first line of the message>`` (at most 160 characters)."""
     first = (str(e).strip().splitlines() or [""])[0]
-    return f"raised {type(e).__name__}: {first[:160]}"
+    return f"raised {type(e).__name__}: {first[:160].rstrip('.')}"
 
 
 def stack(trees: list[Any]) -> Any:
