@@ -414,3 +414,36 @@ def test_low_precision_points_catch_the_saturation_bug_and_pass_its_fix(low):
     assert all((values[k] > 15).any() for k in bad.points.failing)
     good = jgc.check_vjp(softplus_fixed, x, points=K, localize=0)
     assert good.ok, str(good)
+
+
+def _host_cos(x):
+    return np.cos(np.asarray(x)).astype(np.asarray(x).dtype)
+
+
+def _callback_rule(scale: float):
+    """sin with a backward pass through a host callback on the primal (no vmap
+    rule): fine where only the cotangent is batched (the checks at the given
+    values), not where the points batch the primal."""
+
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    def bwd(x, g):
+        cos = jax.pure_callback(_host_cos, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+        return (scale * g * cos,)
+
+    f.defvjp(lambda x: (f(x), x), bwd)
+    return f
+
+
+CALLBACK_GOOD, CALLBACK_BAD = _callback_rule(1.0), _callback_rule(1.01)
+
+
+def test_a_rule_vmap_cannot_batch_is_checked_point_by_point_with_a_note():
+    x = jnp.array([0.3, -1.2, 2.0], jnp.float32)
+    good = jgc.check_vjp(CALLBACK_GOOD, x, points=6, localize=0)
+    assert good.ok and good.points.note.startswith("NotImplementedError: vmap"), good
+    assert "evaluated point by point (f cannot be vmapped" in str(good)
+    bad = jgc.check_vjp(CALLBACK_BAD, x, points=6, localize=0)
+    assert not bad.ok and bad.points.note and bad.points.failing
