@@ -23,6 +23,20 @@ from .batch import BatchedSweep, BatchRunner, batch_bytes, choose_batch
 from .context import EvalContext
 
 
+def _moved(
+    pdyn: Any,
+    positions: tuple[int, ...],
+    dtypes: tuple[np.dtype, ...],
+    taus: jax.Array,
+    dirs: list[jax.Array],
+) -> list[Any]:
+    """The dynamic params with leaf ``positions[j]`` moved by ``taus[j]·dirs[j]``."""
+    new = list(pdyn)
+    for j, (pos, dt) in enumerate(zip(positions, dtypes)):
+        new[pos] = new[pos] + taus[j].astype(dt) * dirs[j]
+    return new
+
+
 def direction_evaluation(
     loss: Callable[..., Any],
     params: Split,
@@ -40,9 +54,8 @@ def direction_evaluation(
         pdyn: Any,
         adyn: Any,
     ) -> jax.Array:
-        new = list(pdyn)
-        for j, (pos, dt) in enumerate(zip(positions, dtypes)):
-            new[pos] = new[pos] + taus[j].astype(dt) * us[j][cols[j]]
+        dirs = [us[j][cols[j]] for j in range(len(positions))]
+        new = _moved(pdyn, positions, dtypes, taus, dirs)
         return loss(params.merge(new), *args.merge(adyn))
 
     return one
@@ -68,12 +81,14 @@ def range_evaluation(
         pdyn: Any,
         adyn: Any,
     ) -> jax.Array:
-        new = list(pdyn)
-        for j, (pos, dt) in enumerate(zip(positions, dtypes)):
+        dirs = []
+        for j in range(len(positions)):
             u = us[j][cols[j]]
             flat = jnp.arange(u.size, dtype=jnp.int32).reshape(u.shape)
-            u = jnp.where((flat >= los[j]) & (flat < his[j]), u, jnp.zeros_like(u))
-            new[pos] = new[pos] + taus[j].astype(dt) * u
+            dirs.append(
+                jnp.where((flat >= los[j]) & (flat < his[j]), u, jnp.zeros_like(u))
+            )
+        new = _moved(pdyn, positions, dtypes, taus, dirs)
         return loss(params.merge(new), *args.merge(adyn))
 
     return one
