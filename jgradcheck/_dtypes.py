@@ -62,8 +62,9 @@ def eps(dtype: DTypeLike | None) -> float:
 
 def tiny(dtype: DTypeLike | None) -> float:
     """Smallest positive normal number of a float or complex ``dtype``
-    (float32: 1.2e-38): below it XLA on a CPU flushes results to zero, so a
-    value computed in ``dtype`` is known only to within ``tiny`` absolutely."""
+    (float32: 1.2e-38). Below it a value has fewer significant digits
+    (subnormal), or none: XLA on a CPU flushes float32 and float64 results
+    there to zero."""
     return float(jnp.finfo(np.float64 if dtype is None else dtype).tiny)
 
 

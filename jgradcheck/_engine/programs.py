@@ -63,10 +63,10 @@ faster, and its code runs about as fast. Measured on the 2-core CPU of
 bench/RESULTS.md (jaxlib 0.10.2): first calls of bench/suite.py's 12 rule checks
 35.2 → 24.6 s (medians of 3 alternating runs); the whole ``check_grad`` of
 bench/run.py's MLP, CNN and transformer 3.7 → 3.4, 3.0 → 2.4 and 5.7 → 5.1 s
-(one run each; sweep times within 10%). Only the
-programs jgradcheck compiles are affected (its finite differences, the rule's
-derivative and the yardsticks, each the same computation either way, rounded as
-XLA rounds it), never the user's own ``jax.jit`` or eager operations. Results
+(one run each; sweep times within 10%). Only the programs jgradcheck compiles
+are affected (its finite differences, the rule's derivative and the
+yardsticks, each the same computation either way, rounded as XLA rounds it),
+never the user's own ``jax.jit`` or eager operations. Results
 may differ from the default code generator's in the last bits, as between two
 XLA versions, which no verdict depends on. Set ``JGC_XLA_DEFAULT_EMITTERS=1``
 to compile with XLA's defaults; on other platforms, or a jaxlib without the
