@@ -65,6 +65,30 @@ def test_a_different_literal_is_a_different_program():
     )
 
 
+def test_the_wiring_and_the_types_are_part_of_the_program():
+    # Same primitives, shapes and literals; only which value feeds which
+    # operand, which result is returned first, or a weak type differs.
+    x, y = jnp.arange(4.0), jnp.full(4, 10.0)
+    same = [
+        (lambda a, b: a - b, lambda a, b: b - a),
+        (lambda a, b: (jnp.sin(a), jnp.cos(b)), lambda a, b: (jnp.sin(b), jnp.cos(a))),
+        (lambda a, b: (a * 2.0, b), lambda a, b: (b, a * 2.0)),
+    ]
+    for first, second in same:
+        p1 = programs.trace(first, x, y)[0]
+        p2 = programs.trace(second, x, y)[0]
+        assert p1 != p2
+        np.testing.assert_array_equal(
+            jax.tree_util.tree_leaves(programs.call(second, x, y)),
+            jax.tree_util.tree_leaves(second(x, y)),
+        )
+    strong = programs.trace(lambda a: a + 1.0, jnp.float32(1.0))[0]
+    weak = programs.trace(lambda a: a + 1.0, 1.0)[0]
+    assert strong != weak
+    again = programs.trace(lambda a, b: a - b, x, y)[0]
+    assert again == programs.trace(lambda u, v: u - v, x, y)[0]
+
+
 def test_rules_differing_only_in_their_backward_pass_are_not_confused():
     x = jnp.linspace(0.1, 1.0, 4)
     ct = jnp.ones(4)
