@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -189,3 +190,34 @@ def test_precision_scan_and_tables_in_process():
     half = p.half_table(["dense"], list(p.TOOLS), results)
     assert half[-1].split()[-2:] == ["caught", "passes"]
     assert p.n_entries("softplus") == 256 and p.n_entries("attention") == 288
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("bench_suite", BENCH / "suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_measures_each_tool_and_prints_the_ratios(capsys):
+    # In process, one rule: the parent runs each tool this way in its own
+    # fresh child. A tool that fails a correct rule must not be timed quietly.
+    s = _suite()
+    chosen = {"softplus": s.rules()["softplus"]}
+    got = {t: s.measure(t, chosen, repeat=1) for t in s.TOOLS}
+    times = {"softplus": {**got["jgc"]["times"]["softplus"]}}
+    times["softplus"].update(got["check_grads"]["times"]["softplus"])
+    assert sorted(times["softplus"]) == [
+        "check_grads first",
+        "check_grads repeat",
+        "jgc first",
+        "jgc repeat",
+    ]
+    assert all(t > 0 for t in times["softplus"].values())
+    assert got["check_grads"]["false_alarms"] == []
+    s._print(times)
+    out = capsys.readouterr().out
+    assert "jgradcheck ÷ check_grads: first" in out and "repeat ÷ first" in out
+    wrong = s._rule(lambda x: jnp.logaddexp(x, 0.0), lambda xs, y, g: (g,))
+    with pytest.raises(AssertionError, match="check_vjp failed on a correct rule"):
+        s.measure("jgc", {"wrong": (wrong, chosen["softplus"][1])}, repeat=1)
