@@ -437,6 +437,7 @@ ERRORS = [
     ),
     (
         ["check-hvp", "rules.py:hvp_loss", "--params", "rules.py:make_one_input"],
+        "check_hvp could not call your function: hvp_loss() "
         "missing 1 required positional argument: 'x' (the loss's other "
         "arguments are given with --args",
     ),

@@ -55,6 +55,9 @@ def _run_check(
         raise  # a broken gradient: a failed check (exit 1), not a setup error
     except Exception as e:
         extra = hint if "positional argument" in str(e) else ""
+        if extra and isinstance(e, TypeError):
+            # The user's function called with fewer arguments than it takes.
+            raise UsageError(f"{name} could not call your function: {e}{extra}") from e
         frames = traceback_frames(e)
         if isinstance(e, (ValueError, TypeError)) and (
             frames and in_package(frames[-1].filename)
