@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import jgradcheck as jgc
+from jgradcheck._engine.context import different_function
 from jgradcheck._numerics.verdict import FAIL, PASS, judge, underflow_floor
 
 
@@ -75,3 +76,25 @@ def test_judge_excuses_only_what_the_dtype_cannot_resolve(eps, numeric, status):
     j = judge(grad, n, np.zeros(1), np.zeros(1), eps_grad=eps, scale=numeric)
     assert j.status[0] == status
     assert j.tolerance[0] >= underflow_floor(eps)
+
+
+@pytest.mark.skipif(
+    jax.config.read("jax_enable_x64"), reason="with x64 on, the params are float64"
+)
+def test_a_loss_whose_intermediate_underflows_names_the_range_first():
+    # exp(-100) is 3.7e-44: 0 in float32 on a CPU, so the loss is 0 there and
+    # 3.7e-30 per entry in float64. Refused, with the range named as the likely
+    # cause (randomness second); precision="native" checks it as computed.
+    def loss(p):
+        return jnp.sum(jnp.exp(-100.0 * p) * 1e14)
+
+    p = jnp.ones(3, jnp.float32)
+    with pytest.raises(ValueError, match="different function") as e:
+        jgc.check_grad(loss, p)
+    message = str(e.value)
+    assert message.index("cannot hold") < message.index("randomness")
+    assert "smallest normal number, 1.18e-38" in message
+    assert jgc.check_grad(loss, p, precision="native").ok
+    # a loss whose float32 value is not 0 (the dropout case) names randomness first
+    text = different_function(0.25, 0.5, np.dtype(np.float32), "float64")
+    assert text.index("randomness") < text.index("cannot hold")

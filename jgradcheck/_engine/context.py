@@ -90,6 +90,38 @@ def deterministic_rel(eps: float) -> float:
     return max(REORDER_ULPS * min(eps, EPS_ACCUMULATE), RESTORE_ULPS * eps)
 
 
+def different_function(
+    native: float, value: float, native_dtype: np.dtype, reference_dtype: Any
+) -> str:
+    """Why J at the params' own precision and at the reference's differ by more
+    than rounding, and what to do: randomness drawn in the default dtype, or an
+    intermediate value outside the narrower dtype's range (said first when the
+    native J is exactly zero: an underflow flushed to zero)."""
+    info = jnp.finfo(native_dtype)
+    random = (
+        "randomness drawn in the default dtype (under x64, "
+        "`jax.random.bernoulli(key, 0.5, ...)` or `uniform` draw float64 numbers "
+        "and a different dropout mask); the fix is to give the draw an explicit "
+        "dtype (e.g. `p=jnp.float32(0.5)`, `dtype=jnp.float32`)"
+    )
+    out_of_range = (
+        f"an intermediate value that {native_dtype} cannot hold and "
+        f"{reference_dtype} can (below {native_dtype}'s smallest normal number, "
+        f"{float(info.tiny):.3g}, it becomes 0 on a CPU; above its largest, "
+        f"{float(info.max):.3g}, inf); the fix is to compute that part in a "
+        "range-safe form (logarithms: `jnp.logaddexp`, `jax.nn.log_softmax`; "
+        "or rescale it)"
+    )
+    causes = (out_of_range, random) if native == 0.0 else (random, out_of_range)
+    return (
+        f"`loss` is {native!r} at the params' own precision ({native_dtype}) but "
+        f"{value!r} when evaluated in {reference_dtype}: more than rounding apart, "
+        "so the float64 reference would check a different function. The usual "
+        f"causes: {causes[0]}; or {causes[1]}. Either way, precision='native' "
+        "checks the loss as it is computed."
+    )
+
+
 class Primed(NamedTuple):
     """What priming a sweep measured (:meth:`EvalContext.prime`)."""
 
@@ -304,14 +336,7 @@ class EvalContext:
         again = float(evaluate(self.loss, self.flat, self.args_tuple))
         self.check_deterministic(again, f"two evaluations in {self.j_dtype}")
         raise ValueError(
-            f"`loss` is {native!r} at the params' own precision ({native_dtype}) but "
-            f"{self.value!r} when evaluated in {self.j_dtype}: more than rounding "
-            "apart, so the float64 reference would check a different function. "
-            "The usual cause is randomness drawn in the default dtype (under x64, "
-            "`jax.random.bernoulli(key, 0.5, ...)` or `uniform` draw float64 numbers "
-            "and a different dropout mask); the fix is to give the draw an explicit "
-            "dtype (e.g. `p=jnp.float32(0.5)`, `dtype=jnp.float32`) or to pass "
-            "precision='native'."
+            different_function(native, self.value, native_dtype, self.j_dtype)
         )
 
     # ------------------------------------------------------------- steps
