@@ -41,6 +41,8 @@ from .._engine.primal_ad import (
     autodiff_yardstick,
     exact_yardstick,
     fixed_note,
+    flat64,
+    inlined,
     loss_has_rules,
     primal_gradient,
     why_not,
@@ -462,12 +464,17 @@ def _sweep_leaves(
     user_x64 = x64_enabled()
     narrow = opts.precision == "float64" and any(eps_of(d) > 1e-15 for d in dtypes)
     native = _native_yardstick(view, args, autodiff) if narrow else None
+    # The float64 J and the gradient the yardstick needs in one program: JAX's
+    # autodiff of the loss, or of its primal when the yardstick is that.
+    primal = native is not None and native.b is not None
     with evaluation_context(
         loss_of_view,
         flat,
         args,
         opts,
-        with_gradient=native is not None and native.exact and grad_of_view is None,
+        with_gradient=primal
+        or (native is not None and native.exact and grad_of_view is None),
+        wrap=inlined if primal else None,
     ) as ctx:
         if opts.precision == "float64":
             ctx.check_same_function(
@@ -565,10 +572,13 @@ def _yardstick(
         )
     if native.b is None:
         return None, fixed_note(native.failed)
-    try:
-        b64, _ = primal_gradient(view.loss, ctx.flat, ctx.args_tuple)
-    except Exception as e:  # noqa: BLE001 - AD of the primal is optional
-        return None, fixed_note(why_not(e))
+    if ctx.gradient is not None:  # computed with J (evaluation_context's wrap)
+        b64 = flat64(ctx.gradient)
+    else:
+        try:
+            b64, _ = primal_gradient(view.loss, ctx.flat, ctx.args_tuple)
+        except Exception as e:  # noqa: BLE001 - AD of the primal is optional
+            return None, fixed_note(why_not(e))
     yard = autodiff_yardstick(a, native.b, b64, native.dtypes)
     return yard, yard.how
 

@@ -205,6 +205,7 @@ class EvalContext:
         *,
         native_dtypes: dict[int, np.dtype] | None = None,
         with_gradient: bool = False,
+        wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     ):
         self.loss = loss
         self._native_dtypes = native_dtypes or {}
@@ -236,14 +237,22 @@ class EvalContext:
         # another trace (randomness drawn when the loss is traced).
         self.gradient: dict[int, Any] | None = None
         """``jax.grad(loss)`` at the reference precision, by leaf position,
-        when asked for (``with_gradient``): J and its gradient then come from
-        one compiled program instead of two (the check needs both when the
-        gradient under test is autodiff at a narrower precision)."""
+        when asked for (``with_gradient``; of ``wrap(loss)`` when ``wrap`` is
+        given, e.g. the primal with custom rules inlined): J and its gradient
+        then come from one compiled program instead of two (the check needs
+        both when the gradient under test, or its autodiff yardstick, is at a
+        narrower precision). None when ``wrap(loss)`` cannot be differentiated
+        (the caller then finds out why on its own)."""
+        value = None
         if with_gradient:
-            value, self.gradient = value_and_gradient(loss, self.flat, args)
-            self.value = float(value)
-        else:
-            self.value = float(evaluate(loss, self.flat, args))
+            try:
+                value, self.gradient = value_and_gradient(
+                    loss, self.flat, args, wrap=wrap
+                )
+            except Exception:  # noqa: BLE001 - only the wrapped loss may fail
+                if wrap is None:
+                    raise
+        self.value = float(evaluate(loss, self.flat, args) if value is None else value)
         if not np.isfinite(self.value):
             raise ValueError(
                 f"`loss` is {self.value} at the given `params` (evaluated in "
@@ -514,11 +523,12 @@ def evaluation_context(
     opts: Options,
     *,
     with_gradient: bool = False,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> Iterator[EvalContext]:
     """:func:`reference_precision` and an :class:`EvalContext` in it, together.
 
-    The sweeps are closed however the block ends. ``with_gradient``: see
-    :attr:`EvalContext.gradient`.
+    The sweeps are closed however the block ends. ``with_gradient``, ``wrap``:
+    see :attr:`EvalContext.gradient`.
     """
     native = {
         i.position: effective_dtype(jnp.result_type(flat.leaves[i.position]))
@@ -527,7 +537,13 @@ def evaluation_context(
     with (
         reference_precision(opts.precision),
         EvalContext(
-            loss, flat, args, opts, native_dtypes=native, with_gradient=with_gradient
+            loss,
+            flat,
+            args,
+            opts,
+            native_dtypes=native,
+            with_gradient=with_gradient,
+            wrap=wrap,
         ) as ctx,
     ):
         yield ctx
