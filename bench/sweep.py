@@ -3,7 +3,9 @@
     python bench/sweep.py [--quick] [--repeat N]
 
 1. jgradcheck: ``check_grad`` (per-leaf compiled vmap sweeps, plus its verdict),
-   with the leaf held sparse (the default) and with dense perturbed copies.
+   with the leaf held sparse (the default: its change carried as a patch into the
+   next product), sparse but dense after the leaf's own product, and with dense
+   perturbed copies.
    Its sweep time (J evaluations only) is reported apart from compile time; the
    last column is the whole check_grad call (gradient, sweep, compile, verdict).
 2. loop: a Python loop over coordinates calling one jitted function of ``i`` that
@@ -112,9 +114,10 @@ def best_of(repeat, fn):
     return min(runs, key=lambda r: r[1])
 
 
-def jgc_run(params, x, y, sparse):
-    """check_grad with the leaves held sparse (the default) or as dense copies."""
-    engine = EngineSettings(sparse=sparse)
+def jgc_run(params, x, y, sparse, patches=True):
+    """check_grad with the leaves held sparse (the default) or as dense copies;
+    ``patches=False``: a sparse leaf's change is dense after its own product."""
+    engine = EngineSettings(sparse=sparse, patches=patches)
     t0 = time.perf_counter()
     report = check_grad_with_engine(mlp_loss, params, x, y, engine=engine)
     total = time.perf_counter() - t0
@@ -137,6 +140,10 @@ def run_model(name, widths, batch, repeat):
     rows.append(("vmap over whole raveled vector (chunk 64)", c, t, None))
     c, t, tot = best_of(repeat, lambda: jgc_run(params, x, y, sparse=False))
     rows.append(("jgradcheck, per-leaf dense copies", c, t, tot))
+    c, t, tot = best_of(
+        repeat, lambda: jgc_run(params, x, y, sparse=True, patches=False)
+    )
+    rows.append(("jgradcheck, sparse, dense after its product", c, t, tot))
     c, t, tot = best_of(repeat, lambda: jgc_run(params, x, y, sparse=True))
     rows.append(("jgradcheck check_grad (per-leaf, sparse)", c, t, tot))
     print(

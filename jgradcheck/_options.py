@@ -127,12 +127,15 @@ class EngineSettings:
     """Engine knobs that benchmarks vary (not public options of the checks).
 
     ``sparse``: sweep a leaf through :mod:`jgradcheck._engine.sparse` (False:
-    a dense perturbed copy per coordinate). ``cpu_working_set``: bytes of
+    a dense perturbed copy per coordinate). ``patches``: carry the change of
+    a sparse leaf's product on as a patch into the next product (False: dense
+    after the leaf's own product). ``cpu_working_set``: bytes of
     intermediates a CPU batch is kept within. ``on_sweep``: called with every
     sweep the evaluation context creates (bench/memory.py records them).
     """
 
     sparse: bool = True
+    patches: bool = True
     cpu_working_set: int = 16 * 2**20
     on_sweep: Callable[[Any], None] | None = None
 

@@ -111,13 +111,15 @@ def leaf_evaluation(
     position: int,
     *,
     sparse: bool = True,
+    patches: bool = True,
 ) -> Callable[..., Any]:
     """``one(i, v, pdyn, adyn)``: J with ``params`` leaf ``position``'s ``flat[i] = v``.
 
     ``pdyn`` and ``adyn`` are the dynamic leaves of ``params`` and ``args``.
     With ``sparse`` the leaf goes through :mod:`jgradcheck._engine.sparse`,
-    sharing its matrix products across a batch; otherwise a perturbed copy of
-    the leaf is made per coordinate.
+    sharing its matrix products across a batch (and, with ``patches``, the
+    next products its change reaches); otherwise a perturbed copy of the leaf
+    is made per coordinate.
     """
     if not sparse:
         return group_evaluation(loss, params, args, (position,))
@@ -132,7 +134,9 @@ def leaf_evaluation(
     def split(pdyn: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(None if k == position else x for k, x in enumerate(pdyn))
 
-    f = sparse_loss(of_leaf, base, (split(params.dynamic), args.dynamic))
+    f = sparse_loss(
+        of_leaf, base, (split(params.dynamic), args.dynamic), patches=patches
+    )
 
     def one(i: jax.Array, v: jax.Array, pdyn: Any, adyn: Any) -> jax.Array:
         return f(i, v, pdyn[position], (split(pdyn), adyn))
@@ -147,10 +151,13 @@ def _evaluation(
     info: LeafInfo,
     group: tuple[LeafInfo, ...] | None,
     sparse: bool,
+    patches: bool = True,
 ) -> tuple[Callable[..., Any], dict[int, int]]:
     """A sweep's ``one(i, v, pdyn, adyn)`` and each swept leaf's offset in ``i``."""
     if group is None:
-        one = leaf_evaluation(loss, params, args, info.position, sparse=sparse)
+        one = leaf_evaluation(
+            loss, params, args, info.position, sparse=sparse, patches=patches
+        )
         return one, {info.position: 0}
     positions = tuple(g.position for g in group)
     sizes = np.cumsum([0] + [g.size for g in group])
@@ -218,7 +225,9 @@ class LeafSweep(BatchedSweep):
         self.progress = progress
         params = split_static(flat.rebuild(flat.leaves))
         sparse = engine.sparse if sparse is None else sparse
-        one, self.offsets = _evaluation(loss, params, args, info, group, sparse)
+        one, self.offsets = _evaluation(
+            loss, params, args, info, group, sparse, engine.patches
+        )
         self.dtype = np.dtype(flat.leaves[info.position].dtype)
         self.per_eval: int | None = None
         self.fixed_bytes: int | None = None
