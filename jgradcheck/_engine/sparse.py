@@ -77,17 +77,64 @@ CALLS = {**CALLS_ONLY, **RULES}
 rules (their primal bodies: a sweep evaluates J, never its derivative)."""
 
 
-def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
-    if isinstance(lhs, Sparse) == isinstance(rhs, Sparse):
+class _Product(NamedTuple):
+    """A ``dot_general`` of one sparse or patched operand (``ours``) and a
+    dense one (``a``): each one's contracting and batch dims, and the product
+    of ``ours``'s base with ``a`` (shared by the batch)."""
+
+    ours: Any
+    a: Any
+    on_lhs: bool
+    contract: tuple[int, ...]
+    a_contract: tuple[int, ...]
+    batch: tuple[int, ...]
+    a_batch: tuple[int, ...]
+    out_base: Any
+
+    @property
+    def free(self) -> list[int]:
+        """``ours``'s dims neither contracted nor batched."""
+        dims = self.contract + self.batch
+        return [d for d in range(self.ours.base.ndim) if d not in dims]
+
+    @property
+    def a_free(self) -> list[int]:
+        """``a``'s dims neither contracted nor batched."""
+        return [
+            d for d in range(self.a.ndim) if d not in self.a_contract + self.a_batch
+        ]
+
+
+def _product(eqn: Any, lhs: Any, rhs: Any, kind: type) -> _Product | None:
+    """The product's parts when exactly one operand is a ``kind`` and the
+    other is dense (else None: the caller makes both dense)."""
+    if isinstance(lhs, kind) == isinstance(rhs, kind):
         return None
-    if isinstance(lhs, Patch) or isinstance(rhs, Patch):
-        return None  # the leaf meets its own earlier change: dense
+    if any(
+        isinstance(x, (Sparse, Patch)) for x in (lhs, rhs) if not isinstance(x, kind)
+    ):
+        return None  # e.g. the leaf meets its own earlier change
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    s_is_lhs = isinstance(lhs, Sparse)
-    s, a = (lhs, rhs) if s_is_lhs else (rhs, lhs)
-    s_contract, a_contract = (lc, rc) if s_is_lhs else (rc, lc)
-    s_batch, a_batch = (lb, rb) if s_is_lhs else (rb, lb)
-    (out_base,) = bind(eqn, [s.base, a] if s_is_lhs else [a, s.base])
+    on_lhs = isinstance(lhs, kind)
+    ours, a = (lhs, rhs) if on_lhs else (rhs, lhs)
+    (out_base,) = bind(eqn, [ours.base, a] if on_lhs else [a, ours.base])
+    return _Product(
+        ours,
+        a,
+        on_lhs,
+        *((tuple(lc), tuple(rc)) if on_lhs else (tuple(rc), tuple(lc))),
+        *((tuple(lb), tuple(rb)) if on_lhs else (tuple(rb), tuple(lb))),
+        out_base,
+    )
+
+
+def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
+    prod = _product(eqn, lhs, rhs, Sparse)
+    if prod is None:
+        return None
+    s, a, s_is_lhs, out_base = prod.ours, prod.a, prod.on_lhs, prod.out_base
+    s_contract, a_contract, s_batch = prod.contract, prod.a_contract, prod.batch
+    a_batch = prod.a_batch
 
     shape = s.base.shape
     m = _unravel(s.index, shape)
@@ -236,34 +283,29 @@ def _patched_dot(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
     """``dot_general`` of a patch and a dense array: the base's product (shared
     by the batch) plus the product of the block's change with the slice of
     the other operand it meets."""
-    if isinstance(lhs, Patch) == isinstance(rhs, Patch):
+    prod = _product(eqn, lhs, rhs, Patch)
+    if prod is None:
         return None
-    if isinstance(lhs, Sparse) or isinstance(rhs, Sparse):
-        return None
-    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    p_is_lhs = isinstance(lhs, Patch)
-    p, a = (lhs, rhs) if p_is_lhs else (rhs, lhs)
-    p_contract, a_contract = (lc, rc) if p_is_lhs else (rc, lc)
-    p_batch, a_batch = (lb, rb) if p_is_lhs else (rb, lb)
-    (out_base,) = bind(eqn, [p.base, a] if p_is_lhs else [a, p.base])
+    p = prod.ours
     change = p.update - _block(p.base, p)
     zero = jnp.zeros((), jnp.int32)
-    a_starts, a_sizes = [zero] * a.ndim, list(a.shape)
-    for pd, ad in zip([*p_contract, *p_batch], [*a_contract, *a_batch]):
-        a_starts[ad], a_sizes[ad] = p.starts[pd], p.update.shape[pd]
-    part = lax.dynamic_slice(a, a_starts, a_sizes)
-    (delta,) = bind(eqn, [change, part] if p_is_lhs else [part, change])
-    p_free = [d for d in range(p.base.ndim) if d not in p_contract and d not in p_batch]
-    a_free = [d for d in range(a.ndim) if d not in a_contract and d not in a_batch]
-    ours = [p.starts[d] for d in p_free]
-    theirs = [zero] * len(a_free)
-    starts = [p.starts[d] for d in p_batch] + (
-        ours + theirs if p_is_lhs else theirs + ours
+    # The slice of the other operand the block meets: the block's range along
+    # the contracting and batch dims paired with its own, all of the rest.
+    a_starts, a_sizes = [zero] * prod.a.ndim, list(prod.a.shape)
+    for d, ad in zip(prod.contract + prod.batch, prod.a_contract + prod.a_batch):
+        a_starts[ad], a_sizes[ad] = p.starts[d], p.update.shape[d]
+    part = lax.dynamic_slice(prod.a, a_starts, a_sizes)
+    (delta,) = bind(eqn, [change, part] if prod.on_lhs else [part, change])
+    # Output dims: batch, then the lhs's free dims, then the rhs's.
+    ours = [p.starts[d] for d in prod.free]
+    theirs = [zero] * len(prod.a_free)
+    starts = [p.starts[d] for d in prod.batch] + (
+        ours + theirs if prod.on_lhs else theirs + ours
     )
-    if tuple(delta.shape) == tuple(out_base.shape):
-        return [out_base + delta]
-    cur = lax.dynamic_slice(out_base, starts, delta.shape)
-    return [Patch(out_base, tuple(starts), cur + delta)]
+    if tuple(delta.shape) == tuple(prod.out_base.shape):
+        return [prod.out_base + delta]
+    cur = lax.dynamic_slice(prod.out_base, starts, delta.shape)
+    return [Patch(prod.out_base, tuple(starts), cur + delta)]
 
 
 def _patched_sum(eqn: Any, p: Patch) -> list[Any]:
