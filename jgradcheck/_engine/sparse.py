@@ -163,9 +163,8 @@ def _dot_general(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
         t_dims = tuple(range(nb, nb + na))
     starts = [jnp.asarray(0 if c is None else c, jnp.int32) for c in coords]
     upd_shape = tuple(n if c is None else 1 for c, n in zip(coords, out_base.shape))
-    cur = lax.dynamic_slice(out_base, starts, upd_shape)
     add = lax.broadcast_in_dim((delta * t).astype(out_base.dtype), upd_shape, t_dims)
-    return [_patch(out_base, tuple(starts), cur + add)]
+    return [_plus(out_base, starts, add)]
 
 
 def _rule(eqn: Any, invals: list[Any], patches: bool) -> list[Any] | None:
@@ -206,11 +205,13 @@ class Patch(NamedTuple):
     update: Any
 
 
-def _patch(base: Any, starts: tuple[Any, ...], update: Any) -> Any:
-    """A :class:`Patch`, or the dense array when the block is all of it."""
-    if tuple(update.shape) == tuple(base.shape):
-        return update
-    return Patch(base, starts, update)
+def _plus(base: Any, starts: list[Any], delta: Any) -> Any:
+    """``base`` with ``delta`` added to its block at ``starts``: a
+    :class:`Patch`, or the dense sum when the block is all of ``base``."""
+    if tuple(delta.shape) == tuple(base.shape):
+        return base + delta
+    cur = lax.dynamic_slice(base, starts, delta.shape)
+    return Patch(base, tuple(starts), cur + delta)
 
 
 def _block(x: Any, p: Patch) -> Any:
@@ -262,8 +263,6 @@ def _elementwise(eqn: Any, invals: list[Any]) -> list[Any] | None:
                 return None  # patched in another block: not the same change
             bases.append(x.base)
             blocks.append(x.update)
-        elif isinstance(x, Sparse):
-            return None
         elif np.shape(x) == ():
             bases.append(x)
             blocks.append(x)
@@ -302,10 +301,7 @@ def _patched_dot(eqn: Any, lhs: Any, rhs: Any) -> list[Any] | None:
     starts = [p.starts[d] for d in prod.batch] + (
         ours + theirs if prod.on_lhs else theirs + ours
     )
-    if tuple(delta.shape) == tuple(prod.out_base.shape):
-        return [prod.out_base + delta]
-    cur = lax.dynamic_slice(prod.out_base, starts, delta.shape)
-    return [Patch(prod.out_base, tuple(starts), cur + delta)]
+    return [_plus(prod.out_base, starts, delta)]
 
 
 def _patched_sum(eqn: Any, p: Patch) -> list[Any]:
@@ -313,11 +309,9 @@ def _patched_sum(eqn: Any, p: Patch) -> list[Any]:
     axes = tuple(eqn.params["axes"])
     (out_base,) = bind(eqn, [p.base])
     (delta,) = bind(eqn, [p.update - _block(p.base, p)])
-    starts = [x for d, x in enumerate(p.starts) if d not in axes]
-    if tuple(delta.shape) == tuple(out_base.shape):
-        return [out_base + delta]
-    cur = lax.dynamic_slice(out_base, starts, delta.shape)
-    return [Patch(out_base, tuple(starts), cur + delta)]
+    return [
+        _plus(out_base, [x for d, x in enumerate(p.starts) if d not in axes], delta)
+    ]
 
 
 def _call(eqn: Any, invals: list[Any], patches: bool) -> list[Any] | None:
